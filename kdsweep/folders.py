@@ -46,7 +46,11 @@ def _folder(path: Path, image_size: int) -> datasets.ImageFolder:
 
 
 def _is_grayscale(folder: datasets.ImageFolder) -> bool:
-    return folder.loader(folder.samples[0][0]).mode in ("L", "1", "I;16")
+    # Not folder.loader: torchvision's pil_loader converts every image to RGB. Look at the file's own mode.
+    from PIL import Image
+
+    with Image.open(folder.samples[0][0]) as image:
+        return image.mode in ("L", "1", "I;16", "I", "LA")
 
 
 def _to_tensor(image, channels: int) -> torch.Tensor:
