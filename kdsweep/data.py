@@ -150,8 +150,13 @@ def apply_views(images: torch.Tensor, views: Views, pad: int) -> torch.Tensor:
 # ---------------------------------------------------------------- iterating
 
 
+def view_epoch(epoch: int, view_epochs: int | None) -> int:
+    """The epoch whose views `epoch` trains on: they repeat every `view_epochs` (a teacher cache's size)."""
+    return epoch if view_epochs is None else (epoch - 1) % view_epochs + 1
+
+
 def train_batches(
-    data: Dataset, batch_size: int, epoch: int, shuffle_seed: int, device: torch.device
+    data: Dataset, batch_size: int, epoch: int, shuffle_seed: int, device: torch.device, view_epochs: int | None = None
 ) -> Iterator[tuple[Batch, Views | None]]:
     """Shuffled, augmented training batches of `epoch`, with the views used (None when streaming)."""
     generator = torch.Generator().manual_seed(shuffle_seed * 1_000_003 + epoch)
@@ -160,7 +165,7 @@ def train_batches(
         yield from ((batch, None) for batch in _stream(data, split, batch_size, generator, train=True, device=device))
         return
     order = torch.randperm(len(split), generator=generator)
-    views = draw_views(len(split), data.augment, data.seed, epoch)
+    views = draw_views(len(split), data.augment, data.seed, view_epoch(epoch, view_epochs))
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         batch_views = views.take(index)

@@ -22,7 +22,7 @@ from torch import nn
 
 from kdsweep.data import Batch, DataSpec, Dataset, Views, eval_batches, load_dataset, train_batches
 from kdsweep.losses import LossParams, dkd_warmup, get_loss, needs_teacher
-from kdsweep.models import create_model, measure_cost
+from kdsweep.models import create_model, load_pretrained, measure_cost
 
 
 class TrialConfig(BaseModel):
@@ -33,6 +33,7 @@ class TrialConfig(BaseModel):
     data: DataSpec = DataSpec()
     student: str = "resnet8"
     width: int | None = Field(default=None, gt=0)  # width-configurable students only
+    pretrained: str | None = None  # torchvision weights to start from, e.g. IMAGENET1K_V1
     loss: Literal["kd", "dkd"] = "kd"
     temperature: float = Field(default=4.0, gt=0)
     alpha: float = Field(default=0.9, ge=0)  # kd: weight of the soft term, <= 1; dkd: TCKD weight
@@ -47,9 +48,11 @@ class TrialConfig(BaseModel):
     gamma: float = Field(default=0.1, gt=0, le=1)
     batch_size: int = Field(default=64, gt=0)
     epochs: int = Field(default=10, gt=0)
+    view_epochs: int | None = Field(default=None, gt=0)  # augmented views repeat every view_epochs epochs; None: fresh every epoch
     seed: int = 0
     num_threads: int | None = Field(default=None, gt=0)  # default: the CPUs this process may use
     measure_latency: bool = True
+    fail_once_at_epoch: int | None = Field(default=None, gt=0)  # chaos testing: crash once there, to exercise retries
 
     @model_validator(mode="after")
     def _alpha_range(self) -> "TrialConfig":
@@ -160,6 +163,8 @@ def run_trial(
     teacher_outputs = _teacher_outputs(cfg, teacher, device)
 
     student = create_model(cfg.student, data.num_classes, data.in_channels, data.image_size, cfg.width)
+    if cfg.pretrained and resume_state is None:
+        load_pretrained(student, cfg.student, cfg.pretrained)
     cost = measure_cost(student, data.input_shape) if cfg.measure_latency else None
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     student = student.to(device, memory_format=memory_format)
@@ -179,12 +184,17 @@ def run_trial(
     for epoch in range(start_epoch, cfg.epochs + 1):
         started = time.perf_counter()
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout etc.: a resumed epoch replays exactly
+        if cfg.fail_once_at_epoch == epoch and resume_state is None:
+            raise RuntimeError(f"injected failure at epoch {epoch} (fail_once_at_epoch)")
         lr = optimizer.param_groups[0]["lr"]
         params = LossParams(cfg.temperature, cfg.alpha, cfg.beta, dkd_warmup(epoch, cfg.dkd_warmup_epochs))
         train = train_one_epoch(student, data, cfg, epoch, device, optimizer, loss_fn, params, teacher_outputs)
         scheduler.step()
         metrics = {"epoch": epoch, "lr": lr, **train, **evaluate(student, data, "val", device, teacher_val), **static}
         metrics["epoch_seconds"] = time.perf_counter() - started
+        diverged = not math.isfinite(train["train_loss"])
+        if diverged:  # an outcome of the hyperparameters, not a crash: retrying would diverge again
+            metrics["diverged"] = 1.0
         history.append(metrics)
         if report is not None:
             epoch_done = epoch
@@ -199,6 +209,8 @@ def run_trial(
                 })
 
             report(metrics, state)
+        if diverged:
+            break
     return TrialResult(metrics, student, history)
 
 
@@ -226,7 +238,7 @@ def train_one_epoch(
     student.train()
     totals = torch.zeros(3, dtype=torch.float64)
     seen = 0
-    for batch, views in train_batches(data, cfg.batch_size, epoch, cfg.seed, device):
+    for batch, views in train_batches(data, cfg.batch_size, epoch, cfg.seed, device, cfg.view_epochs):
         teacher_logits = teacher.train_logits(batch, views, epoch) if teacher is not None else None
         with autocast(device):
             logits = student(batch.images)
@@ -238,8 +250,6 @@ def train_one_epoch(
         totals += torch.stack([terms.total.detach(), terms.ce.detach(), terms.kd.detach()]).double().cpu() * n
         seen += n
     total, ce, kd = (totals / seen).tolist()
-    if not math.isfinite(total):
-        raise FloatingPointError(f"training loss is {total} at epoch {epoch}: lower lr or check the data")
     return {"train_loss": total, "train_ce": ce, "train_kd": kd}
 
 

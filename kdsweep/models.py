@@ -13,6 +13,7 @@ import difflib
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -146,6 +147,33 @@ for _name, _factory in [
     ("shufflenet_v2_x1_0", tvm.shufflenet_v2_x1_0),
 ]:
     register_model(_name, "student")(_torchvision_shufflenet(_factory))
+
+
+def load_pretrained(model: nn.Module, name: str, weights: str) -> list[str]:
+    """Start `model` from torchvision's pretrained `weights` (e.g. IMAGENET1K_V1) wherever shapes agree.
+
+    The adapted stem (small images, 1 channel) and the classifier head keep their fresh
+    initialisation; the returned keys are those not taken from the checkpoint. The file is fetched
+    once into torch's hub cache ($TORCH_HOME), checked against its hash, and read weights-only.
+    """
+    try:
+        enum = tvm.get_model_weights(name)
+    except (KeyError, ValueError):
+        raise ValueError(f"'{name}' has no torchvision pretrained weights (only torchvision models do)") from None
+    if weights not in enum.__members__:
+        raise ValueError(f"unknown weights '{weights}' for {name} (choose from: {', '.join(enum.__members__)})")
+    try:
+        state = enum[weights].get_state_dict(progress=False, check_hash=True)
+    except OSError as error:  # URLError included: no network
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise ValueError(
+            f"cannot download {name} {weights} ({error.__class__.__name__}: {getattr(error, 'reason', error)}); "
+            f"without network, put {enum[weights].url.rsplit('/', 1)[-1]} from {enum[weights].url} into {cache}"
+        ) from None
+    own = model.state_dict()
+    usable = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}
+    model.load_state_dict(usable, strict=False)
+    return sorted(set(own) - set(usable))
 
 
 # ---------------------------------------------------------------- CIFAR-style ResNets

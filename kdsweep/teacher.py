@@ -3,23 +3,30 @@
 A teacher is trained by the very trial function the students use (alpha=0: plain cross-entropy),
 so there is one training loop in kdsweep. Checkpoints are a state dict plus plain metadata and are
 read with `weights_only=True`: a file carrying a pickled payload is refused, never executed.
+
+Its logits are then computed once per sweep for every view a trial can train on (the views are a
+pure function of the data seed and the epoch), so trials read them instead of running the teacher.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import pickle
+import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from kdsweep.data import Dataset
-from kdsweep.distill import TrialConfig, evaluate, pick_device, run_trial
+from kdsweep.data import Batch, Dataset, Views, eval_batches, train_batches, view_epoch
+from kdsweep.distill import TrialConfig, autocast, evaluate, pick_device, run_trial
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model
 
@@ -37,6 +44,13 @@ class TeacherSpec(BaseModel):
     batch_size: int = Field(default=64, gt=0)
     seed: int = 0
     cache_dir: str | None = None  # trained teachers are kept here, keyed by dataset/arch/seed/epochs
+    mode: Literal["online", "cached", "off"] = "cached"  # cached: logits computed once per sweep; off: alpha=0 only
+    cache_limit_mb: int = Field(default=1024, gt=0)  # a bigger cache holds fewer view epochs, or falls back to online
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _bare_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` (and `--set teacher.mode=off`) as false
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,7 @@ class TeacherMeta:
 class Teacher:
     module: nn.Module
     meta: TeacherMeta
-    source: str  # "trained", "cache:<path>" or "checkpoint:<path>"
+    source: str  # "trained:<path>", "cache:<path>" or "checkpoint:<path>": the file is its identity
     history: list[dict[str, float]] | None = None
 
 
@@ -72,7 +86,8 @@ def cache_path(spec: TeacherSpec, data: Dataset) -> Path:
 def prepare_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
     """The sweep's teacher: from `spec.checkpoint`, from the cache, or trained now (and cached)."""
     if spec.checkpoint:
-        module, meta = load_teacher(spec.checkpoint, data)
+        load = load_mlflow_teacher if spec.checkpoint.startswith(MLFLOW_SCHEMES) else load_teacher
+        module, meta = load(spec.checkpoint, data)
         return Teacher(module, meta, f"checkpoint:{spec.checkpoint}")
     path = cache_path(spec, data)
     if path.exists():
@@ -81,6 +96,7 @@ def prepare_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
         return Teacher(module, meta, f"cache:{path}")
     teacher = train_teacher(spec, data, log)
     save_teacher(path, teacher.module, teacher.meta)
+    teacher.source = f"trained:{path}"
     log(f"teacher: saved to {path} (reused by later sweeps on this dataset)")
     return teacher
 
@@ -131,12 +147,14 @@ def load_teacher(path: str, data: Dataset) -> tuple[nn.Module, TeacherMeta]:
     field = "teacher.checkpoint"
     if not Path(path).is_file():
         raise ConfigError(field, f"file '{path}' does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ConfigError(field, f"'{path}' is not a readable checkpoint (not a torch.save file)")
     try:
         payload: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError:
         raise ConfigError(
-            field, f"'{path}' refused: it is not a plain weights file (weights_only=True load failed: {str(error).splitlines()[0]})"
-        ) from error
+            field, f"'{path}' refused: it holds objects other than tensors and plain data (loaded weights_only=True)"
+        ) from None
     except Exception as error:  # truncated or not a torch file at all
         raise ConfigError(field, f"'{path}' is not a readable checkpoint ({error.__class__.__name__})") from error
     if not isinstance(payload, dict) or payload.get("format") != "kdsweep-teacher/1":
@@ -152,3 +170,160 @@ def load_teacher(path: str, data: Dataset) -> tuple[nn.Module, TeacherMeta]:
     module = create_model(meta.arch, meta.num_classes, meta.input_shape[0], meta.input_shape[1])
     module.load_state_dict(payload["state_dict"])
     return module.eval(), meta
+
+
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+def load_mlflow_teacher(uri: str, data: Dataset) -> tuple[nn.Module, TeacherMeta]:
+    """A teacher logged to MLflow (`models:/NAME@ALIAS`, `runs:/ID/model`), checked against the data."""
+    from kdsweep.tracking import load_logged_model
+
+    field = "teacher.checkpoint"
+    try:
+        module = load_logged_model(uri)
+    except Exception as error:  # unknown name/alias/run, unreachable store: MLflow raises many kinds
+        raise ConfigError(field, f"cannot load {uri} from MLflow ({str(error).splitlines()[0][:200]})") from None
+    example = next(eval_batches(data, data.val, 2, torch.device("cpu"))).images
+    try:
+        with torch.no_grad():
+            outputs = module(example)
+    except Exception:
+        raise ConfigError(field, f"{uri} does not accept inputs {data.input_shape} of {data.name}") from None
+    if outputs.shape[-1] != data.num_classes:
+        raise ConfigError(field, f"{uri} predicts {outputs.shape[-1]} classes but {data.name} has {data.num_classes}")
+    test_accuracy = evaluate(module, data, "test", torch.device("cpu"))["test_accuracy"]
+    meta = TeacherMeta(uri, data.num_classes, data.input_shape, data.mean, data.std, data.name, test_accuracy, data.seed)
+    return module, meta
+
+
+# ---------------------------------------------------------------- the logit cache
+
+
+@dataclass(frozen=True)
+class TeacherLogitCache:
+    """The teacher's logits for every view the trials train on, computed once and shared by all.
+
+    `train[e, i]` belongs to sample i in the views of epoch e + 1, and `views[e, i]` is the code of
+    that view: the cache key, checked on every batch, so a trial is refused rather than fed logits of
+    another image. Arrays are numpy because Ray's object store hands numpy arrays to every trial of
+    a node zero-copy, where each trial would get its own copy of a torch tensor.
+    """
+
+    train: np.ndarray  # float16, view_epochs x N_train x classes
+    views: np.ndarray  # int32, view_epochs x N_train
+    val: np.ndarray  # float16, N_val x classes, un-augmented
+    test: np.ndarray  # float16, N_test x classes, un-augmented
+    pad: int  # the augmentation's crop padding, to encode a batch's views
+
+    @property
+    def view_epochs(self) -> int:
+        """Trials must set TrialConfig.view_epochs to this, so their views repeat as the cache's do."""
+        return len(self.train)
+
+    def train_logits(self, batch: Batch, views: Views | None, epoch: int) -> torch.Tensor:
+        if views is None:
+            raise ValueError("the teacher cache serves in-memory datasets only; this batch streams from disk")
+        slot = view_epoch(epoch, self.view_epochs) - 1
+        index = batch.indices.numpy()
+        if not np.array_equal(self.views[slot, index], _view_codes(views, self.pad)):
+            raise ValueError(
+                f"epoch {epoch} trains on views the teacher cache does not hold: "
+                f"the trial needs view_epochs={self.view_epochs} and the sweep's dataset"
+            )
+        return torch.from_numpy(self.train[slot, index]).to(batch.images.device).float()
+
+    def eval_logits(self, data: Dataset, split: str, device: torch.device) -> torch.Tensor:
+        logits = getattr(self, split)
+        if len(logits) != len(getattr(data, split)):
+            raise ValueError(f"the teacher cache holds {len(logits)} {split} logits but the {split} split has {len(getattr(data, split))} samples")
+        return torch.from_numpy(logits.astype(np.float32)).to(device)
+
+
+def _view_codes(views: Views, pad: int) -> np.ndarray:
+    """One integer per (crop offset, flip): the finite set of views one image has."""
+    return ((views.dy * (2 * pad + 1) + views.dx) * 2 + views.flip.long()).numpy().astype(np.int32)
+
+
+def build_teacher_cache(
+    module: nn.Module,
+    data: Dataset,
+    epochs: int,
+    device: torch.device,
+    memory_limit_mb: float,
+    batch_size: int | None = None,
+    log=print,
+) -> TeacherLogitCache | None:
+    """The logits of every view of `epochs` epochs, or of as many epochs as `memory_limit_mb` holds.
+
+    None, with the reason logged, when the cache cannot be exact or bounded: data streaming from disk
+    (its views are not drawn ahead), one epoch over the limit, or logits beyond float16's range.
+    The caller then runs the teacher online.
+    """
+    if not data.in_memory:
+        log("teacher cache: the data streams from disk, so its views cannot be cached; running the teacher online")
+        return None
+    if data.augment.num_views == 1:
+        epochs = 1  # no augmentation: every epoch shows the same images
+    samples, classes = len(data.train), data.num_classes
+    per_epoch = samples * (2 * classes + 4)  # float16 logits and an int32 view code per sample
+    fixed = (len(data.val) + len(data.test)) * classes * 2
+    view_epochs = min(epochs, int((memory_limit_mb * 2**20 - fixed) // per_epoch))
+    if view_epochs < 1:
+        log(f"teacher cache: one epoch needs {_mb(fixed + per_epoch)} > teacher.cache_limit_mb={memory_limit_mb}; running the teacher online")
+        return None
+    repeat = f" (all {epochs} exceed teacher.cache_limit_mb={memory_limit_mb}: views repeat every {view_epochs} epochs)" if view_epochs < epochs else ""
+    log(f"teacher cache: {view_epochs} view epochs x {samples} samples x {classes} classes, float16 = {_mb(fixed + view_epochs * per_epoch)}{repeat}")
+    started = time.perf_counter()
+    # A GPU wants large batches; a CPU is 20-30% faster on small ones, whose activations stay in its caches.
+    batch_size = batch_size or (1024 if device.type == "cuda" else 64)
+    cache = _compute_cache(module, data, view_epochs, device, batch_size)
+    if not all(np.isfinite(logits).all() for logits in (cache.train, cache.val, cache.test)):
+        log("teacher cache: logits do not fit float16 (|logit| > 65504, or NaN); running the teacher online")
+        return None
+    log(f"teacher cache: built in {time.perf_counter() - started:.1f} s")
+    return cache
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB"
+
+
+def _compute_cache(module: nn.Module, data: Dataset, view_epochs: int, device: torch.device, batch_size: int) -> TeacherLogitCache:
+    # A copy: the caller's module stays where it was, in the mode it was.
+    teacher = copy.deepcopy(module).to(device).eval()
+    train = np.empty((view_epochs, len(data.train), data.num_classes), np.float16)
+    views = np.empty((view_epochs, len(data.train)), np.int32)
+
+    def half(images: torch.Tensor) -> np.ndarray:
+        return teacher(images).float().cpu().numpy().astype(np.float16)
+
+    with torch.inference_mode(), autocast(device):
+        for epoch in range(1, view_epochs + 1):
+            # The trials' own iterator: the images are built exactly as they will be in training.
+            for batch, batch_views in train_batches(data, batch_size, epoch, 0, device):
+                index = batch.indices.numpy()
+                train[epoch - 1, index] = half(batch.images)
+                views[epoch - 1, index] = _view_codes(batch_views, data.augment.pad)
+        val, test = (
+            np.concatenate([half(b.images) for b in eval_batches(data, getattr(data, split), batch_size, device)])
+            for split in ("val", "test")
+        )
+    return TeacherLogitCache(train, views, val, test, data.augment.pad)
+
+
+def teacher_for_trials(spec: TeacherSpec, teacher: Teacher | None, data: Dataset, epochs: int, log=print) -> nn.Module | TeacherLogitCache | None:
+    """What every trial of a sweep gets: the logit cache when `spec.mode` is cached and it fits, else the module."""
+    if teacher is None:
+        return None
+    if spec.mode == "cached":
+        cache = build_teacher_cache(teacher.module, data, epochs, pick_device(), spec.cache_limit_mb, log=log)
+        if cache is not None:
+            return cache
+    return teacher.module
+
+
+if __name__ == "__main__":
+    from kdsweep.teacher_cli import main
+
+    raise SystemExit(main())

@@ -1,0 +1,283 @@
+"""Search-space YAML + command-line overrides -> one validated, frozen SweepConfig.
+
+Everything a user can get wrong is caught here, before Ray starts, as a ConfigError that names
+the field (`search.temperature: ...`). Searched values are checked by validating the trial
+config at every extreme of every domain, so the trial's own rules (T > 0, alpha in [0, 1] for
+kd, ...) are the single source of truth.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdsweep.data import DataSpec, check_dataset_name
+from kdsweep.distill import TrialConfig
+from kdsweep.errors import ConfigError, from_validation_error
+from kdsweep.models import list_models, unknown_name_message
+from kdsweep.teacher import TeacherSpec
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+DEFAULT_SPACE = SPACES_DIR / "default.yaml"
+DOMAINS = ("choice", "grid", "uniform", "loguniform", "randint")
+# Trial fields a search space must not set: the sweep owns them.
+SWEEP_OWNED = {"data", "epochs", "num_threads", "view_epochs"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Param(_Strict):
+    """One searched parameter in Ray Tune's vocabulary; `when` makes it conditional."""
+
+    choice: list[Any] | None = None
+    grid: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None  # [low, high): high excluded, as in tune.randint
+    when: dict[str, Any] | None = None  # e.g. {loss: dkd}: sampled only then; the trial default otherwise
+
+    @model_validator(mode="after")
+    def _one_domain(self) -> "Param":
+        given = [d for d in DOMAINS if getattr(self, d) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(DOMAINS)} (got {', '.join(given) or 'none'})")
+        values = self.values
+        if not values:
+            raise ValueError(f"'{self.domain}' needs at least one value")
+        if self.domain in ("uniform", "loguniform", "randint"):
+            low, high = values
+            if not low < high:
+                raise ValueError(f"{self.domain} needs low < high, got [{low}, {high}]")
+            if self.domain == "loguniform" and low <= 0:
+                raise ValueError("loguniform needs low > 0")
+        return self
+
+    @property
+    def domain(self) -> str:
+        return next(d for d in DOMAINS if getattr(self, d) is not None)
+
+    @property
+    def values(self) -> list[Any]:
+        return list(getattr(self, self.domain))
+
+    def extremes(self) -> list[Any]:
+        """The values that bound what can be sampled: enough to validate the whole domain."""
+        if self.domain == "randint":
+            return [self.randint[0], self.randint[1] - 1]
+        return self.values
+
+    def condition_holds(self, config: dict[str, Any]) -> bool:
+        if not self.when:
+            return True
+        for key, expected in self.when.items():
+            allowed = expected if isinstance(expected, list) else [expected]
+            if config.get(key) not in allowed:
+                return False
+        return True
+
+
+class Objective(_Strict):
+    metric: str = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+
+
+class Budget(_Strict):
+    epochs: int = Field(default=8, gt=0)
+    num_samples: int = Field(default=8, gt=0)
+
+
+class Scheduler(_Strict):
+    name: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(default=2, gt=0)
+    reduction_factor: float = Field(default=2.0, gt=1)
+
+
+class Searcher(_Strict):
+    name: Literal["random", "optuna"] = "random"
+    max_concurrent: int | None = Field(default=None, gt=0)  # default: as many as resources allow
+    seed: int | None = 0
+
+
+class Resources(_Strict):
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    max_failures: int = Field(default=2, ge=0)
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_or_fraction(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError("must be a fraction of one GPU (<= 1) or a whole number of GPUs")
+        return value
+
+
+class Run(_Strict):
+    """Where and as what the sweep runs; usually set by flags rather than in the file."""
+
+    name: str | None = None  # experiment name; default: the space file's stem
+    address: str | None = None  # join a running Ray cluster ("auto" on a `ray up` head node)
+    storage: str | None = None  # Tune storage (a shared path or URI for multi-node)
+    tracking_uri: str | None = None  # MLflow; default: MLFLOW_TRACKING_URI, else a local store
+    output_json: str | None = None
+    resume: bool = False
+    select: bool = True  # choose, test and register the champion at the end
+    register_name: str | None = None  # registered model name for the champion; default: the experiment name
+
+
+class SweepConfig(_Strict):
+    data: DataSpec = DataSpec()
+    teacher: TeacherSpec = TeacherSpec()
+    objective: Objective | list[Objective] = Objective()
+    budget: Budget = Budget()
+    scheduler: Scheduler = Scheduler()
+    searcher: Searcher = Searcher()
+    resources: Resources = Resources()
+    fixed: dict[str, Any] = {}
+    search: dict[str, Param] = {}
+    run: Run = Run()
+    space_file: str | None = None  # filled in by load_config: recorded with the sweep
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.objective if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def experiment_name(self) -> str:
+        return self.run.name or (Path(self.space_file).stem if self.space_file else "kdsweep")
+
+    def trial_base(self) -> dict[str, Any]:
+        """The fixed part of every trial's config (searched keys are added per trial)."""
+        from dataclasses import asdict
+
+        return {**self.fixed, "data": asdict(self.data), "epochs": self.budget.epochs}
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, **flags: Any) -> SweepConfig:
+    """Read the YAML, apply `--set key=value` overrides then flags (both by dotted path), validate."""
+    path = Path(path) if path else DEFAULT_SPACE
+    if not path.is_file():
+        raise ConfigError("--space", f"file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), f"not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), "must be a mapping of sections (data, teacher, search, ...)")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", f"'{item}' is not key=value")
+        _set_path(raw, key, yaml.safe_load(value) if value else None)
+    for key, value in flags.items():
+        if value is not None:
+            _set_path(raw, key, value)
+    raw["space_file"] = str(path)
+    try:
+        config = SweepConfig.model_validate(raw)
+    except ValidationError as error:
+        raise from_validation_error(error) from None
+    validate_semantics(config)
+    return config
+
+
+def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(dotted, f"'{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate_semantics(config: SweepConfig) -> None:
+    """What pydantic's types cannot say: names exist, domains fit the trial, the combination works."""
+    check_dataset_name(config.data.name)
+    if config.teacher.arch not in list_models():
+        raise ConfigError("teacher.arch", unknown_name_message("model", config.teacher.arch, list_models()))
+    trial_fields = set(TrialConfig.model_fields)
+    for section, keys in (("fixed", config.fixed), ("search", config.search)):
+        for key in keys:
+            if key in SWEEP_OWNED:
+                raise ConfigError(f"{section}.{key}", "is set by the sweep (use data:, budget.epochs, teacher.cache_limit_mb)")
+            if key not in trial_fields:
+                raise ConfigError(f"{section}.{key}", f"unknown trial parameter (known: {', '.join(sorted(trial_fields - SWEEP_OWNED))})")
+    for key in config.search.keys() & config.fixed.keys():
+        raise ConfigError(f"search.{key}", "is also in fixed: give it in one place")
+    _validate_trial_values(config)
+    _validate_conditions(config)
+    _validate_strategy(config)
+    if config.teacher.mode == "off" and any_trial_needs_teacher(config):
+        raise ConfigError("teacher.mode", "off but alpha can be > 0 (or loss dkd): search only alpha=0 with loss kd, or use cached/online")
+
+
+def any_trial_needs_teacher(config: SweepConfig) -> bool:
+    """Whether some sampled trial distils (alpha > 0, or dkd), so the sweep must prepare a teacher."""
+    base = TrialConfig.model_validate(config.trial_base())
+    alphas = config.search["alpha"].values if "alpha" in config.search else [base.alpha]
+    losses = config.search["loss"].values if "loss" in config.search else [base.loss]
+    return any(a > 0 for a in alphas) or "dkd" in losses
+
+
+def _validate_trial_values(config: SweepConfig) -> None:
+    base = config.trial_base()  # searched keys keep the trial's defaults while one is varied
+    try:
+        TrialConfig.model_validate(base)
+    except ValidationError as error:
+        raise from_validation_error(error, "fixed.") from None
+    for name, param in config.search.items():
+        for value in param.extremes():
+            if name == "student" and value not in list_models():
+                raise ConfigError("search.student", unknown_name_message("model", str(value), list_models()))
+            candidate = {**base, name: value}
+            for other, other_param in config.search.items():  # pair alpha's bound with every loss
+                if other != name and other in ("loss",) and name in ("alpha",):
+                    for loss in other_param.values:
+                        _check_trial({**candidate, other: loss}, f"search.{name}")
+            _check_trial(candidate, f"search.{name}")
+    fixed_student = config.fixed.get("student")
+    if fixed_student is not None and fixed_student not in list_models():
+        raise ConfigError("fixed.student", unknown_name_message("model", str(fixed_student), list_models()))
+
+
+def _check_trial(candidate: dict[str, Any], field: str) -> None:
+    try:
+        TrialConfig.model_validate(candidate)
+    except ValidationError as error:
+        problem = from_validation_error(error)
+        raise ConfigError(field, f"{problem.field}: {problem.problem}" if problem.field not in field else problem.problem) from None
+
+
+def _validate_conditions(config: SweepConfig) -> None:
+    for name, param in config.search.items():
+        for key, expected in (param.when or {}).items():
+            if key not in config.search:
+                raise ConfigError(f"search.{name}.when", f"'{key}' is not a searched parameter")
+            if config.search[key].when:
+                raise ConfigError(f"search.{name}.when", f"'{key}' is itself conditional: one level only")
+            allowed = expected if isinstance(expected, list) else [expected]
+            missing = [v for v in allowed if v not in config.search[key].values]
+            if missing:
+                raise ConfigError(f"search.{name}.when", f"{key} never takes {missing}")
+
+
+def _validate_strategy(config: SweepConfig) -> None:
+    multi = len(config.objectives) > 1
+    if config.searcher.name == "optuna" and any(p.domain == "grid" for p in config.search.values()):
+        raise ConfigError("searcher.name", "optuna cannot search a 'grid' domain: use choice")
+    if multi and config.searcher.name != "optuna":
+        raise ConfigError("objective", "several objectives need searcher.name: optuna")
+    if config.scheduler.name == "asha" and config.scheduler.grace_period > config.budget.epochs:
+        raise ConfigError("scheduler.grace_period", f"{config.scheduler.grace_period} exceeds budget.epochs ({config.budget.epochs})")

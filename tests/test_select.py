@@ -1,0 +1,286 @@
+"""Selection: the Pareto front, constraints, ranking, and a real sweep in MLflow -> registry alias `champion`."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import mlflow
+import mlflow.models
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from kdsweep.config import load_config
+from kdsweep.data import DataSpec
+from kdsweep.distill import evaluate, predict, run_trial
+from kdsweep.errors import ConfigError
+from kdsweep.select import (
+    Constraints,
+    TrialRun,
+    data_spec_from_params,
+    main,
+    pareto_front,
+    rank,
+    satisfies,
+    select_champion,
+)
+from kdsweep.tracking import TAG_MODEL_URI, SweepTracker, TrialTracker, confusion_figure, flat_params
+
+SPEC = DataSpec(name="synthetic", channels=1, image_size=8, num_classes=4, num_samples=160)  # = conftest's tiny_data
+SPACE = """
+data: {name: synthetic, channels: 1, image_size: 8, num_classes: 4, num_samples: 160}
+budget: {epochs: 1, num_samples: 4}
+scheduler: {name: none}
+fixed: {alpha: 0.0, width: 4}
+search:
+  student: {choice: [small_cnn]}
+"""
+TRIAL = {"student": "small_cnn", "width": 4, "alpha": 0.0, "epochs": 1, "measure_latency": False, "num_threads": 1}
+# run name -> (val_accuracy, latency_ms, params, final status, logs its student): the logged values set the ranking
+TRIALS = {
+    "accurate-slow": (0.90, 5.0, 3000, "FINISHED", True),
+    "fast": (0.80, 1.0, 1000, "FINISHED", True),
+    "stopped": (0.95, 0.5, 500, "KILLED", True),  # ASHA stopped it: never a champion, even with a model
+    "no-model": (0.99, 0.5, 500, "FINISHED", False),  # its upload never happened
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_mlflow():
+    """This MLflow refuses file stores unless asked, and infers a model's pip requirements in a fresh
+    Python that imports torch (~6 s a model on these cores); the registry needs neither."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        patch.setattr(mlflow.models, "infer_pip_requirements", lambda model_uri, flavor, fallback=None, **kwargs: fallback)
+        torch.set_num_threads(1)
+        yield
+
+
+@pytest.fixture(scope="module")
+def students(tiny_data):
+    return {name: run_trial({**TRIAL, "seed": seed}, data=tiny_data) for seed, name in enumerate(TRIALS)}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    uri: str
+    experiment: str
+    parent_run_id: str
+    run_ids: dict[str, str]  # run name -> run id
+
+
+def make_sweep(uri: str, experiment: str, directory, data, students, trials: tuple[str, ...] = tuple(TRIALS)) -> Sweep:
+    """A finished sweep as the driver and its trials record it, without Ray in between."""
+    (directory / "tiny.yaml").write_text(SPACE)
+    tracker = SweepTracker(uri, experiment)
+    context = tracker.start_parent(load_config(directory / "tiny.yaml"), resume=False)
+    run_ids = {}
+    for index, name in enumerate(trials):
+        accuracy, latency, params, status, has_model = TRIALS[name]
+        trial = TrialTracker(context, f"trial_{index:05d}", name, {**TRIAL, "data": asdict(SPEC)})
+        result = students[name]
+        trial.log_epoch({**result.metrics, "val_accuracy": accuracy, "latency_ms": latency, "params": params})
+        if has_model:
+            logits, labels = predict(result.student, data, "val", torch.device("cpu"))
+            trial.log_student(result.student, data, confusion_figure(labels.numpy(), logits.argmax(1).numpy(), 4))
+        tracker.close_trial(trial.run_id, status)
+        run_ids[name] = trial.run_id
+    tracker.finish()
+    return Sweep(uri, experiment, context.parent_run_id, run_ids)
+
+
+@pytest.fixture
+def sweep(tmp_path, tiny_data, students) -> Sweep:
+    return make_sweep(tmp_path.as_uri() + "/mlruns", "tiny", tmp_path, tiny_data, students)
+
+
+@pytest.fixture(scope="module")
+def selected(tmp_path_factory, tiny_data, students):
+    """One sweep selected once with no constraints; tests that only read the outcome share it."""
+    directory = tmp_path_factory.mktemp("selected")
+    sweep = make_sweep(directory.as_uri() + "/mlruns", "tiny", directory, tiny_data, students)
+    lines: list[str] = []
+    champion = select_champion(sweep.uri, "tiny", log=lines.append)
+    return sweep, champion, lines
+
+
+# ---------------------------------------------------------------- pure parts, by hand
+
+
+@pytest.mark.parametrize(
+    ("points", "senses", "front"),
+    [
+        # (0.7, 2) loses to (0.8, 1) on both; (0.8, 3) ties it on accuracy and is slower
+        ([(0.9, 5.0), (0.8, 1.0), (0.7, 2.0), (0.8, 3.0)], ("max", "min"), [0, 1]),
+        ([(0.8, 1.0), (0.8, 1.0), (0.5, 2.0)], ("max", "min"), [0, 1]),  # equal points are both on it
+        # (0.8, 1, 1000) loses to (0.8, 1, 500) on size alone; (0.85, 6, 100) is the smallest
+        ([(0.9, 5, 3000), (0.8, 1, 1000), (0.8, 1, 500), (0.85, 6, 100)], ("max", "min", "min"), [0, 2, 3]),
+        ([(1, 2), (2, 1), (2, 2)], ("min", "min"), [0, 1]),
+        ([(3.0,)], ("max",), [0]),
+        ([], ("max", "min"), []),
+    ],
+)
+def test_pareto_front_keeps_exactly_the_non_dominated_points(points, senses, front):
+    assert pareto_front(points, senses) == front
+
+
+@pytest.mark.parametrize(("points", "senses"), [([(1.0, 2.0)], ("max", "up")), ([(1.0, 2.0, 3.0)], ("max", "min"))])
+def test_pareto_front_refuses_unknown_senses_and_ragged_points(points, senses):
+    with pytest.raises(ValueError):
+        pareto_front(points, senses)
+
+
+def trial_run(name: str, accuracy: float, latency: float, params: float, status: str = "FINISHED") -> TrialRun:
+    metrics = {"val_accuracy": accuracy, "latency_ms": latency, "params": params}
+    return TrialRun(name, name, status, {}, metrics, f"models:/m-{name}", False)
+
+
+def test_rank_breaks_metric_ties_by_latency_then_params_and_puts_non_candidates_last():
+    runs = [trial_run("slow", 0.8, 2.0, 100), trial_run("big", 0.8, 1.0, 900), trial_run("small", 0.8, 1.0, 500),
+            trial_run("killed", 0.99, 0.1, 10, status="KILLED"), trial_run("worse", 0.7, 0.1, 10)]
+    assert [r.name for r in rank(runs, "val_accuracy", "max")] == ["small", "big", "slow", "worse", "killed"]
+    assert [r.name for r in rank(runs, "latency_ms", "min")] == ["worse", "small", "big", "slow", "killed"]
+
+
+def test_constraints_are_inclusive_and_a_missing_metric_fails_its_limit():
+    metrics = {"val_accuracy": 0.8, "latency_ms": 2.0, "params": 1000}
+    assert satisfies(metrics, Constraints(max_latency_ms=2.0, max_params=1000, min_accuracy=0.8))
+    assert not satisfies(metrics, Constraints(max_latency_ms=1.9))
+    assert not satisfies(metrics, Constraints(max_params=999))
+    assert not satisfies(metrics, Constraints(min_accuracy=0.81))
+    assert not satisfies({"val_accuracy": 0.8}, Constraints(max_latency_ms=100.0))
+    assert satisfies({}, Constraints())
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"max_latency_ms": -1.0}, "--max-latency-ms"),
+                                               ({"max_params": math.nan}, "--max-params"), ({"min_accuracy": 1.5}, "--min-accuracy")])
+def test_constraints_refuse_impossible_limits_naming_the_flag(kwargs, field):
+    with pytest.raises(ConfigError) as error:
+        Constraints(**kwargs)
+    assert error.value.field == field
+
+
+def test_data_spec_round_trips_through_the_parent_params():
+    spec = DataSpec(name="synthetic", seed=3, val_fraction=0.25, root=None, num_samples=96)
+    assert data_spec_from_params({**flat_params("data.", asdict(spec)), "fixed": "{}"}) == spec
+    with pytest.raises(ConfigError, match="data.seed: cannot read 'x' as int"):
+        data_spec_from_params({"data.name": "synthetic", "data.seed": "x"})
+    with pytest.raises(ConfigError, match="data.name"):
+        data_spec_from_params({"budget.epochs": "1"})
+
+
+# ---------------------------------------------------------------- a real sweep in a file store
+
+
+def test_most_accurate_finished_run_wins_and_stopped_or_model_less_runs_never_do(selected):
+    sweep, champion, lines = selected
+    assert champion.run_name == "accurate-slow" and champion.run_id == sweep.run_ids["accurate-slow"]
+    assert champion.model_uri == "models:/tiny@champion" and champion.version == 1
+    front_line = next(line for line in lines if line.startswith("Pareto front"))
+    assert sorted(front_line.split(": ", 1)[1].split(", ")) == ["accurate-slow", "fast"]
+    board = "\n".join(lines)
+    assert "STOPPED" in board and "FINISHED (no model)" in board
+
+
+def test_latency_limit_passes_over_the_most_accurate_run(sweep):
+    champion = select_champion(sweep.uri, "tiny", sweep.parent_run_id, Constraints(max_latency_ms=2.0), log=lambda line: None)
+    assert champion.run_name == "fast"
+    version = MlflowClient(sweep.uri).get_model_version_by_alias("tiny", "champion")
+    assert version.tags["kdsweep.run_id"] == sweep.run_ids["fast"]
+    assert json.loads(version.tags["kdsweep.constraints"]) == {"max_latency_ms": 2.0, "max_params": None, "min_accuracy": None}
+
+
+def test_champion_alias_loads_the_logged_student(selected, tiny_data, students):
+    sweep, champion, _ = selected
+    mlflow.set_tracking_uri(sweep.uri)
+    registered = mlflow.pytorch.load_model("models:/tiny@champion")
+    logged = mlflow.pytorch.load_model(MlflowClient(sweep.uri).get_run(champion.run_id).data.tags[TAG_MODEL_URI])
+    images = tiny_data.test.images
+    with torch.no_grad():
+        expected = students["accurate-slow"].student.eval()(images)
+        assert torch.equal(registered(images), logged(images))
+        assert torch.allclose(registered(images), expected, atol=1e-5)
+
+
+def test_test_metrics_are_logged_once_and_on_the_champion_only(selected, tiny_data, students):
+    sweep, champion, _ = selected
+    client = MlflowClient(sweep.uri)
+    expected = evaluate(students["accurate-slow"].student, tiny_data, "test", torch.device("cpu"))
+    for name, run_id in sweep.run_ids.items():
+        logged = {k: v for k, v in client.get_run(run_id).data.metrics.items() if k.startswith("test_")}
+        assert logged == (pytest.approx(expected) if name == "accurate-slow" else {}), name
+    assert {k: champion.metrics[k] for k in expected} == pytest.approx(expected)
+
+    lines: list[str] = []
+    again = select_champion(sweep.uri, "tiny", log=lines.append)
+    assert any("not evaluating again" in line for line in lines)
+    assert len(client.get_metric_history(champion.run_id, "test_accuracy")) == 1
+    assert again.version == champion.version  # the alias already holds this run: no second version
+
+
+def test_pareto_plot_is_logged_on_the_parent(selected, tmp_path):
+    sweep, _, _ = selected
+    client = MlflowClient(sweep.uri)
+    assert "pareto_front.png" in [a.path for a in client.list_artifacts(sweep.parent_run_id)]
+    path = client.download_artifacts(sweep.parent_run_id, "pareto_front.png", str(tmp_path))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_main_prints_the_champion_uri_of_the_most_recent_sweep(selected, monkeypatch, capsys):
+    sweep, _, _ = selected
+    MlflowClient(sweep.uri).create_experiment("newer-but-no-sweep")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep.uri)
+    assert main([]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "models:/tiny@champion"
+
+
+def test_no_feasible_candidate_exits_1_and_changes_no_model(selected, capsys):
+    sweep, _, _ = selected
+    client = MlflowClient(sweep.uri)
+    before = [(v.version, v.aliases) for v in client.search_model_versions("name = 'tiny'")]
+    # only the stopped (0.95) and the model-less (0.99) runs reach 0.93
+    assert main(["--tracking-uri", sweep.uri, "--experiment", "tiny", "--min-accuracy", "0.93"]) == 1
+    assert "no champion: none of 2 finished trials with a model meets val_accuracy >= 0.93" in capsys.readouterr().out
+    assert [(v.version, v.aliases) for v in client.search_model_versions("name = 'tiny'")] == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--experiment", "tinny"], "error: --experiment: no experiment named 'tinny' in "),
+        (["--experiment", "tiny", "--max-latency-ms", "fast"], "error: --max-latency-ms: invalid float value: 'fast'"),
+        (["--experiment", "tiny", "--max-params", "-5"], "error: --max-params: must be a finite number >= 0, got -5.0"),
+        (["--experiment", "tiny", "--metric", "val_acc"], "error: --metric: no candidate logged 'val_acc'"),
+        (["--parent-run-id", "0123456789abcdef"], "error: --parent-run-id: no run '0123456789abcdef'"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_flag_and_exits_2(selected, capsys, argv, message):
+    sweep, _, _ = selected
+    assert main(["--tracking-uri", sweep.uri, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_a_refused_file_store_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")  # this MLflow's default: file stores are opt-in
+    assert main(["--tracking-uri", tmp_path.as_uri() + "/mlruns"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --tracking-uri: cannot open the MLflow store") and "MLFLOW_ALLOW_FILE_STORE" in err
+
+
+# ---------------------------------------------------------------- a real MLflow server
+
+
+def test_select_on_a_real_mlflow_server(mlflow_server, tmp_path, tiny_data, students):
+    sweep = make_sweep(mlflow_server, "tiny-server", tmp_path, tiny_data, students, ("accurate-slow", "fast", "stopped"))
+    champion = select_champion(mlflow_server, "tiny-server", constraints=Constraints(max_params=2000), log=lambda line: None)
+    assert champion.run_name == "fast" and champion.model_uri == "models:/tiny-server@champion"
+    assert "test_accuracy" in champion.metrics
+    mlflow.set_tracking_uri(mlflow_server)
+    served = mlflow.pytorch.load_model(champion.model_uri)
+    with torch.no_grad():
+        assert torch.allclose(served(tiny_data.test.images), students["fast"].student.eval()(tiny_data.test.images), atol=1e-5)
+    client = MlflowClient(mlflow_server)
+    assert "pareto_front.png" in [a.path for a in client.list_artifacts(sweep.parent_run_id)]

@@ -1,0 +1,163 @@
+"""The teacher stage: checkpoints (weights-only, checked against the data), reuse, pretrained weights, CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.error
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from kdsweep.data import DataSpec, load_dataset
+from kdsweep.errors import ConfigError
+from kdsweep.models import create_model, load_pretrained
+from kdsweep.teacher import TeacherMeta, TeacherSpec, load_teacher, prepare_teacher, save_teacher
+
+
+def meta_for(data, **change) -> TeacherMeta:
+    fields = dict(arch="small_cnn", num_classes=data.num_classes, input_shape=data.input_shape, mean=data.mean,
+                  std=data.std, dataset=data.name, test_accuracy=0.5, seed=0)
+    return TeacherMeta(**{**fields, **change})
+
+
+def test_a_saved_teacher_loads_with_the_same_outputs(tiny_data, tmp_path):
+    module = create_model("small_cnn", tiny_data.num_classes, tiny_data.in_channels, tiny_data.image_size).eval()
+    save_teacher(tmp_path / "t.pt", module, meta_for(tiny_data))
+    loaded, meta = load_teacher(str(tmp_path / "t.pt"), tiny_data)
+    images = tiny_data.val.images[:8]
+    assert torch.equal(loaded(images), module(images))
+    assert meta.input_shape == tiny_data.input_shape and meta.test_accuracy == 0.5
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/kdsweep-pwned",))
+
+
+def test_a_checkpoint_carrying_a_pickled_payload_is_refused_not_run(tiny_data, tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "kdsweep-teacher/1", "meta": {}, "state_dict": {}, "x": Payload()}, path)
+    with pytest.raises(ConfigError, match="teacher.checkpoint: .*refused"):
+        load_teacher(str(path), tiny_data)
+    assert not os.path.exists("/tmp/kdsweep-pwned")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"num_classes": 7}, "predicts 7 classes but synthetic has 4"), ({"input_shape": (3, 8, 8)}, r"expects inputs \(3, 8, 8\) but synthetic has \(1, 8, 8\)")],
+)
+def test_a_checkpoint_that_does_not_fit_the_data_is_refused(tiny_data, tmp_path, change, message):
+    classes = change.get("num_classes", tiny_data.num_classes)
+    channels = change.get("input_shape", tiny_data.input_shape)[0]
+    module = create_model("small_cnn", classes, channels, tiny_data.image_size)
+    save_teacher(tmp_path / "t.pt", module, meta_for(tiny_data, **change))
+    with pytest.raises(ConfigError, match=message):
+        load_teacher(str(tmp_path / "t.pt"), tiny_data)
+
+
+def test_files_that_are_not_teachers_are_refused(tiny_data, tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        load_teacher(str(tmp_path / "junk.pt"), tiny_data)
+    with pytest.raises(ConfigError, match="not a kdsweep teacher file"):
+        load_teacher(str(tmp_path / "plain.pt"), tiny_data)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_teacher(str(tmp_path / "missing.pt"), tiny_data)
+
+
+def test_a_trained_teacher_is_reused_by_the_next_sweep_on_the_same_data(tiny_data, tmp_path):
+    spec = TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path))
+    lines: list[str] = []
+    first = prepare_teacher(spec, tiny_data, log=lines.append)
+    assert first.source.startswith("trained:") and first.history
+    second = prepare_teacher(spec, tiny_data, log=lines.append)
+    assert second.source.startswith("cache:") and any("reusing" in line for line in lines)
+    for a, b in zip(first.module.state_dict().values(), second.module.state_dict().values()):
+        assert torch.equal(a, b)
+    other_seed = prepare_teacher(spec.model_copy(update={"seed": 1}), tiny_data, log=lines.append)
+    assert other_seed.source.startswith("trained:")
+
+
+def test_pretrained_torchvision_weights_are_copied_where_shapes_agree(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = create_model("resnet18", 1000, 3, 224)  # torchvision's own layout
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.fill_(0.25)
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(reference.state_dict(), checkpoints / "resnet18-f37072fd.pth")  # as if downloaded before
+    model = create_model("resnet18", 10, 1, 32)  # small stem, one channel, ten classes
+    skipped = load_pretrained(model, "resnet18", "IMAGENET1K_V1")
+    assert set(skipped) >= {"conv1.weight", "fc.weight", "fc.bias"}
+    assert torch.all(model.layer1[0].conv1.weight == 0.25)
+    assert not torch.all(model.conv1.weight == 0.25)
+
+
+def test_pretrained_weights_without_network_say_where_to_put_the_file(tmp_path, monkeypatch):
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    with pytest.raises(ValueError, match=r"without network, put resnet18-f37072fd.pth from https://download"):
+        load_pretrained(create_model("resnet18", 10, 3, 32), "resnet18", "IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="unknown weights 'IMAGENET9K'"):
+        load_pretrained(create_model("resnet18", 10, 3, 32), "resnet18", "IMAGENET9K")
+    with pytest.raises(ValueError, match="no torchvision pretrained weights"):
+        load_pretrained(create_model("resnet8", 10, 3, 32), "resnet8", "IMAGENET1K_V1")
+
+
+def test_teacher_cli_trains_saves_and_logs_a_teacher_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = subprocess.run(
+        [sys.executable, "-m", "kdsweep.teacher", "--dataset", "digits", "--arch", "small_cnn", "--epochs", "2",
+         "--output", str(tmp_path / "teacher.pt"), "--tracking-uri", uri],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test_accuracy" in out.stdout and (tmp_path / "teacher.pt").exists()
+    data = load_dataset(DataSpec(name="digits"))
+    module, meta = load_teacher(str(tmp_path / "teacher.pt"), data)
+    assert meta.arch == "small_cnn" and meta.num_classes == 10 and 0.1 < meta.test_accuracy <= 1.0
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("kdsweep-teachers").experiment_id])
+    assert len(runs) == 1 and runs[0].data.metrics["test_accuracy"] == pytest.approx(meta.test_accuracy)
+    assert "val_accuracy" in runs[0].data.metrics
+
+
+def test_teacher_cli_refuses_an_unknown_arch_with_exit_2():
+    out = subprocess.run([sys.executable, "-m", "kdsweep.teacher", "--arch", "resnet1800"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "--arch: unknown model 'resnet1800'" in out.stderr
+
+
+def test_a_teacher_registered_in_mlflow_is_accepted_by_uri_and_checked_against_the_data(tiny_data, tmp_path):
+    import mlflow
+
+    from kdsweep.tracking import log_teacher
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    teacher = prepare_teacher(TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path)), tiny_data, log=lambda _: None)
+    run_id, _ = log_teacher(uri, teacher, tiny_data)
+    mlflow.set_tracking_uri(uri)
+    version = mlflow.register_model(f"runs:/{run_id}/model", "tiny-teacher")
+    MlflowClient(uri).set_registered_model_alias("tiny-teacher", "best", version.version)
+
+    loaded = prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@best"), tiny_data)
+    images = tiny_data.val.images[:4]
+    assert torch.allclose(loaded.module(images), teacher.module(images), atol=1e-5)
+    assert loaded.meta.num_classes == 4
+    assert log_teacher(uri, loaded, tiny_data)[0] == run_id  # linked, not logged again
+
+    other = load_dataset(DataSpec(name="synthetic", channels=1, image_size=8, num_classes=3, num_samples=120))
+    with pytest.raises(ConfigError, match="predicts 4 classes but synthetic has 3"):
+        prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@best"), other)
+    with pytest.raises(ConfigError, match="teacher.checkpoint: cannot load models:/tiny-teacher@nope"):
+        prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@nope"), tiny_data)

@@ -1,0 +1,178 @@
+"""The teacher-logit cache: exact logits for the very views a trial trains on, bounded memory, the sweep's modes."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kdsweep.config import load_config
+from kdsweep.data import DataSpec, FolderSplit, load_dataset, train_batches
+from kdsweep.distill import run_trial
+from kdsweep.errors import ConfigError
+from kdsweep.models import create_model
+from kdsweep.teacher import Teacher, TeacherLogitCache, TeacherSpec, build_teacher_cache, teacher_for_trials
+
+CPU = torch.device("cpu")
+LIMIT_MB = 64.0
+
+
+class Scaled(nn.Module):
+    """A random network's logits are tiny; a trained teacher's span tens, where float16 is coarser."""
+
+    def __init__(self, module: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.module, self.scale = module, scale
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images) * self.scale
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """3x16x16 images with crops and flips (pad 1, flip: 18 views per image)."""
+    return load_dataset(DataSpec(name="synthetic", channels=3, image_size=16, num_classes=10, num_samples=256))
+
+
+@pytest.fixture(scope="module")
+def teacher(data) -> nn.Module:
+    torch.manual_seed(3)
+    return Scaled(create_model("resnet8", data.num_classes, data.in_channels, data.image_size), 40.0).eval()
+
+
+@pytest.fixture(scope="module")
+def cache(teacher, data) -> TeacherLogitCache:
+    return build_teacher_cache(teacher, data, epochs=2, device=CPU, memory_limit_mb=LIMIT_MB, log=lambda _: None)
+
+
+@torch.no_grad()
+def fresh(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return teacher(images)
+
+
+def test_cached_logits_equal_a_fresh_teacher_forward_on_the_same_augmented_images(teacher, cache, data):
+    for epoch, shuffle_seed in ((1, 5), (2, 11)):
+        for batch, views in list(train_batches(data, 32, epoch, shuffle_seed, CPU))[:3]:
+            cached, expected = cache.train_logits(batch, views, epoch), fresh(teacher, batch.images)
+            assert expected.abs().max() > 4  # logits of a trained teacher's size, where float16 rounds visibly
+            torch.testing.assert_close(cached, expected, atol=1e-2, rtol=0)
+            # Within one float16 step of the fresh logits rounded the same way: near-exact, not approximate.
+            torch.testing.assert_close(cached, expected.half().float(), atol=1e-6, rtol=2**-10)
+            unaugmented = fresh(teacher, data.train.images[batch.indices])
+            assert not torch.allclose(cached, unaugmented, atol=1e-2)  # the check can tell views apart
+
+
+def test_cached_val_and_test_logits_are_the_unaugmented_forward(teacher, cache, data):
+    for split in ("val", "test"):
+        expected = fresh(teacher, getattr(data, split).images)
+        torch.testing.assert_close(cache.eval_logits(data, split, CPU), expected, atol=1e-2, rtol=0)
+
+
+def test_views_repeat_every_view_epochs_with_the_logits_of_their_epoch(teacher, cache, data):
+    first = {int(i): row for b, v in train_batches(data, 64, 1, 0, CPU) for i, row in zip(b.indices, cache.train_logits(b, v, 1))}
+    for batch, views in train_batches(data, 64, 3, 0, CPU, view_epochs=2):  # epoch 3 shows epoch 1's views
+        cached = cache.train_logits(batch, views, 3)
+        torch.testing.assert_close(cached, torch.stack([first[int(i)] for i in batch.indices]), atol=0, rtol=0)
+        torch.testing.assert_close(cached, fresh(teacher, batch.images), atol=1e-2, rtol=0)
+
+
+def test_fresh_views_past_the_cached_epochs_are_refused(cache, data):
+    batch, views = next(train_batches(data, 64, 3, 0, CPU))  # no view_epochs: epoch 3 has views of its own
+    with pytest.raises(ValueError, match="view_epochs=2"):
+        cache.train_logits(batch, views, 3)
+
+
+def test_memory_limit_keeps_the_epochs_that_fit_and_prints_the_size_first(teacher, data):
+    samples, classes = len(data.train), data.num_classes
+    per_epoch = samples * (2 * classes + 4)
+    fixed = (len(data.val) + len(data.test)) * classes * 2
+    lines: list[str] = []
+    limit_mb = (fixed + 2.5 * per_epoch) / 2**20
+    cache = build_teacher_cache(teacher, data, epochs=5, device=CPU, memory_limit_mb=limit_mb, log=lines.append)
+    assert cache.view_epochs == 2 and cache.train.shape == (2, samples, classes) and cache.train.dtype == np.float16
+    assert f"2 view epochs x {samples} samples x {classes} classes, float16 = " in lines[0]
+    assert "views repeat every 2 epochs" in lines[0]
+    assert "built in" in lines[-1]
+
+
+def test_a_limit_below_one_epoch_falls_back_to_online(teacher, data):
+    lines: list[str] = []
+    assert build_teacher_cache(teacher, data, epochs=5, device=CPU, memory_limit_mb=1e-3, log=lines.append) is None
+    assert "running the teacher online" in lines[-1]
+
+
+def test_streaming_data_is_not_cached(teacher, data):
+    streaming = dataclasses.replace(data, train=FolderSplit(folder=None, indices=[0], labels=torch.zeros(1)))
+    lines: list[str] = []
+    assert build_teacher_cache(teacher, streaming, epochs=2, device=CPU, memory_limit_mb=LIMIT_MB, log=lines.append) is None
+    assert "streams from disk" in lines[0]
+
+
+def test_float16_keeps_logits_within_a_hundredth_and_soft_targets_within_1e_3_at_t4():
+    logits = torch.randn(4096, 100, generator=torch.Generator().manual_seed(0)) * 5  # up to ~25, a confident teacher
+    rounded = logits.half().float()
+    assert ((rounded - logits).abs() <= logits.abs() * 2**-11 + 2**-25).all()  # 11 significant bits (and subnormals)
+    assert (rounded - logits).abs().max() < 1e-2
+    for temperature, bound in ((1.0, 5e-3), (4.0, 1e-3)):
+        assert ((rounded / temperature).softmax(1) - (logits / temperature).softmax(1)).abs().max() < bound
+    top2 = logits.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 2e-2  # ties closer than float16's step may swap
+    assert torch.equal(rounded.argmax(1)[clear], logits.argmax(1)[clear])
+
+
+class Float16(nn.Module):
+    """The online teacher with its logits rounded as the cache stores them: what is left is the key."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images).half().float()
+
+
+def test_a_trial_on_the_cache_trains_the_same_student_as_one_on_the_online_teacher(teacher, cache, data):
+    config = {"student": "small_cnn", "width": 4, "epochs": 3, "view_epochs": 2, "batch_size": 32, "measure_latency": False}
+    cached = run_trial(config, teacher=cache, data=data)
+    for online_teacher, tolerance in ((Float16(teacher), 1e-5), (teacher, 1e-2)):
+        online = run_trial(config, teacher=online_teacher, data=data)
+        assert cached.metrics["teacher_agreement"] == online.metrics["teacher_agreement"]
+        assert cached.metrics["train_loss"] == pytest.approx(online.metrics["train_loss"], rel=tolerance)
+        for a, b in zip(online.student.state_dict().values(), cached.student.state_dict().values()):
+            torch.testing.assert_close(a.float(), b.float(), atol=tolerance, rtol=tolerance)
+
+
+def test_the_sweep_gets_the_cache_in_cached_mode_and_the_module_online(teacher, data):
+    prepared = Teacher(teacher, meta=None, source="test")
+    assert isinstance(teacher_for_trials(TeacherSpec(mode="cached"), prepared, data, 2, log=lambda _: None), TeacherLogitCache)
+    assert teacher_for_trials(TeacherSpec(mode="online"), prepared, data, 2) is teacher
+
+
+def test_the_cache_pickles_its_arrays_out_of_band_for_zero_copy_sharing(cache):
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(cache, protocol=5, buffer_callback=buffers.append)  # what Ray's object store does
+    assert len(buffers) == 4 and len(payload) < 1024
+    restored = pickle.loads(payload, buffers=buffers)
+    assert np.array_equal(restored.train, cache.train) and restored.view_epochs == cache.view_epochs
+
+
+def test_teacher_mode_off_with_distillation_is_a_config_error(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("teacher:\n  mode: off\nsearch:\n  alpha:\n    uniform: [0.5, 1.0]\n")
+    with pytest.raises(ConfigError, match="teacher.mode.*alpha can be > 0"):
+        load_config(space)
+    space.write_text("teacher:\n  mode: off\nfixed:\n  alpha: 0.0\n")
+    assert load_config(space).teacher.mode == "off"
