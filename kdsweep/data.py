@@ -159,7 +159,8 @@ def train_batches(
     data: Dataset, batch_size: int, epoch: int, shuffle_seed: int, device: torch.device, view_epochs: int | None = None
 ) -> Iterator[tuple[Batch, Views | None]]:
     """Shuffled, augmented training batches of `epoch`, with the views used (None when streaming)."""
-    generator = torch.Generator().manual_seed(shuffle_seed * 1_000_003 + epoch)
+    # Another stream than draw_views' (seed * 1_000_003 + epoch): order and views stay independent.
+    generator = torch.Generator().manual_seed((shuffle_seed + 1) * 2_000_029 + epoch)
     split = data.train
     if isinstance(split, FolderSplit):
         yield from ((batch, None) for batch in _stream(data, split, batch_size, generator, train=True, device=device))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Mapping
 
 from kdsweep.config import SweepConfig
 from kdsweep.space import sampled
@@ -51,38 +51,43 @@ def leaderboard_rows(results, config: SweepConfig) -> list[dict[str, Any]]:
     return rows
 
 
-COLUMNS = [
-    ("rank", "{:>4}"), ("student", "{:<20}"), ("T", "{:>5.2f}"), ("alpha", "{:>5.2f}"), ("loss", "{:<4}"),
-    ("val_acc", "{:>7.4f}"), ("f1", "{:>6.4f}"), ("params", "{:>10,.0f}"), ("ms", "{:>6.2f}"), ("status", "{:<8}"),
-]
+COLUMNS = ["rank", "run", "student", "T", "alpha", "loss", "val_acc", "f1", "params", "ms", "status"]
 
 
-def _cells(row: dict[str, Any]) -> dict[str, Any]:
-    c, m = row["config"], row["metrics"]
-    return {
-        "rank": row["rank"], "student": c.get("student", "?") + (f"(w{c['width']})" if c.get("width") else ""),
-        "T": c.get("temperature", math.nan), "alpha": c.get("alpha", math.nan), "loss": c.get("loss", "kd"),
-        "val_acc": m.get("val_accuracy", math.nan), "f1": m.get("val_macro_f1", math.nan),
-        "params": m.get("params", math.nan), "ms": m.get("latency_ms", math.nan), "status": row["status"],
-    }
+def table_row(rank: int, run: str, config: Mapping[str, Any], metrics: Mapping[str, Any], status: str) -> list[str]:
+    """One leaderboard line; `config` values may be typed (from Tune) or strings (MLflow params)."""
+    width = config.get("width")
+    student = str(config.get("student", "?")) + (f"(w{width})" if width not in (None, "None") else "")
+    return [str(rank), run, student, _number(config.get("temperature"), ".2f"), _number(config.get("alpha"), ".2f"),
+            str(config.get("loss", "kd")), _number(metrics.get("val_accuracy"), ".4f"),
+            _number(metrics.get("val_macro_f1"), ".4f"), _number(metrics.get("params"), ",.0f"),
+            _number(metrics.get("latency_ms"), ".2f"), status]
+
+
+def format_table(lines: list[list[str]]) -> str:
+    rows = [COLUMNS, *lines]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join([text[0], "-" * len(text[0]), *text[1:]])
+
+
+def _number(value: Any, spec: str) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(number) else format(number, spec)
 
 
 def format_leaderboard(rows: list[dict[str, Any]]) -> str:
-    widths = [len(fmt.format(0 if "d" in fmt or "f" in fmt else "")) for _, fmt in COLUMNS]
-    header = "  ".join(name.rjust(w) if ">" in fmt else name.ljust(w) for (name, fmt), w in zip(COLUMNS, widths))
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        cells = _cells(row)
-        lines.append("  ".join(_cell(fmt, cells[name], w) for (name, fmt), w in zip(COLUMNS, widths)))
+    lines = [table_row(r["rank"], str(r["trial_id"]), r["config"], r["metrics"], r["status"]) for r in rows]
+    text = format_table(lines).split("\n")
+    out = text[:2]
+    for row, line in zip(rows, text[2:]):  # each failed trial's error right under its line
+        out.append(line)
         if row["error"]:
-            lines.append(f"      error: {row['error']}")
-    return "\n".join(lines)
-
-
-def _cell(fmt: str, value: Any, width: int) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        return "-".rjust(width)
-    return fmt.format(value)
+            out.append(f"      error: {row['error']}")
+    return "\n".join(out)
 
 
 def print_leaderboard(rows: list[dict[str, Any]], config: SweepConfig) -> None:

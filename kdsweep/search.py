@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter shows only the columns we pick
+# A checkpoint every epoch is the point (resume from the last epoch): Tune's warning about it is noise,
+# and so is MLflow's link line after every model upload (this module is imported in every trial too).
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 import mlflow  # noqa: E402
 import torch  # noqa: E402
@@ -302,7 +306,7 @@ def track_and_tune(config: SweepConfig, data, teacher, uri: str) -> int:
     if succeeded and config.run.select:
         primary = config.objectives[0]
         champion = select_champion(uri, config.experiment_name, tracking.parent_run_id, Constraints(),
-                                   register=config.run.register_name, metric=primary.metric, mode=primary.mode)
+                                   register=config.run.register_name, metric=primary.metric, mode=primary.mode, show_table=False)
         if champion is not None:
             print(f"champion: {champion.run_name} -> {champion.model_uri}")
             for row in rows:

@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from kdsweep.data import DataSpec, load_dataset
 from kdsweep.distill import evaluate
 from kdsweep.errors import ConfigError
+from kdsweep.leaderboard import format_table, table_row
 from kdsweep.tracking import (
     TAG_MODEL_URI,
     TAG_PARENT,
@@ -166,26 +167,11 @@ def _parse(text: str, hint: type, field: str) -> object:
 
 
 def format_leaderboard(ranked: list[TrialRun]) -> str:
-    columns = ["rank", "run", "student", "T", "alpha", "loss", "val_acc", "f1", "params", "ms", "status"]
-    rows = [columns]
+    lines = []
     for position, run in enumerate(ranked, 1):
-        p, m = run.params, run.metrics
-        student = p.get("student", "?") + (f"(w{p['width']})" if p.get("width") not in (None, "None") else "")
         status = "STOPPED" if run.stopped_early else run.status + (" (no model)" if run.status == "FINISHED" and not run.model_uri else "")
-        rows.append([str(position), run.name, student, _number(p.get("temperature"), ".2f"), _number(p.get("alpha"), ".2f"),
-                     p.get("loss", "-"), _number(m.get("val_accuracy"), ".4f"), _number(m.get("val_macro_f1"), ".4f"),
-                     _number(m.get("params"), ",.0f"), _number(m.get("latency_ms"), ".2f"), status])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
-
-
-def _number(value: float | str | None, spec: str) -> str:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(number) else format(number, spec)
+        lines.append(table_row(position, run.name, run.params, run.metrics, status))
+    return format_table(lines)
 
 
 # ---------------------------------------------------------------- MLflow
@@ -302,7 +288,8 @@ def pareto_figure(candidates: list[TrialRun], front: list[TrialRun], champion: T
 
 
 def select_champion(uri: str, experiment_name: str, parent_run_id: str | None = None, constraints: Constraints = Constraints(),
-                    register: str | None = None, metric: str = "val_accuracy", mode: str = "max", log: Log = print) -> Champion | None:
+                    register: str | None = None, metric: str = "val_accuracy", mode: str = "max", log: Log = print,
+                    show_table: bool = True) -> Champion | None:
     """Rank the sweep's students, pick the best that meets `constraints`, test it once, register it.
 
     Returns None when no student qualifies. Sets MLflow's global tracking URI: `models:/` URIs
@@ -323,7 +310,8 @@ def select_champion(uri: str, experiment_name: str, parent_run_id: str | None = 
     front = front_of(candidates)
     log(f"sweep {parent.info.run_name} ({parent.info.run_id}) in '{experiment_name}': {len(runs)} trials, "
         f"{len(candidates)} finished with a model; ranked by {metric} ({mode})")
-    log(format_leaderboard(rank(runs, metric, mode)))
+    if show_table:  # the sweep has just printed its own
+        log(format_leaderboard(rank(runs, metric, mode)))
     log(f"Pareto front ({', '.join(f'{m} {s}' for m, s in zip(FRONT_METRICS, FRONT_SENSES))}): "
         f"{', '.join(run.name for run in front) or '-'}")
     feasible = [run for run in candidates if satisfies(run.metrics, constraints) and metric in run.metrics]

@@ -25,10 +25,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from kdsweep.data import Batch, Dataset, Views, eval_batches, train_batches, view_epoch
+from kdsweep.data import Batch, DataSpec, Dataset, Views, eval_batches, train_batches, view_epoch
 from kdsweep.distill import TrialConfig, autocast, evaluate, pick_device, run_trial
 from kdsweep.errors import ConfigError
-from kdsweep.models import create_model
+from kdsweep.models import create_model, load_pretrained
 
 
 class TeacherSpec(BaseModel):
@@ -37,7 +37,8 @@ class TeacherSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arch: str = "resnet18"
-    checkpoint: str | None = None  # a kdsweep teacher file; otherwise train (or reuse a cached one)
+    checkpoint: str | None = None  # a kdsweep teacher file or models:/NAME@ALIAS; otherwise train (or reuse)
+    weights: str | None = None  # start training from torchvision's pretrained weights, e.g. IMAGENET1K_V1
     epochs: int = Field(default=10, gt=0)
     optimizer: str = "sgd"
     lr: float = Field(default=0.05, gt=0)
@@ -80,7 +81,8 @@ def default_cache_dir() -> Path:
 def cache_path(spec: TeacherSpec, data: Dataset) -> Path:
     dataset = data.name if "/" not in data.name else "folder-" + hashlib.sha1(data.name.encode()).hexdigest()[:10]
     root = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
-    return root / f"{dataset}-{spec.arch}-seed{spec.seed}-data{data.seed}-e{spec.epochs}.pt"
+    start = f"-{spec.weights}" if spec.weights else ""
+    return root / f"{dataset}-{spec.arch}{start}-seed{spec.seed}-data{data.seed}-e{spec.epochs}.pt"
 
 
 def prepare_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
@@ -103,8 +105,9 @@ def prepare_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
 
 def train_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
     config = TrialConfig(
-        data=_data_spec_of(data),
+        data=DataSpec(name=data.name, seed=data.seed),  # a record only: run_trial gets `data` itself
         student=spec.arch,
+        pretrained=spec.weights,
         alpha=0.0,
         optimizer=spec.optimizer,
         lr=spec.lr,
@@ -120,18 +123,16 @@ def train_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
             f"  val_accuracy {metrics['val_accuracy']:.4f}  ({metrics['epoch_seconds']:.1f}s)"
         )
 
+    if spec.weights:  # fetch (or find in torch's cache) before training, and fail as bad input
+        try:
+            load_pretrained(create_model(spec.arch, data.num_classes, *data.input_shape[:2]), spec.arch, spec.weights)
+        except ValueError as error:
+            raise ConfigError("teacher.weights", str(error)) from None
     result = run_trial(config, report=progress, data=data)
     test_accuracy = evaluate(result.student, data, "test", pick_device())["test_accuracy"]
     log(f"teacher {spec.arch}: test_accuracy {test_accuracy:.4f}")
     meta = TeacherMeta(spec.arch, data.num_classes, data.input_shape, data.mean, data.std, data.name, test_accuracy, spec.seed)
     return Teacher(result.student.cpu().eval(), meta, "trained", result.history)
-
-
-def _data_spec_of(data: Dataset):
-    from kdsweep.data import DataSpec
-
-    # The dataset object is passed to run_trial directly; this spec only records what it is.
-    return DataSpec(name=data.name, seed=data.seed)
 
 
 def save_teacher(path: Path, module: nn.Module, meta: TeacherMeta) -> None:

@@ -24,6 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", default="digits", help="registered dataset or ImageFolder directory")
     p.add_argument("--arch", default="resnet18", help=f"teacher architecture: {', '.join(list_models('teacher'))}, ...")
     p.add_argument("--checkpoint", default=None, help="evaluate this kdsweep teacher file or models:/ URI instead of training")
+    p.add_argument("--weights", default=None, help="start from torchvision's pretrained weights, e.g. IMAGENET1K_V1")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=64)
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.arch not in list_models():
             raise ConfigError("--arch", unknown_name_message("model", args.arch, list_models()))
         try:
-            spec = TeacherSpec(arch=args.arch, checkpoint=args.checkpoint, epochs=args.epochs, lr=args.lr,
+            spec = TeacherSpec(arch=args.arch, checkpoint=args.checkpoint, weights=args.weights, epochs=args.epochs, lr=args.lr,
                                batch_size=args.batch_size, seed=args.seed)
         except ValidationError as error:
             raise from_validation_error(error, "--") from None

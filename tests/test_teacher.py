@@ -161,3 +161,20 @@ def test_a_teacher_registered_in_mlflow_is_accepted_by_uri_and_checked_against_t
         prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@best"), other)
     with pytest.raises(ConfigError, match="teacher.checkpoint: cannot load models:/tiny-teacher@nope"):
         prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@nope"), tiny_data)
+
+
+def test_a_teacher_fine_tuned_from_pretrained_weights_starts_from_them(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = create_model("resnet18", 1000, 3, 224)
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(reference.state_dict(), checkpoints / "resnet18-f37072fd.pth")
+    spec = TeacherSpec(arch="resnet18", weights="IMAGENET1K_V1", epochs=1, cache_dir=str(tmp_path / "teachers"))
+    teacher = prepare_teacher(spec, tiny_data, log=lambda _: None)
+    assert "IMAGENET1K_V1" in teacher.source
+    # one epoch of SGD moves the weights a little: they still correlate with the pretrained ones
+    started = reference.layer4[1].conv2.weight.flatten()
+    trained = teacher.module.layer4[1].conv2.weight.flatten()
+    assert torch.corrcoef(torch.stack([started, trained]))[0, 1] > 0.9
+    with pytest.raises(ConfigError, match="teacher.weights: unknown weights 'NOPE'"):
+        prepare_teacher(spec.model_copy(update={"weights": "NOPE"}), tiny_data, log=lambda _: None)
