@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import mlflow
 import torch
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from kdsweep.errors import ConfigError

@@ -17,6 +17,17 @@ def isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("KDSWEEP_DATA", str(root / "data-cache"))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_data():
     """4 classes of 1x8x8 synthetic images: a trial on it takes well under a second."""

@@ -32,15 +32,6 @@ class Scaled(nn.Module):
         return self.module(images) * self.scale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
     """3x16x16 images with crops and flips (pad 1, flip: 18 views per image)."""
