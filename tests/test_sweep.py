@@ -70,6 +70,47 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
     finished = [r for r in runs if r.info.status == "FINISHED"]
     assert finished and all("kdsweep.model_uri" in r.data.tags for r in finished)
     assert sum(row.get("champion", False) for row in rows) == 1
+    client = MlflowClient(uri)
+    for run in runs:
+        row = next(row for row in rows if row["mlflow_run_id"] == run.info.run_id)
+        assert run.data.params["student"] == row["config"]["student"]
+        assert float(run.data.params["temperature"]) == pytest.approx(row["config"]["temperature"])
+        assert run.data.params["lr"] == "0.05" and run.data.params["data.name"] == "synthetic"
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        assert steps == list(range(1, int(row["metrics"]["epoch"]) + 1))
+        assert run.data.metrics["val_accuracy"] == pytest.approx(row["metrics"]["val_accuracy"])
+        assert {"train_ce", "train_kd", "lr", "teacher_agreement", "params", "latency_ms"} <= set(run.data.metrics)
+        stopped = row["status"] == "STOPPED"
+        assert (run.info.status == "KILLED") == stopped and (run.data.tags.get("kdsweep.stopped_early") == "true") == stopped
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["kdsweep.role"] == "parent" and parent.data.tags["dataset"] == "synthetic"
+    assert "teacher_test_accuracy" in parent.data.metrics and "kdsweep.teacher_run_id" in parent.data.tags
+    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "search_space")]
+    assert "search_space/space.yaml" in artifacts
+
+
+def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_session, tmp_path):
+    space = {**TINY_SPACE, "budget": {"epochs": 1, "num_samples": 1}, "scheduler": {"name": "none"},
+             "resources": {"cpus_per_trial": 1, "max_failures": 0},
+             "fixed": {**TINY_SPACE["fixed"], "fail_once_at_epoch": 1},
+             "search": {"temperature": {"grid": [2.0, 4.0]}}}
+    code, rows, uri = sweep(tmp_path, space, name="failing")
+    assert code == 1
+    assert sorted(row["config"]["temperature"] for row in rows) == [2.0, 4.0]  # the grid, once each
+    assert all(row["status"] == "ERROR" and "injected failure" in row["error"] for row in rows)
+    runs = child_runs(uri, "failing")
+    assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
+
+
+@pytest.mark.parametrize("name", ["default", "cifar10", "cifar100", "imagefolder"])
+def test_the_shipped_search_spaces_validate(name, tmp_path):
+    from kdsweep.config import SPACES_DIR, load_config
+
+    for split in ("train/a", "train/b", "test/a", "test/b"):
+        (tmp_path / split).mkdir(parents=True)
+    flags = {"data.name": str(tmp_path)} if name == "imagefolder" else {}
+    config = load_config(SPACES_DIR / f"{name}.yaml", **flags)
+    assert config.search and config.objectives[0].metric == "val_accuracy"
 
 
 def test_optuna_multi_objective_sweep_on_digits(ray_session, mlflow_server, tmp_path):
