@@ -233,23 +233,22 @@ def any_trial_needs_teacher(config: SweepConfig) -> bool:
 
 def _validate_trial_values(config: SweepConfig) -> None:
     base = config.trial_base()  # searched keys keep the trial's defaults while one is varied
+    fixed_student = config.fixed.get("student")
+    if fixed_student is not None and fixed_student not in list_models():
+        raise ConfigError("fixed.student", unknown_name_message("model", str(fixed_student), list_models()))
     try:
         TrialConfig.model_validate(base)
     except ValidationError as error:
         raise from_validation_error(error, "fixed.") from None
+    default_loss = base.get("loss", TrialConfig.model_fields["loss"].default)
+    # alpha's range depends on the loss (kd: a weight in [0, 1]): check its bounds with every loss
+    losses = config.search["loss"].values if "loss" in config.search else [default_loss]
     for name, param in config.search.items():
         for value in param.extremes():
             if name == "student" and value not in list_models():
                 raise ConfigError("search.student", unknown_name_message("model", str(value), list_models()))
-            candidate = {**base, name: value}
-            for other, other_param in config.search.items():  # pair alpha's bound with every loss
-                if other != name and other in ("loss",) and name in ("alpha",):
-                    for loss in other_param.values:
-                        _check_trial({**candidate, other: loss}, f"search.{name}")
-            _check_trial(candidate, f"search.{name}")
-    fixed_student = config.fixed.get("student")
-    if fixed_student is not None and fixed_student not in list_models():
-        raise ConfigError("fixed.student", unknown_name_message("model", str(fixed_student), list_models()))
+            for loss in losses if name == "alpha" else [default_loss]:
+                _check_trial({**base, "loss": loss, name: value}, f"search.{name}")
 
 
 def _check_trial(candidate: dict[str, Any], field: str) -> None:

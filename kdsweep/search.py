@@ -100,6 +100,10 @@ def storage_path(config: SweepConfig) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
+def experiment_path(config: SweepConfig) -> str:
+    return f"{storage_path(config).rstrip('/')}/{config.experiment_name}"
+
+
 # ---------------------------------------------------------------- the Tune trial
 
 
@@ -203,14 +207,15 @@ def trial_base(config: SweepConfig, teacher) -> dict[str, Any]:
     return base
 
 
-def build_tuner(config: SweepConfig, data, teacher_module, tracker: SweepTracker, tracking: TrackingContext) -> tune.Tuner:
+def build_tuner(config: SweepConfig, data, teacher, tracker: SweepTracker, tracking: TrackingContext) -> tune.Tuner:
+    """`teacher` is what trials read logits from: the module (online), the logit cache, or None."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     primary = config.objectives[0]
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, base=trial_base(config, teacher_module), data=data, teacher=teacher_module, tracking=tracking),
+        tune.with_parameters(tune_trial, base=trial_base(config, teacher), data=data, teacher=teacher, tracking=tracking),
         {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial},
     )
     if config.scheduler.name == "asha":
@@ -258,9 +263,8 @@ def build_tuner(config: SweepConfig, data, teacher_module, tracker: SweepTracker
         verbose=1,
     )
     tune_config = tune.TuneConfig(num_samples=config.budget.num_samples, scheduler=scheduler, search_alg=searcher)
-    experiment = f"{storage_path(config).rstrip('/')}/{config.experiment_name}"
     if config.run.resume:
-        return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True, param_space=param_space)
+        return tune.Tuner.restore(experiment_path(config), trainable=trainable, resume_unfinished=True, resume_errored=True, param_space=param_space)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -271,8 +275,7 @@ def prepare(config: SweepConfig):
     """Everything that can fail on bad input, before a single trial starts and before MLflow is written."""
     if not config.run.address:  # an embedded runtime gets this machine: check before starting it
         check_resources(config, {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()})
-    experiment = f"{storage_path(config).rstrip('/')}/{config.experiment_name}"
-    if config.run.resume and not tune.Tuner.can_restore(experiment):
+    if config.run.resume and not tune.Tuner.can_restore(experiment_path(config)):
         raise ConfigError("--resume", f"no sweep named '{config.experiment_name}' to resume under {storage_path(config)}")
     uri = resolve_tracking_uri(config.run.tracking_uri)
     check_reachable(uri)
