@@ -40,6 +40,7 @@ from kdsweep.tracking import (  # noqa: E402
     TrialTracker,
     check_reachable,
     confusion_figure,
+    display_uri,
     log_teacher,
     resolve_tracking_uri,
     tracking_service,
@@ -299,7 +300,7 @@ def track_and_tune(config: SweepConfig, data, teacher, uri: str) -> int:
     if teacher is not None:
         tracker.link_teacher(*log_teacher(uri, teacher, data))
     print(f"sweep '{config.experiment_name}': {config.budget.num_samples} samples on {data.name}, "
-          f"storage {storage_path(config)}, MLflow {uri} (parent run {tracking.parent_run_id})", flush=True)
+          f"storage {storage_path(config)}, MLflow {display_uri(uri)} (parent run {tracking.parent_run_id})", flush=True)
     tuner = build_tuner(config, data, teacher_for_trials(config.teacher, teacher, data, config.budget.epochs), tracker, tracking)
     results = tuner.fit()
     rows = leaderboard_rows(results, config)

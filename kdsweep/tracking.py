@@ -104,12 +104,12 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                     raise OSError(f"HTTP {response.status}")
         except OSError as error:
             reason = getattr(error, "reason", error)
-            raise ConfigError("--tracking-uri", f"cannot reach the MLflow server at {uri} ({reason})") from None
+            raise ConfigError("--tracking-uri", f"cannot reach the MLflow server at {display_uri(uri)} ({reason})") from None
         return
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:  # any store that cannot be opened
-        raise ConfigError("--tracking-uri", f"cannot open the MLflow store {uri} ({error.__class__.__name__}: {error})") from None
+        raise ConfigError("--tracking-uri", f"cannot open the MLflow store {display_uri(uri)} ({error.__class__.__name__}: {error})") from None
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,17 @@ def flat_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def display_uri(uri: str) -> str:
+    """The URI without credentials, for logs."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if sep and "@" in rest.split("/", 1)[0] else uri
+
+
 # ---------------------------------------------------------------- the driver's side
 
 
@@ -159,8 +170,7 @@ class SweepTracker:
     def __init__(self, uri: str, experiment_name: str) -> None:
         self.uri = uri
         self.client = MlflowClient(uri)
-        experiment = self.client.get_experiment_by_name(experiment_name)
-        self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(experiment_name)
+        self.experiment_id = experiment_id(self.client, experiment_name)
         self.experiment_name = experiment_name
         self.parent_run_id: str | None = None
 
@@ -183,7 +193,8 @@ class SweepTracker:
             self.client.log_batch(self.parent_run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
             if config.space_file:
                 self.client.log_artifact(self.parent_run_id, config.space_file, "search_space")
-            self.client.log_text(self.parent_run_id, config.model_dump_json(indent=2), "search_space/resolved.json")
+            resolved = config.model_dump_json(indent=2, exclude={"run": {"tracking_uri"}})  # may carry credentials
+            self.client.log_text(self.parent_run_id, resolved, "search_space/resolved.json")
         return TrackingContext(self.uri, self.experiment_id, self.parent_run_id)
 
     def link_teacher(self, teacher_run_id: str, reference: dict[str, float]) -> None:
@@ -214,17 +225,16 @@ def log_teacher(uri: str, teacher, data) -> tuple[str, dict[str, float]]:
     from kdsweep.models import measure_cost
 
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(TEACHERS_EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(TEACHERS_EXPERIMENT)
+    teachers = experiment_id(client, TEACHERS_EXPERIMENT)
     key = teacher.source.split(":", 1)[-1]  # the teacher file: one run per file, however often reused
     if key.startswith(("models:/", "runs:/")):  # already in MLflow: link to the run that logged it
         return source_run_id(client, key), {"test_accuracy": teacher.meta.test_accuracy}
-    found = client.search_runs([experiment_id], f"tags.`{TAG_TEACHER_KEY}` = '{key}'", max_results=1)
+    found = client.search_runs([teachers], f"tags.`{TAG_TEACHER_KEY}` = '{key}'", max_results=1)
     if found:
         reference = {k: found[0].data.metrics[k] for k in REFERENCE_METRICS if k in found[0].data.metrics}
         return found[0].info.run_id, reference
     cost = measure_cost(teacher.module, data.input_shape)
-    run = client.create_run(experiment_id, tags={TAG_ROLE: "teacher", TAG_TEACHER_KEY: key, "source": teacher.source},
+    run = client.create_run(teachers, tags={TAG_ROLE: "teacher", TAG_TEACHER_KEY: key, "source": teacher.source},
                             run_name=f"teacher-{teacher.meta.arch}-{teacher.meta.dataset}")
     run_id = run.info.run_id
     now = int(time.time() * 1000)
