@@ -47,7 +47,8 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri if uri else f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for private servers and test clusters)."""
     import socket
 
     with socket.socket() as sock:
@@ -65,7 +66,7 @@ def tracking_service(uri: str, log=print) -> Iterator[str]:
         return
     database = Path(uri.removeprefix("sqlite:///"))
     artifacts = database.parent / "mlruns"
-    port = _free_port()
+    port = free_port()
     log_file = open(database.parent / f".mlflow-server-{port}.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from kdsweep.data import DataSpec, load_dataset
+from kdsweep.tracking import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -45,12 +46,6 @@ def ray_session():
     ray.shutdown()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
