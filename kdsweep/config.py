@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kdsweep.data import DataSpec, check_dataset_name
 from kdsweep.distill import TrialConfig
 from kdsweep.errors import ConfigError, from_validation_error
-from kdsweep.models import list_models, unknown_name_message
+from kdsweep.models import require_model
 from kdsweep.teacher import TeacherSpec
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -205,8 +205,7 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
 def validate_semantics(config: SweepConfig) -> None:
     """What pydantic's types cannot say: names exist, domains fit the trial, the combination works."""
     check_dataset_name(config.data.name)
-    if config.teacher.arch not in list_models():
-        raise ConfigError("teacher.arch", unknown_name_message("model", config.teacher.arch, list_models()))
+    require_model("teacher.arch", config.teacher.arch)
     trial_fields = set(TrialConfig.model_fields)
     for section, keys in (("fixed", config.fixed), ("search", config.search)):
         for key in keys:
@@ -233,9 +232,8 @@ def any_trial_needs_teacher(config: SweepConfig) -> bool:
 
 def _validate_trial_values(config: SweepConfig) -> None:
     base = config.trial_base()  # searched keys keep the trial's defaults while one is varied
-    fixed_student = config.fixed.get("student")
-    if fixed_student is not None and fixed_student not in list_models():
-        raise ConfigError("fixed.student", unknown_name_message("model", str(fixed_student), list_models()))
+    if "student" in config.fixed:
+        require_model("fixed.student", config.fixed["student"])
     try:
         TrialConfig.model_validate(base)
     except ValidationError as error:
@@ -245,8 +243,8 @@ def _validate_trial_values(config: SweepConfig) -> None:
     losses = config.search["loss"].values if "loss" in config.search else [default_loss]
     for name, param in config.search.items():
         for value in param.extremes():
-            if name == "student" and value not in list_models():
-                raise ConfigError("search.student", unknown_name_message("model", str(value), list_models()))
+            if name == "student":
+                require_model("search.student", value)
             for loss in losses if name == "alpha" else [default_loss]:
                 _check_trial({**base, "loss": loss, name: value}, f"search.{name}")
 

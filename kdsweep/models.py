@@ -57,6 +57,14 @@ def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
     return message + f" (choose from: {', '.join(choices)})"
 
 
+def require_model(field: str, name: str) -> None:
+    """Bad input, named by `field`, unless `name` is a registered model."""
+    from kdsweep.errors import ConfigError
+
+    if name not in _MODELS:
+        raise ConfigError(field, unknown_name_message("model", str(name), list_models()))
+
+
 def create_model(
     name: str, num_classes: int, in_channels: int, image_size: int, width: int | None = None
 ) -> nn.Module:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from kdsweep.data import DataSpec, load_dataset
 from kdsweep.errors import ConfigError, from_validation_error
-from kdsweep.models import list_models, unknown_name_message
+from kdsweep.models import list_models, require_model
 from kdsweep.teacher import TeacherSpec, cache_path, prepare_teacher, save_teacher
 from kdsweep.tracking import check_reachable, log_teacher, resolve_tracking_uri
 
@@ -37,8 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.arch not in list_models():
-            raise ConfigError("--arch", unknown_name_message("model", args.arch, list_models()))
+        require_model("--arch", args.arch)
         try:
             spec = TeacherSpec(arch=args.arch, checkpoint=args.checkpoint, weights=args.weights, epochs=args.epochs, lr=args.lr,
                                batch_size=args.batch_size, seed=args.seed)

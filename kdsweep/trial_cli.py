@@ -11,7 +11,7 @@ from kdsweep.data import DataSpec, load_dataset
 from kdsweep.distill import TrialConfig, evaluate, pick_device, run_trial
 from kdsweep.errors import ConfigError, from_validation_error
 from kdsweep.losses import list_losses
-from kdsweep.models import list_models, unknown_name_message
+from kdsweep.models import list_models, require_model
 from kdsweep.teacher import TeacherSpec, prepare_teacher
 
 
@@ -39,8 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build(args: argparse.Namespace) -> tuple[TrialConfig, TeacherSpec]:
     for field, name in (("student", args.student), ("teacher", args.teacher)):
-        if name not in list_models():
-            raise ConfigError(field, unknown_name_message("model", name, list_models()))
+        require_model(field, name)
     try:
         config = TrialConfig(
             data=DataSpec(name=args.dataset, seed=args.seed, root=args.data_root),
