@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kdsweep.data import DataSpec, check_dataset_name
 from kdsweep.distill import TrialConfig
 from kdsweep.errors import ConfigError, from_validation_error
+from kdsweep.losses import LossParams, needs_teacher
 from kdsweep.models import require_model
 from kdsweep.teacher import TeacherSpec
 
@@ -227,7 +228,7 @@ def any_trial_needs_teacher(config: SweepConfig) -> bool:
     base = TrialConfig.model_validate(config.trial_base())
     alphas = config.search["alpha"].values if "alpha" in config.search else [base.alpha]
     losses = config.search["loss"].values if "loss" in config.search else [base.loss]
-    return any(a > 0 for a in alphas) or "dkd" in losses
+    return any(needs_teacher(loss, LossParams(base.temperature, alpha)) for loss in losses for alpha in alphas)
 
 
 def _validate_trial_values(config: SweepConfig) -> None:

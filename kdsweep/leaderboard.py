@@ -30,7 +30,7 @@ def leaderboard_rows(results, config: SweepConfig) -> list[dict[str, Any]]:
         metrics = dict(result.metrics or {})
         trial_config = {**base, **sampled(result.config or {})}
         rows.append({
-            "trial_id": metrics.get("trial_id") or (result.path or "").rsplit("_", 2)[-2:][0],
+            "trial_id": metrics.get("trial_id"),  # Tune fills it in even before a trial's first report
             "status": trial_status(metrics, result.error, config.budget.epochs),
             "error": None if result.error is None else str(result.error).strip().splitlines()[-1][:300],
             "config": trial_config,

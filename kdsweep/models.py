@@ -157,6 +157,10 @@ for _name, _factory in [
     register_model(_name, "student")(_torchvision_shufflenet(_factory))
 
 
+class PretrainedUnavailable(ValueError):
+    """The asked-for pretrained weights do not exist for this model, or cannot be fetched."""
+
+
 def load_pretrained(model: nn.Module, name: str, weights: str) -> list[str]:
     """Start `model` from torchvision's pretrained `weights` (e.g. IMAGENET1K_V1) wherever shapes agree.
 
@@ -167,14 +171,14 @@ def load_pretrained(model: nn.Module, name: str, weights: str) -> list[str]:
     try:
         enum = tvm.get_model_weights(name)
     except (KeyError, ValueError):
-        raise ValueError(f"'{name}' has no torchvision pretrained weights (only torchvision models do)") from None
+        raise PretrainedUnavailable(f"'{name}' has no torchvision pretrained weights (only torchvision models do)") from None
     if weights not in enum.__members__:
-        raise ValueError(f"unknown weights '{weights}' for {name} (choose from: {', '.join(enum.__members__)})")
+        raise PretrainedUnavailable(f"unknown weights '{weights}' for {name} (choose from: {', '.join(enum.__members__)})")
     try:
         state = enum[weights].get_state_dict(progress=False, check_hash=True)
     except OSError as error:  # URLError included: no network
         cache = Path(torch.hub.get_dir()) / "checkpoints"
-        raise ValueError(
+        raise PretrainedUnavailable(
             f"cannot download {name} {weights} ({error.__class__.__name__}: {getattr(error, 'reason', error)}); "
             f"without network, put {enum[weights].url.rsplit('/', 1)[-1]} from {enum[weights].url} into {cache}"
         ) from None

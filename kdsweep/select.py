@@ -33,6 +33,7 @@ from kdsweep.tracking import (
     TAG_ROLE,
     TAG_STOPPED_EARLY,
     check_reachable,
+    latest_parent,
     load_logged_model,
     resolve_tracking_uri,
 )
@@ -196,10 +197,10 @@ def _get_run(client: MlflowClient, run_id: str) -> Run:
 
 
 def _latest_parent(client: MlflowClient, experiment_ids: list[str], where: str) -> Run:
-    found = client.search_runs(experiment_ids, f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"], max_results=1)
-    if not found:
+    found = latest_parent(client, experiment_ids)
+    if found is None:
         raise ConfigError("--experiment", f"no sweep in {where} (no run tagged {TAG_ROLE}=parent)")
-    return found[0]
+    return found
 
 
 def default_experiment(client: MlflowClient, parent_run_id: str | None = None) -> str:

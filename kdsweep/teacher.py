@@ -28,7 +28,7 @@ from torch import nn
 from kdsweep.data import Batch, DataSpec, Dataset, Views, eval_batches, train_batches, view_epoch
 from kdsweep.distill import TrialConfig, autocast, evaluate, pick_device, run_trial
 from kdsweep.errors import ConfigError
-from kdsweep.models import create_model, load_pretrained
+from kdsweep.models import PretrainedUnavailable, create_model
 
 
 class TeacherSpec(BaseModel):
@@ -123,12 +123,10 @@ def train_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
             f"  val_accuracy {metrics['val_accuracy']:.4f}  ({metrics['epoch_seconds']:.1f}s)"
         )
 
-    if spec.weights:  # fetch (or find in torch's cache) before training, and fail as bad input
-        try:
-            load_pretrained(create_model(spec.arch, data.num_classes, *data.input_shape[:2]), spec.arch, spec.weights)
-        except ValueError as error:
-            raise ConfigError("teacher.weights", str(error)) from None
-    result = run_trial(config, report=progress, data=data)
+    try:  # the weights are fetched before the first epoch: a failure there is bad input
+        result = run_trial(config, report=progress, data=data)
+    except PretrainedUnavailable as error:
+        raise ConfigError("teacher.weights", str(error)) from None
     test_accuracy = evaluate(result.student, data, "test", pick_device())["test_accuracy"]
     log(f"teacher {spec.arch}: test_accuracy {test_accuracy:.4f}")
     meta = TeacherMeta(spec.arch, data.num_classes, data.input_shape, data.mean, data.std, data.name, test_accuracy, spec.seed)

@@ -156,6 +156,18 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id if experiment else client.create_experiment(name)
 
 
+def latest_parent(client: MlflowClient, experiment_ids: list[str]):
+    """The most recent sweep's parent run in these experiments, or None."""
+    found = client.search_runs(experiment_ids, f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
+def find_trial_run(client: MlflowClient, experiment_id: str, trial_id: str):
+    """The run a Tune trial logs to, or None before the trial first started."""
+    found = client.search_runs([experiment_id], f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1)
+    return found[0] if found else None
+
+
 def display_uri(uri: str) -> str:
     """The URI without credentials, for logs."""
     scheme, sep, rest = uri.partition("://")
@@ -177,11 +189,9 @@ class SweepTracker:
 
     def start_parent(self, config, resume: bool) -> TrackingContext:
         if resume:
-            previous = self.client.search_runs(
-                [self.experiment_id], f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"], max_results=1
-            )
+            previous = latest_parent(self.client, [self.experiment_id])
             if previous:
-                self.parent_run_id = previous[0].info.run_id
+                self.parent_run_id = previous.info.run_id
                 self.client.update_run(self.parent_run_id, status="RUNNING")
         if self.parent_run_id is None:
             tags = {TAG_ROLE: "parent", TAG_SWEEP: self.experiment_name, "dataset": config.data.name,
@@ -213,8 +223,8 @@ class SweepTracker:
         self.client.set_terminated(run_id, status=status)
 
     def run_for_trial(self, trial_id: str) -> str | None:
-        found = self.client.search_runs([self.experiment_id], f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1)
-        return found[0].info.run_id if found else None
+        found = find_trial_run(self.client, self.experiment_id, trial_id)
+        return found.info.run_id if found else None
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
@@ -274,15 +284,13 @@ class TrialTracker:
     def __init__(self, context: TrackingContext, trial_id: str, run_name: str, params: dict[str, Any]) -> None:
         self.context = context
         self.client = MlflowClient(context.uri)
-        found = self.client.search_runs(
-            [context.experiment_id], f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1
-        )
+        found = find_trial_run(self.client, context.experiment_id, trial_id)
         self.logged_epoch = 0
         if found:
-            self.run_id = found[0].info.run_id
+            self.run_id = found.info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             # A crash between logging an epoch and checkpointing it replays that epoch: log it once.
-            self.logged_epoch = int(found[0].data.metrics.get("epoch", 0))
+            self.logged_epoch = int(found.data.metrics.get("epoch", 0))
             return
         tags = {TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id, TAG_PARENT: context.parent_run_id}
         run = self.client.create_run(context.experiment_id, tags=tags, run_name=run_name)
