@@ -21,7 +21,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter shows o
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-import mlflow  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
 
@@ -38,12 +37,12 @@ from kdsweep.tracking import (  # noqa: E402
     SweepTracker,
     TrackingContext,
     TrialTracker,
-    check_reachable,
     confusion_figure,
     display_uri,
     log_teacher,
     resolve_tracking_uri,
     tracking_service,
+    use_store,
 )
 
 STATE_FILE = "state.pt"
@@ -279,8 +278,7 @@ def prepare(config: SweepConfig):
     if config.run.resume and not tune.Tuner.can_restore(experiment_path(config)):
         raise ConfigError("--resume", f"no sweep named '{config.experiment_name}' to resume under {storage_path(config)}")
     uri = resolve_tracking_uri(config.run.tracking_uri)
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)  # a teacher given as models:/NAME@ALIAS is read from this store
+    use_store(uri)
     ray = start_ray(config)
     check_resources(config, ray.cluster_resources())
     data = load_dataset(config.data)

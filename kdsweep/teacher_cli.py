@@ -16,7 +16,7 @@ from kdsweep.data import DataSpec, load_dataset
 from kdsweep.errors import ConfigError, from_validation_error
 from kdsweep.models import list_models, require_model
 from kdsweep.teacher import TeacherSpec, cache_path, prepare_teacher, save_teacher
-from kdsweep.tracking import check_reachable, log_teacher, resolve_tracking_uri
+from kdsweep.tracking import log_teacher, resolve_tracking_uri, use_store
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValidationError as error:
             raise from_validation_error(error, "--") from None
         uri = resolve_tracking_uri(args.tracking_uri)
-        check_reachable(uri)
+        use_store(uri)
         data = load_dataset(DataSpec(name=args.dataset, seed=args.seed))
         teacher = prepare_teacher(spec, data)
     except ConfigError as error:
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     run_id, reference = log_teacher(uri, teacher, data)
     print(f"teacher {teacher.meta.arch} on {data.name}: test_accuracy {teacher.meta.test_accuracy:.4f}, "
           f"{reference.get('params', 0):,.0f} params")
-    print(f"saved: {args.output or cache_path(spec, data)}")
+    if args.output or not spec.checkpoint:
+        print(f"saved: {args.output or cache_path(spec, data)}")
     print(f"MLflow run {run_id} ({uri}); model runs:/{run_id}/model")
     return 0

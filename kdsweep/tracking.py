@@ -113,6 +113,12 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise ConfigError("--tracking-uri", f"cannot open the MLflow store {display_uri(uri)} ({error.__class__.__name__}: {error})") from None
 
 
+def use_store(uri: str) -> None:
+    """Check the store is there, and make it the one `models:/` URIs (a teacher's) resolve against."""
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+
+
 @dataclass(frozen=True)
 class TrackingContext:
     """What a trial needs to find its run; sent to every trial with the Tune config."""
