@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from kdsweep.data import DataSpec, Dataset, load_dataset
-from kdsweep.distill import pick_device, run_trial
 from kdsweep.models import create_model
-from kdsweep.teacher import TeacherLogitCache, build_teacher_cache
+from kdsweep.teachers import OnlineTeacher, TeacherLogitCache, build_teacher_cache
+from kdsweep.trial import TrialConfig, pick_device, run_trial
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,9 +45,9 @@ def machine() -> str:
             f"commit {commit.stdout.strip() or 'unknown'}")
 
 
-def epoch_seconds(config: dict, teacher, data: Dataset) -> list[float]:
+def epoch_seconds(config: TrialConfig, teacher, data: Dataset) -> list[float]:
     """The trial's own per-epoch wall time, first epoch (warm-up) left out."""
-    result = run_trial(config, teacher=teacher, data=data)
+    result = run_trial(config, data, teacher=teacher)
     return [h["epoch_seconds"] for h in result.history[1:]]
 
 
@@ -58,12 +58,11 @@ def measure(arch: str, args: argparse.Namespace, data: Dataset) -> dict[str, flo
     cache = build_teacher_cache(module, data, args.epochs, pick_device(), memory_limit_mb=1024, log=lambda line: print("  " + line))
     build = time.perf_counter() - started
     assert isinstance(cache, TeacherLogitCache)
-    base = {"student": args.student, "epochs": args.epochs, "view_epochs": cache.view_epochs,
-            "batch_size": args.batch_size, "measure_latency": False}
-    runs = {
-        "none": ({**base, "alpha": 0.0}, None),
-        "online": ({**base, "alpha": 0.9}, module),
-        "cached": ({**base, "alpha": 0.9}, cache),
+    base = {"student": args.student, "epochs": args.epochs, "batch_size": args.batch_size, "measure_latency": False}
+    runs = {  # every mode trains on the same views: those the cache holds
+        "none": (TrialConfig(**base, alpha=0.0), cache),
+        "online": (TrialConfig(**base, alpha=0.9), OnlineTeacher(module, view_epochs=cache.view_epochs)),
+        "cached": (TrialConfig(**base, alpha=0.9), cache),
     }
     times: dict[str, list[float]] = {mode: [] for mode in runs}
     for round_ in range(args.rounds):

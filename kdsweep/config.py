@@ -16,17 +16,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdsweep.data import DataSpec, check_dataset_name
-from kdsweep.distill import TrialConfig
 from kdsweep.errors import ConfigError, from_validation_error
 from kdsweep.losses import LossParams, needs_teacher
 from kdsweep.models import require_model
-from kdsweep.teacher import TeacherSpec
+from kdsweep.plugins import import_plugins
+from kdsweep.teachers import TeacherSpec
+from kdsweep.trial import TrialConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_SPACE = SPACES_DIR / "default.yaml"
 DOMAINS = ("choice", "grid", "uniform", "loguniform", "randint")
-# Trial fields a search space must not set: the sweep owns them.
-SWEEP_OWNED = {"data", "epochs", "num_threads", "view_epochs"}
+# Trial fields a search space must not set: the sweep owns them ("data" has its own section).
+SWEEP_OWNED = {"data", "epochs", "num_threads"}
 
 
 class _Strict(BaseModel):
@@ -142,6 +143,7 @@ class SweepConfig(_Strict):
     fixed: dict[str, Any] = {}
     search: dict[str, Param] = {}
     run: Run = Run()
+    plugins: list[str] = []  # modules that register your own models or datasets, imported on the driver and in every trial
     space_file: str | None = None  # filled in by load_config: recorded with the sweep
 
     @property
@@ -154,9 +156,7 @@ class SweepConfig(_Strict):
 
     def trial_base(self) -> dict[str, Any]:
         """The fixed part of every trial's config (searched keys are added per trial)."""
-        from dataclasses import asdict
-
-        return {**self.fixed, "data": asdict(self.data), "epochs": self.budget.epochs}
+        return {**self.fixed, "epochs": self.budget.epochs}
 
 
 # ---------------------------------------------------------------- loading
@@ -182,6 +182,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if value is not None:
             _set_path(raw, key, value)
     raw["space_file"] = str(path)
+    import_plugins(raw.get("plugins") or [])  # before validation: the space may name what they register
     try:
         config = SweepConfig.model_validate(raw)
     except ValidationError as error:
@@ -211,7 +212,7 @@ def validate_semantics(config: SweepConfig) -> None:
     for section, keys in (("fixed", config.fixed), ("search", config.search)):
         for key in keys:
             if key in SWEEP_OWNED:
-                raise ConfigError(f"{section}.{key}", "is set by the sweep (use data:, budget.epochs, teacher.cache_limit_mb)")
+                raise ConfigError(f"{section}.{key}", "is set by the sweep (use the data: section, budget.epochs, resources.cpus_per_trial)")
             if key not in trial_fields:
                 raise ConfigError(f"{section}.{key}", f"unknown trial parameter (known: {', '.join(sorted(trial_fields - SWEEP_OWNED))})")
     for key in config.search.keys() & config.fixed.keys():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from kdsweep.data import DataSpec, load_dataset
-from kdsweep.tracking import free_port
+from kdsweep.tracking.server import MlflowServer
 
 
 @pytest.fixture(autouse=True)
@@ -36,45 +37,29 @@ def tiny_data():
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(tmp_path_factory):
     """One real Ray runtime for the whole test session (starting Ray costs seconds)."""
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Before Ray starts, so that its workers inherit it: where tests/faults.py reads what to break.
+    faults = tmp_path_factory.getbasetemp() / "faults.json"
+    faults.write_text("{}")
+    os.environ["KDSWEEP_TEST_FAULTS"] = str(faults)
+    # Ray's workers get the driver's working directory on sys.path, not pytest's tests/: put it on
+    # PYTHONPATH, which they inherit, so that a space's `plugins: [faults]` imports there too.
+    tests = str(Path(__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     yield ray
     ray.shutdown()
 
 
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on a free 127.0.0.1 port: sqlite backend, artifacts served over HTTP."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--serve-artifacts",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield uri
-    process.terminate()
-    process.wait(timeout=30)
+    server = MlflowServer(f"sqlite:///{root}/mlflow.db", root / "artifacts", root / "server.log", serve_artifacts=True)
+    server.wait_ready()
+    yield server.url
+    server.stop()

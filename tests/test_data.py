@@ -305,7 +305,7 @@ def test_registered_datasets_include_builtins():
 def test_unknown_dataset_name_suggests_the_close_match():
     with pytest.raises(ConfigError) as caught:
         load_dataset(DataSpec(name="digit"))
-    assert caught.value.field == "dataset"
+    assert caught.value.field == "data.name"
     assert "did you mean 'digits'?" in str(caught.value)
 
 
@@ -431,21 +431,21 @@ def test_image_folder_accepts_val_instead_of_test(tmp_path):
 def test_image_folder_missing_directory_is_a_dataset_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist") as caught:
         load_dataset(DataSpec(name=str(tmp_path / "nowhere")))
-    assert caught.value.field == "dataset"
+    assert caught.value.field == "data.name"
 
 
 def test_image_folder_without_train_is_a_dataset_config_error(tmp_path):
     (tmp_path / "d" / "test" / "a").mkdir(parents=True)
     with pytest.raises(ConfigError, match="no train/") as caught:
         load_dataset(DataSpec(name=str(tmp_path / "d")))
-    assert caught.value.field == "dataset"
+    assert caught.value.field == "data.name"
 
 
 def test_image_folder_without_test_or_val_is_a_dataset_config_error(tmp_path):
     (tmp_path / "d" / "train" / "a").mkdir(parents=True)
     with pytest.raises(ConfigError, match="no test/ or val/") as caught:
         load_dataset(DataSpec(name=str(tmp_path / "d")))
-    assert caught.value.field == "dataset"
+    assert caught.value.field == "data.name"
 
 
 def test_image_folder_with_different_class_folders_is_a_dataset_config_error(tmp_path):
@@ -453,7 +453,7 @@ def test_image_folder_with_different_class_folders_is_a_dataset_config_error(tmp
     _make_tree(tmp_path / "d", {"test": 1}, classes=("a", "c"), size=4)
     with pytest.raises(ConfigError, match="class folders differ") as caught:
         load_dataset(_folder_spec(tmp_path / "d", image_size=4))
-    assert caught.value.field == "dataset"
+    assert caught.value.field == "data.name"
 
 
 def test_image_folder_with_empty_train_is_a_dataset_config_error(tmp_path):
@@ -461,7 +461,7 @@ def test_image_folder_with_empty_train_is_a_dataset_config_error(tmp_path):
     _make_tree(tmp_path / "d", {"test": 1}, size=4)
     with pytest.raises(ConfigError, match="cannot read images") as caught:
         load_dataset(_folder_spec(tmp_path / "d", image_size=4))
-    assert caught.value.field == "dataset"
+    assert caught.value.field == "data.name"
 
 
 # ---------------------------------------------------------------- torchvision datasets, network faked
@@ -634,7 +634,7 @@ def test_torchvision_dataset_without_network_says_where_to_put_the_files(tmp_pat
     with pytest.raises(ConfigError) as caught:
         load_dataset(DataSpec(name=name, root=str(root)))
     error = caught.value
-    assert error.field == "dataset"
+    assert error.field == "data.name"
     message = str(error)
     assert f"cannot download {name} into {root}" in message
     assert f"place the files in {root}" in message
@@ -646,4 +646,4 @@ def test_torchvision_dataset_with_corrupted_download_is_a_config_error(tmp_path,
     monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", "0" * 32)  # what a truncated download looks like
     with pytest.raises(ConfigError, match="cannot download cifar10") as caught:
         load_dataset(DataSpec(name="cifar10", root=str(tmp_path)))
-    assert caught.value.field == "dataset"
+    assert caught.value.field == "data.name"

@@ -10,21 +10,27 @@ import torch
 from pydantic import ValidationError
 
 from kdsweep.data import DataSpec, load_dataset
-from kdsweep.distill import TrialConfig, evaluate, pick_device, run_trial
 from kdsweep.models import create_model
+from kdsweep.teachers import OnlineTeacher
+from kdsweep.trial import TrialConfig, evaluate, run_trial
 
 TINY = {"student": "small_cnn", "width": 4, "epochs": 2, "batch_size": 32, "lr": 0.05, "measure_latency": False}
 
 
-def tiny_teacher(data) -> torch.nn.Module:
+def tiny_model(data) -> torch.nn.Module:
     torch.manual_seed(1)
     return create_model("small_cnn", data.num_classes, data.in_channels, data.image_size, width=8).eval()
+
+
+def tiny_teacher(data) -> OnlineTeacher:
+    return OnlineTeacher(tiny_model(data))
 
 
 def test_trial_reports_every_epoch_with_all_metrics(tiny_data):
     reports = []
     result = run_trial(
-        {**TINY, "measure_latency": True}, report=lambda m, state: reports.append((m, state())), teacher=tiny_teacher(tiny_data), data=tiny_data
+        TrialConfig(**{**TINY, "measure_latency": True}), tiny_data, teacher=tiny_teacher(tiny_data),
+        report=lambda m, state: reports.append((m, state())),
     )
     assert [m["epoch"] for m, _ in reports] == [1, 2]
     metrics = reports[-1][0]
@@ -39,7 +45,7 @@ def test_trial_reports_every_epoch_with_all_metrics(tiny_data):
 
 
 def test_alpha_zero_trains_without_a_teacher(tiny_data):
-    result = run_trial({**TINY, "alpha": 0.0}, data=tiny_data)
+    result = run_trial(TrialConfig(**{**TINY, "alpha": 0.0}), tiny_data)
     assert result.metrics["train_kd"] == 0.0
     assert result.metrics["train_loss"] == pytest.approx(result.metrics["train_ce"])
     assert "teacher_agreement" not in result.metrics
@@ -47,13 +53,13 @@ def test_alpha_zero_trains_without_a_teacher(tiny_data):
 
 def test_kd_without_a_teacher_is_refused(tiny_data):
     with pytest.raises(ValueError, match="needs a teacher"):
-        run_trial(TINY, data=tiny_data)
+        run_trial(TrialConfig(**TINY), tiny_data)
 
 
 def test_same_seed_gives_identical_students_on_cpu(tiny_data):
     teacher = tiny_teacher(tiny_data)
-    first = run_trial(TINY, teacher=teacher, data=tiny_data)
-    second = run_trial(TINY, teacher=teacher, data=tiny_data)
+    first = run_trial(TrialConfig(**TINY), tiny_data, teacher=teacher)
+    second = run_trial(TrialConfig(**TINY), tiny_data, teacher=teacher)
     assert first.metrics["train_loss"] == second.metrics["train_loss"]
     for a, b in zip(first.student.state_dict().values(), second.student.state_dict().values()):
         assert torch.equal(a, b)
@@ -61,10 +67,10 @@ def test_same_seed_gives_identical_students_on_cpu(tiny_data):
 
 def test_resuming_from_a_checkpointed_epoch_matches_an_uninterrupted_run(tiny_data):
     teacher = tiny_teacher(tiny_data)
-    config = {**TINY, "epochs": 3}
+    config = TrialConfig(**{**TINY, "epochs": 3})
     states = {}
-    full = run_trial(config, report=lambda m, state: states.__setitem__(m["epoch"], state()), teacher=teacher, data=tiny_data)
-    resumed = run_trial(config, teacher=teacher, data=tiny_data, resume_state=states[1])
+    full = run_trial(config, tiny_data, teacher=teacher, report=lambda m, state: states.__setitem__(m["epoch"], state()))
+    resumed = run_trial(config, tiny_data, teacher=teacher, resume_state=states[1])
     assert [h["epoch"] for h in resumed.history] == [2, 3]
     assert resumed.metrics["train_loss"] == pytest.approx(full.metrics["train_loss"], rel=1e-6)
     for a, b in zip(full.student.state_dict().values(), resumed.student.state_dict().values()):
@@ -72,23 +78,25 @@ def test_resuming_from_a_checkpointed_epoch_matches_an_uninterrupted_run(tiny_da
 
 
 def test_a_student_agrees_fully_with_itself_as_teacher(tiny_data):
-    model = tiny_teacher(tiny_data)
+    model = tiny_model(tiny_data)
     logits = torch.cat([model(b) for b in tiny_data.val.images.split(64)]).detach()
-    metrics = evaluate(model, tiny_data, "val", pick_device(), teacher_logits=logits)
+    metrics = evaluate(model, tiny_data, "val", teacher_logits=logits)
     assert metrics["teacher_agreement"] == 1.0
 
 
 def test_dkd_trial_runs_with_warmup(tiny_data):
-    result = run_trial({**TINY, "loss": "dkd", "alpha": 1.0, "beta": 8.0, "dkd_warmup_epochs": 2}, teacher=tiny_teacher(tiny_data), data=tiny_data)
+    config = TrialConfig(**{**TINY, "loss": "dkd", "alpha": 1.0, "beta": 8.0, "dkd_warmup_epochs": 2})
+    result = run_trial(config, tiny_data, teacher=tiny_teacher(tiny_data))
     assert result.metrics["train_kd"] > 0
     assert result.metrics["val_accuracy"] >= 0.0
 
 
 def test_distillation_on_digits_reaches_high_accuracy():
     data = load_dataset(DataSpec(name="digits"))
-    teacher = run_trial({"student": "small_cnn", "width": 16, "alpha": 0.0, "epochs": 6, "measure_latency": False}, data=data)
+    teacher = run_trial(TrialConfig(student="small_cnn", width=16, alpha=0.0, epochs=6, measure_latency=False), data)
     assert teacher.metrics["val_accuracy"] >= 0.9
-    student = run_trial({"student": "resnet8", "epochs": 8, "temperature": 4, "alpha": 0.9, "measure_latency": False}, teacher=teacher.student, data=data)
+    config = TrialConfig(student="resnet8", epochs=8, temperature=4, alpha=0.9, measure_latency=False)
+    student = run_trial(config, data, teacher=OnlineTeacher(teacher.student))
     assert student.metrics["val_accuracy"] >= 0.9
     assert student.metrics["teacher_agreement"] >= 0.9
 
@@ -107,7 +115,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_runs_one_trial_and_prints_the_final_table():
-    out = run_cli("--dataset", "digits", "--student", "small_cnn", "--width", "4", "--teacher", "resnet8",
+    out = run_cli("--dataset", "digits", "--student", "small_cnn", "--width", "4", "--teacher-arch", "resnet8",
                   "--teacher-epochs", "1", "--epochs", "2", "--temperature", "4", "--alpha", "0.9")
     assert out.returncode == 0, out.stderr
     assert "epoch   2/2" in out.stdout and "test_accuracy" in out.stdout and "latency_ms" in out.stdout
@@ -119,7 +127,7 @@ def test_cli_runs_one_trial_and_prints_the_final_table():
         (["--student", "mobilnet_v2"], "student: unknown model 'mobilnet_v2'; did you mean 'mobilenet_v2'?"),
         (["--alpha", "1.5"], "alpha"),
         (["--temperature", "-1"], "temperature"),
-        (["--dataset", "/no/such/dir"], "dataset: directory '/no/such/dir' does not exist"),
+        (["--dataset", "/no/such/dir"], "data.name: directory '/no/such/dir' does not exist"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(args, message):

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from kdsweep.tracking import free_port
+from kdsweep.tracking.server import free_port
 
 pytestmark = pytest.mark.multinode
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import mlflow
 import mlflow.models
@@ -12,21 +12,16 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from kdsweep.champion import select_champion, sweep_config
 from kdsweep.config import load_config
 from kdsweep.data import DataSpec
-from kdsweep.distill import evaluate, predict, run_trial
 from kdsweep.errors import ConfigError
-from kdsweep.select import (
-    Constraints,
-    TrialRun,
-    data_spec_from_params,
-    main,
-    pareto_front,
-    rank,
-    satisfies,
-    select_champion,
-)
-from kdsweep.tracking import TAG_MODEL_URI, SweepTracker, TrialTracker, confusion_figure, flat_params
+from kdsweep.outcome import Outcome
+from kdsweep.plots import confusion_figure
+from kdsweep.select import main
+from kdsweep.selection import Constraints, TrialRun, pareto_front, rank, satisfies
+from kdsweep.tracking.runs import TAG_MODEL_URI, SweepTracker, TrialTracker
+from kdsweep.trial import TrialConfig, evaluate, predict, run_trial
 
 SPEC = DataSpec(name="synthetic", channels=1, image_size=8, num_classes=4, num_samples=160)  # = conftest's tiny_data
 SPACE = """
@@ -38,12 +33,12 @@ search:
   student: {choice: [small_cnn]}
 """
 TRIAL = {"student": "small_cnn", "width": 4, "alpha": 0.0, "epochs": 1, "measure_latency": False, "num_threads": 1}
-# run name -> (val_accuracy, latency_ms, params, final status, logs its student): the logged values set the ranking
+# run name -> (val_accuracy, latency_ms, params, outcome, logs its student): the logged values set the ranking
 TRIALS = {
-    "accurate-slow": (0.90, 5.0, 3000, "FINISHED", True),
-    "fast": (0.80, 1.0, 1000, "FINISHED", True),
-    "stopped": (0.95, 0.5, 500, "KILLED", True),  # ASHA stopped it: never a champion, even with a model
-    "no-model": (0.99, 0.5, 500, "FINISHED", False),  # its upload never happened
+    "accurate-slow": (0.90, 5.0, 3000, Outcome.FINISHED, True),
+    "fast": (0.80, 1.0, 1000, Outcome.FINISHED, True),
+    "stopped": (0.95, 0.5, 500, Outcome.STOPPED, True),  # ASHA stopped it: never a champion, even with a model
+    "no-model": (0.99, 0.5, 500, Outcome.FINISHED, False),  # its upload never happened
 }
 
 
@@ -60,7 +55,7 @@ def quick_mlflow():
 
 @pytest.fixture(scope="module")
 def students(tiny_data):
-    return {name: run_trial({**TRIAL, "seed": seed}, data=tiny_data) for seed, name in enumerate(TRIALS)}
+    return {name: run_trial(TrialConfig(**TRIAL, seed=seed), tiny_data) for seed, name in enumerate(TRIALS)}
 
 
 @dataclass(frozen=True)
@@ -79,11 +74,11 @@ def make_sweep(uri: str, experiment: str, directory, data, students, trials: tup
     run_ids = {}
     for index, name in enumerate(trials):
         accuracy, latency, params, status, has_model = TRIALS[name]
-        trial = TrialTracker(context, f"trial_{index:05d}", name, {**TRIAL, "data": asdict(SPEC)})
+        trial = TrialTracker(context, f"trial_{index:05d}", name, {**TRIAL, "data": SPEC.model_dump()})
         result = students[name]
         trial.log_epoch({**result.metrics, "val_accuracy": accuracy, "latency_ms": latency, "params": params})
         if has_model:
-            logits, labels = predict(result.student, data, "val", torch.device("cpu"))
+            logits, labels = predict(result.student, data, "val")
             trial.log_student(result.student, data, confusion_figure(labels.numpy(), logits.argmax(1).numpy(), 4))
         tracker.close_trial(trial.run_id, status)
         run_ids[name] = trial.run_id
@@ -132,14 +127,14 @@ def test_pareto_front_refuses_unknown_senses_and_ragged_points(points, senses):
         pareto_front(points, senses)
 
 
-def trial_run(name: str, accuracy: float, latency: float, params: float, status: str = "FINISHED") -> TrialRun:
+def trial_run(name: str, accuracy: float, latency: float, params: float, outcome: str = Outcome.FINISHED) -> TrialRun:
     metrics = {"val_accuracy": accuracy, "latency_ms": latency, "params": params}
-    return TrialRun(name, name, status, {}, metrics, f"models:/m-{name}", False)
+    return TrialRun(name, name, outcome, {}, metrics, f"models:/m-{name}")
 
 
 def test_rank_breaks_metric_ties_by_latency_then_params_and_puts_non_candidates_last():
     runs = [trial_run("slow", 0.8, 2.0, 100), trial_run("big", 0.8, 1.0, 900), trial_run("small", 0.8, 1.0, 500),
-            trial_run("killed", 0.99, 0.1, 10, status="KILLED"), trial_run("worse", 0.7, 0.1, 10)]
+            trial_run("killed", 0.99, 0.1, 10, outcome=Outcome.STOPPED), trial_run("worse", 0.7, 0.1, 10)]
     assert [r.name for r in rank(runs, "val_accuracy", "max")] == ["small", "big", "slow", "worse", "killed"]
     assert [r.name for r in rank(runs, "latency_ms", "min")] == ["worse", "small", "big", "slow", "killed"]
 
@@ -162,13 +157,14 @@ def test_constraints_refuse_impossible_limits_naming_the_flag(kwargs, field):
     assert error.value.field == field
 
 
-def test_data_spec_round_trips_through_the_parent_params():
-    spec = DataSpec(name="synthetic", seed=3, val_fraction=0.25, root=None, num_samples=96)
-    assert data_spec_from_params({**flat_params("data.", asdict(spec)), "fixed": "{}"}) == spec
-    with pytest.raises(ConfigError, match="data.seed: cannot read 'x' as int"):
-        data_spec_from_params({"data.name": "synthetic", "data.seed": "x"})
-    with pytest.raises(ConfigError, match="data.name"):
-        data_spec_from_params({"budget.epochs": "1"})
+def test_selection_reads_back_the_exact_config_the_sweep_logged(selected):
+    sweep, _, _ = selected
+    client = MlflowClient(sweep.uri)
+    config = sweep_config(client, client.get_run(sweep.parent_run_id))
+    assert config.data == SPEC and config.budget.epochs == 1 and config.fixed == {"alpha": 0.0, "width": 4}
+    child = client.get_run(sweep.run_ids["fast"])
+    with pytest.raises(ConfigError, match="--parent-run-id: run .* has no search_space/resolved.json"):
+        sweep_config(client, child)
 
 
 # ---------------------------------------------------------------- a real sweep in a file store
@@ -207,7 +203,7 @@ def test_champion_alias_loads_the_logged_student(selected, tiny_data, students):
 def test_test_metrics_are_logged_once_and_on_the_champion_only(selected, tiny_data, students):
     sweep, champion, _ = selected
     client = MlflowClient(sweep.uri)
-    expected = evaluate(students["accurate-slow"].student, tiny_data, "test", torch.device("cpu"))
+    expected = evaluate(students["accurate-slow"].student, tiny_data, "test")
     for name, run_id in sweep.run_ids.items():
         logged = {k: v for k, v in client.get_run(run_id).data.metrics.items() if k.startswith("test_")}
         assert logged == (pytest.approx(expected) if name == "accurate-slow" else {}), name

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+import faults
 from kdsweep import search
 
 TINY_SPACE = {
@@ -90,9 +91,10 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
 
 
 def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_session, tmp_path):
+    faults.inject(at_epoch=1)  # every time
     space = {**TINY_SPACE, "budget": {"epochs": 1, "num_samples": 1}, "scheduler": {"name": "none"},
-             "resources": {"cpus_per_trial": 1, "max_failures": 0},
-             "fixed": {**TINY_SPACE["fixed"], "fail_once_at_epoch": 1},
+             "resources": {"cpus_per_trial": 1, "max_failures": 0}, "plugins": ["faults"],
+             "fixed": {**TINY_SPACE["fixed"], "student": faults.MODEL},
              "search": {"temperature": {"grid": [2.0, 4.0]}}}
     code, rows, uri = sweep(tmp_path, space, name="failing")
     assert code == 1
@@ -100,6 +102,7 @@ def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_sess
     assert all(row["status"] == "ERROR" and "injected failure" in row["error"] for row in rows)
     runs = child_runs(uri, "failing")
     assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
+    assert faults.crashes() == 2
 
 
 @pytest.mark.parametrize("name", ["default", "cifar10", "cifar100", "imagefolder"])
@@ -131,13 +134,16 @@ def test_optuna_multi_objective_sweep_on_digits(ray_session, mlflow_server, tmp_
 
 
 def test_a_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(ray_session, mlflow_server, tmp_path):
-    space = {**TINY_SPACE, "budget": {"epochs": 3, "num_samples": 1}, "scheduler": {"name": "none"},
-             "fixed": {**TINY_SPACE["fixed"], "fail_once_at_epoch": 2}}
+    faults.inject(at_epoch=2, times=1)
+    space = {**TINY_SPACE, "budget": {"epochs": 3, "num_samples": 1}, "scheduler": {"name": "none"}, "plugins": ["faults"],
+             "fixed": {**TINY_SPACE["fixed"], "student": faults.MODEL},
+             "search": {"temperature": {"uniform": [2.0, 6.0]}}}
     code, rows, uri = sweep(tmp_path, space, name="retry", uri=mlflow_server)
     assert code == 0
     assert rows[0]["status"] == "FINISHED"
     results = [json.loads(line) for line in (Path(rows[0]["path"]) / "result.json").read_text().splitlines()]
     assert [r["epoch"] for r in results] == [1, 2, 3]  # epoch 1 was not trained again
+    assert faults.crashes() == 1
     runs = child_runs(uri, "retry")
     assert len(runs) == 1
     history = MlflowClient(uri).get_metric_history(runs[0].info.run_id, "val_accuracy")
@@ -161,8 +167,8 @@ def bad(space_change: dict) -> dict:
         ({"colour": "red"}, "colour: unknown key"),
         ({"search.student.choice": ["resnet8", "mobilnet_v2"]}, "search.student: unknown model 'mobilnet_v2'; did you mean 'mobilenet_v2'?"),
         ({"teacher.arch": "resnet1800"}, "teacher.arch: unknown model 'resnet1800'"),
-        ({"data.name": "digitz"}, "dataset: unknown dataset 'digitz'; did you mean 'digits'?"),
-        ({"data.name": "/no/such/folder"}, "dataset: directory '/no/such/folder' does not exist"),
+        ({"data.name": "digitz"}, "data.name: unknown dataset 'digitz'; did you mean 'digits'?"),
+        ({"data.name": "/no/such/folder"}, "data.name: directory '/no/such/folder' does not exist"),
         ({"search.temperature.uniform": [0.0, 4.0]}, "search.temperature"),
         ({"search.alpha.uniform": [0.5, 1.5]}, "search.alpha"),
         ({"fixed.alpha": -0.1, "search": {"student": {"choice": ["resnet8"]}}}, "fixed.alpha"),

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from kdsweep.data import DataSpec, load_dataset
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model, load_pretrained
-from kdsweep.teacher import TeacherMeta, TeacherSpec, load_teacher, prepare_teacher, save_teacher
+from kdsweep.teachers import TeacherMeta, TeacherSpec, load_teacher, prepare_teacher, save_teacher
 
 
 def meta_for(data, **change) -> TeacherMeta:
@@ -117,7 +117,7 @@ def test_pretrained_weights_without_network_say_where_to_put_the_file(tmp_path, 
 def test_teacher_cli_trains_saves_and_logs_a_teacher_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = subprocess.run(
-        [sys.executable, "-m", "kdsweep.teacher", "--dataset", "digits", "--arch", "small_cnn", "--epochs", "2",
+        [sys.executable, "-m", "kdsweep.teacher", "--dataset", "digits", "--teacher-arch", "small_cnn", "--teacher-epochs", "2",
          "--output", str(tmp_path / "teacher.pt"), "--tracking-uri", uri],
         capture_output=True, text=True, timeout=600,
     )
@@ -133,15 +133,15 @@ def test_teacher_cli_trains_saves_and_logs_a_teacher_run(tmp_path):
 
 
 def test_teacher_cli_refuses_an_unknown_arch_with_exit_2():
-    out = subprocess.run([sys.executable, "-m", "kdsweep.teacher", "--arch", "resnet1800"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "kdsweep.teacher", "--teacher-arch", "resnet1800"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
-    assert "--arch: unknown model 'resnet1800'" in out.stderr
+    assert "teacher.arch: unknown model 'resnet1800'" in out.stderr
 
 
 def test_a_teacher_registered_in_mlflow_is_accepted_by_uri_and_checked_against_the_data(tiny_data, tmp_path):
     import mlflow
 
-    from kdsweep.tracking import log_teacher
+    from kdsweep.tracking.teacher_run import log_teacher
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     teacher = prepare_teacher(TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path)), tiny_data, log=lambda _: None)

@@ -12,10 +12,10 @@ from torch import nn
 
 from kdsweep.config import load_config
 from kdsweep.data import DataSpec, FolderSplit, load_dataset, train_batches
-from kdsweep.distill import run_trial
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model
-from kdsweep.teacher import Teacher, TeacherLogitCache, TeacherSpec, build_teacher_cache, teacher_for_trials
+from kdsweep.teachers import OnlineTeacher, Teacher, TeacherLogitCache, TeacherSpec, build_teacher_cache, teacher_outputs
+from kdsweep.trial import TrialConfig, run_trial
 
 CPU = torch.device("cpu")
 LIMIT_MB = 64.0
@@ -136,10 +136,11 @@ class Float16(nn.Module):
 
 
 def test_a_trial_on_the_cache_trains_the_same_student_as_one_on_the_online_teacher(teacher, cache, data):
-    config = {"student": "small_cnn", "width": 4, "epochs": 3, "view_epochs": 2, "batch_size": 32, "measure_latency": False}
-    cached = run_trial(config, teacher=cache, data=data)
+    config = TrialConfig(student="small_cnn", width=4, epochs=3, batch_size=32, measure_latency=False)
+    assert cache.view_epochs == 2  # so epoch 3 trains on epoch 1's views again, with the cache and online alike
+    cached = run_trial(config, data, teacher=cache)
     for online_teacher, tolerance in ((Float16(teacher), 1e-5), (teacher, 1e-2)):
-        online = run_trial(config, teacher=online_teacher, data=data)
+        online = run_trial(config, data, teacher=OnlineTeacher(online_teacher, view_epochs=2))
         assert cached.metrics["teacher_agreement"] == online.metrics["teacher_agreement"]
         assert cached.metrics["train_loss"] == pytest.approx(online.metrics["train_loss"], rel=tolerance)
         for a, b in zip(online.student.state_dict().values(), cached.student.state_dict().values()):
@@ -148,8 +149,10 @@ def test_a_trial_on_the_cache_trains_the_same_student_as_one_on_the_online_teach
 
 def test_the_sweep_gets_the_cache_in_cached_mode_and_the_module_online(teacher, data):
     prepared = Teacher(teacher, meta=None, source="test")
-    assert isinstance(teacher_for_trials(TeacherSpec(mode="cached"), prepared, data, 2, log=lambda _: None), TeacherLogitCache)
-    assert teacher_for_trials(TeacherSpec(mode="online"), prepared, data, 2) is teacher
+    cached = teacher_outputs(TeacherSpec(mode="cached"), prepared, data, 2, log=lambda _: None)
+    assert isinstance(cached, TeacherLogitCache) and cached.view_epochs == 2
+    online = teacher_outputs(TeacherSpec(mode="online"), prepared, data, 2)
+    assert isinstance(online, OnlineTeacher) and online.module is teacher and online.view_epochs is None
 
 
 def test_the_cache_pickles_its_arrays_out_of_band_for_zero_copy_sharing(cache):

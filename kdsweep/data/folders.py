@@ -7,7 +7,7 @@ the built-in datasets; larger ones stream through a DataLoader with worker proce
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -15,7 +15,9 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from kdsweep.data import AugmentSpec, Batch, DataSpec, Dataset, FolderSplit, split_and_normalise
+from kdsweep.data.augment import AugmentSpec
+from kdsweep.data.spec import DataSpec
+from kdsweep.data.splits import Batch, Dataset, FolderSplit, split_and_normalise
 from kdsweep.errors import ConfigError
 
 
@@ -25,7 +27,7 @@ def load_image_folder(spec: DataSpec) -> Dataset:
     train = _folder(root / "train", spec.image_size)
     test = _folder(test_dir, spec.image_size)
     if train.classes != test.classes:
-        raise ConfigError("dataset", f"class folders differ between {root / 'train'} and {test_dir}")
+        raise ConfigError("data.name", f"class folders differ between {root / 'train'} and {test_dir}")
     channels = 1 if _is_grayscale(train) else 3
     augment = AugmentSpec(pad=max(1, spec.image_size // 8), flip=True)
     bytes_needed = (len(train) + len(test)) * channels * spec.image_size**2 * 4
@@ -40,7 +42,7 @@ def _folder(path: Path, image_size: int) -> datasets.ImageFolder:
     try:
         folder = datasets.ImageFolder(str(path))
     except (FileNotFoundError, OSError) as error:
-        raise ConfigError("dataset", f"cannot read images under {path}: {error}") from error
+        raise ConfigError("data.name", f"cannot read images under {path}: {error}") from error
     folder.transform = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
     return folder
 
@@ -97,6 +99,7 @@ def _streaming(spec: DataSpec, train, test, channels: int, augment: AugmentSpec)
     test_targets = torch.tensor(test.targets, dtype=torch.int64)
     return Dataset(
         name=str(spec.name),
+        spec=spec,
         train=FolderSplit(train, keep.tolist(), torch.as_tensor(targets[keep])),
         val=FolderSplit(train, held.tolist(), torch.as_tensor(targets[held])),
         test=FolderSplit(test, list(range(len(test))), test_targets),
@@ -106,8 +109,6 @@ def _streaming(spec: DataSpec, train, test, channels: int, augment: AugmentSpec)
         mean=mean,
         std=std,
         augment=augment,
-        seed=spec.seed,
-        num_workers=spec.num_workers,
     )
 
 
@@ -120,7 +121,7 @@ def stream_batches(
         batch_size=batch_size,
         shuffle=train,
         generator=generator,
-        num_workers=data.num_workers,
+        num_workers=data.spec.num_workers,
         persistent_workers=False,
         pin_memory=device.type == "cuda",
     )

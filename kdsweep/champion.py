@@ -1,0 +1,189 @@
+"""A sweep's MLflow runs -> the champion in the Model Registry.
+
+Trials are compared on the validation split; the test split is read once, for the champion only
+(a second selection reuses its logged test metrics). The alias `champion` lets serving code load
+`models:/NAME@champion` without knowing a run id.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from kdsweep.config import SweepConfig
+from kdsweep.data import load_dataset
+from kdsweep.errors import ConfigError, did_you_mean
+from kdsweep.leaderboard import format_leaderboard
+from kdsweep.outcome import TAG_OUTCOME, Outcome
+from kdsweep.plots import pareto_figure
+from kdsweep.plugins import import_plugins
+from kdsweep.selection import FRONT_METRICS, FRONT_SENSES, Constraints, TrialRun, front_of, rank, satisfies
+from kdsweep.tracking.models import load_logged_model
+from kdsweep.tracking.runs import RESOLVED_CONFIG, TAG_MODEL_URI, TAG_PARENT, TAG_ROLE, latest_parent
+from kdsweep.trial import evaluate
+
+ALIAS = "champion"
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Champion:
+    run_id: str
+    run_name: str
+    model_uri: str  # models:/NAME@champion
+    version: int
+    metrics: dict[str, float]  # the run's latest metrics, test_* included
+
+
+def trial_run(run: Run) -> TrialRun:
+    """A child run as selection sees it; its outcome from the tag the driver set when it closed the run."""
+    tags = run.data.tags
+    return TrialRun(run.info.run_id, run.info.run_name or run.info.run_id, tags.get(TAG_OUTCOME, run.info.status),
+                    dict(run.data.params), dict(run.data.metrics), tags.get(TAG_MODEL_URI))
+
+
+def leaderboard_of(ranked: list[TrialRun]) -> str:
+    rows = [{"rank": position, "run": run.name, "config": run.params, "metrics": run.metrics,
+             "status": run.outcome + (" (no model)" if run.outcome == Outcome.FINISHED and not run.model_uri else "")}
+            for position, run in enumerate(ranked, 1)]
+    return format_leaderboard(rows)
+
+
+def sweep_config(client: MlflowClient, parent: Run) -> SweepConfig:
+    """The resolved config the sweep logged on its parent run: what it trained on, exactly."""
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            path = client.download_artifacts(parent.info.run_id, RESOLVED_CONFIG, directory)
+        except Exception:  # MLflow raises several kinds for a missing artifact
+            raise ConfigError("--parent-run-id", f"run '{parent.info.run_id}' has no {RESOLVED_CONFIG}: not a kdsweep sweep") from None
+        config = SweepConfig.model_validate_json(Path(path).read_text())
+    import_plugins(config.plugins)
+    return config
+
+
+def _every(fetch: Callable) -> list:
+    """All pages of an MLflow search (each page holds at most 1000)."""
+    items, token = [], None
+    while True:
+        page = fetch(page_token=token)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
+def _get_run(client: MlflowClient, run_id: str) -> Run:
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError("--parent-run-id", f"no run '{run_id}' in this store") from None
+
+
+def _latest_parent(client: MlflowClient, experiment_ids: list[str], where: str) -> Run:
+    found = latest_parent(client, experiment_ids)
+    if found is None:
+        raise ConfigError("--experiment", f"no sweep in {where} (no run tagged {TAG_ROLE}=parent)")
+    return found
+
+
+def default_experiment(client: MlflowClient, parent_run_id: str | None = None) -> str:
+    """The experiment of `parent_run_id`, else of the most recent sweep in the store."""
+    if parent_run_id:
+        return client.get_experiment(_get_run(client, parent_run_id).info.experiment_id).name
+    ids = [e.experiment_id for e in _every(lambda page_token: client.search_experiments(page_token=page_token))]
+    return client.get_experiment(_latest_parent(client, ids, f"the store {client.tracking_uri}").info.experiment_id).name
+
+
+def find_parent(client: MlflowClient, experiment_name: str, parent_run_id: str | None) -> Run:
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        names = [e.name for e in _every(lambda page_token: client.search_experiments(page_token=page_token))]
+        raise ConfigError("--experiment", f"no experiment named '{experiment_name}' in {client.tracking_uri}{did_you_mean(experiment_name, names)}")
+    if not parent_run_id:
+        return _latest_parent(client, [experiment.experiment_id], f"'{experiment_name}'")
+    run = _get_run(client, parent_run_id)
+    if run.info.experiment_id != experiment.experiment_id or run.data.tags.get(TAG_ROLE) != "parent":
+        raise ConfigError("--parent-run-id", f"run '{parent_run_id}' is not a sweep's parent run in '{experiment_name}'")
+    return run
+
+
+def evaluate_on_test(client: MlflowClient, run: TrialRun, parent: Run, log: Log) -> dict[str, float]:
+    """Evaluate the chosen student on the test split once, and log it on its run (a rerun reuses it)."""
+    if "test_accuracy" in run.metrics:
+        log(f"{run.name}: test metrics already logged, not evaluating again (selection is idempotent)")
+        return {k: v for k, v in run.metrics.items() if k.startswith("test_")}
+    data = load_dataset(sweep_config(client, parent).data)
+    # On the CPU: the student was saved from a CPU copy, and pt2 (torch.export) weights cannot change device.
+    metrics = evaluate(load_logged_model(run.model_uri), data, "test")
+    now, step = int(time.time() * 1000), int(run.metrics.get("epoch", 0))
+    client.log_batch(run.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+    log(f"{run.name}: test_accuracy {metrics['test_accuracy']:.4f}, test_macro_f1 {metrics['test_macro_f1']:.4f}")
+    return metrics
+
+
+def register_champion(client: MlflowClient, run: TrialRun, name: str, tags: dict[str, str], log: Log) -> int:
+    """A new registry version with the alias `champion`; the current one if it already holds this run."""
+    try:
+        current = client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:  # no such model or alias yet
+        current = None
+    if current is not None and current.tags.get("kdsweep.run_id") == run.run_id:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, current.version, key, value)
+        log(f"{name} version {current.version} already holds {run.name} as @{ALIAS}")
+        return int(current.version)
+    version = mlflow.register_model(run.model_uri, name, tags=tags)
+    client.set_registered_model_alias(name, ALIAS, version.version)
+    log(f"registered {run.name} as {name} version {version.version}, alias @{ALIAS}")
+    return int(version.version)
+
+
+def select_champion(uri: str, experiment_name: str, parent_run_id: str | None = None, constraints: Constraints = Constraints(),
+                    register: str | None = None, metric: str = "val_accuracy", mode: str = "max", log: Log = print,
+                    show_table: bool = True) -> Champion | None:
+    """Rank the sweep's students, pick the best that meets `constraints`, test it once, register it.
+
+    Returns None when no student qualifies. Sets MLflow's global tracking URI: `models:/` URIs
+    resolve through it when loading and registering.
+    """
+    if mode not in ("max", "min"):
+        raise ConfigError("--mode", f"'{mode}' is not 'max' or 'min'")
+    client = MlflowClient(uri)
+    mlflow.set_tracking_uri(uri)
+    parent = find_parent(client, experiment_name, parent_run_id)
+    children = _every(lambda page_token: client.search_runs(
+        [parent.info.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'", page_token=page_token))
+    runs = [trial_run(run) for run in children]
+    candidates = [run for run in runs if run.is_candidate]
+    if candidates and not any(metric in run.metrics for run in candidates):
+        known = ", ".join(sorted({k for run in candidates for k in run.metrics}))
+        raise ConfigError("--metric", f"no candidate logged '{metric}' (logged: {known})")
+    front = front_of(candidates)
+    log(f"sweep {parent.info.run_name} ({parent.info.run_id}) in '{experiment_name}': {len(runs)} trials, "
+        f"{len(candidates)} finished with a model; ranked by {metric} ({mode})")
+    if show_table:  # the sweep has just printed its own
+        log(leaderboard_of(rank(runs, metric, mode)))
+    log(f"Pareto front ({', '.join(f'{m} {s}' for m, s in zip(FRONT_METRICS, FRONT_SENSES))}): "
+        f"{', '.join(run.name for run in front) or '-'}")
+    feasible = [run for run in candidates if satisfies(run.metrics, constraints) and metric in run.metrics]
+    chosen = rank(feasible, metric, mode)[0] if feasible else None
+    client.log_figure(parent.info.run_id, pareto_figure(candidates, front, chosen, constraints), "pareto_front.png")
+    if chosen is None:
+        log(f"no champion: none of {len(candidates)} finished trials with a model meets {constraints.describe()}")
+        return None
+    log(f"champion: {chosen.name} ({metric} {chosen.metrics[metric]:.4f}; {constraints.describe()})")
+    tested = evaluate_on_test(client, chosen, parent, log)
+    name = register or experiment_name
+    tags = {"kdsweep.run_id": chosen.run_id, "kdsweep.parent_run_id": parent.info.run_id,
+            "kdsweep.constraints": json.dumps(asdict(constraints)), "kdsweep.metric": f"{metric} {mode}"}
+    version = register_champion(client, chosen, name, tags, log)
+    return Champion(chosen.run_id, chosen.name, f"models:/{name}@{ALIAS}", version, {**chosen.metrics, **tested})

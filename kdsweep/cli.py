@@ -1,0 +1,62 @@
+"""What every `python -m kdsweep.X` shares: one parser class, one error wrapper, the same flags for the same things.
+
+A command module has `build_parser()`, `run(args) -> int` and `main(argv) -> int = run_command(...)`.
+Bad input anywhere (a flag argparse refuses, a value a section refuses, a missing file) reaches the
+user as one line, `error: FIELD: PROBLEM`, and exit code 2; the field is spelled as in the YAML
+(`teacher.arch`, `data.name`) or, for flags that map to no YAML field, as the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from kdsweep.errors import ConfigError
+
+EXIT_BAD_INPUT = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors raised as one ConfigError naming the flag instead of usage text."""
+
+    def error(self, message: str) -> None:
+        field, _, problem = message.removeprefix("argument ").partition(": ")
+        raise ConfigError(field, problem)
+
+
+def run_command(parser: ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
+    """Parse, run, and turn bad input into `error: FIELD: PROBLEM` on stderr with exit code 2."""
+    try:
+        return run(parser.parse_args(argv))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def add_tracking_uri(parser: ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+
+
+def add_dataset(parser: ArgumentParser, default: str | None) -> None:
+    suffix = f" (default: {default})" if default else ""
+    parser.add_argument("--dataset", default=default, help=f"data.name: a registered dataset or an ImageFolder directory{suffix}")
+
+
+def add_teacher(parser: ArgumentParser) -> None:
+    """The teacher's flags, named as in every command: --teacher-<field of the teacher: section>."""
+    from kdsweep.models import list_models
+
+    parser.add_argument("--teacher-arch", default="resnet18", help=f"teacher.arch: {', '.join(list_models('teacher'))}, ...")
+    parser.add_argument("--teacher-checkpoint", default=None, help="teacher.checkpoint: a kdsweep teacher file or models:/NAME@ALIAS")
+    parser.add_argument("--teacher-weights", default=None, help="teacher.weights: start from torchvision's, e.g. IMAGENET1K_V1")
+    parser.add_argument("--teacher-epochs", type=int, default=10, help="teacher.epochs (when it is trained)")
+    parser.add_argument("--teacher-lr", type=float, default=0.05, help="teacher.lr (when it is trained)")
+    parser.add_argument("--teacher-batch-size", type=int, default=64, help="teacher.batch_size (when it is trained)")
+
+
+def teacher_fields(args: argparse.Namespace) -> dict:
+    """The `teacher:` section's fields from the --teacher-* flags."""
+    return {"arch": args.teacher_arch, "checkpoint": args.teacher_checkpoint, "weights": args.teacher_weights,
+            "epochs": args.teacher_epochs, "lr": args.teacher_lr, "batch_size": args.teacher_batch_size}

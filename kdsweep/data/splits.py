@@ -1,0 +1,114 @@
+"""A loaded dataset: three seeded, disjoint splits, in memory or streamed from disk, and their batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from kdsweep.data.augment import AugmentSpec
+from kdsweep.data.spec import DataSpec
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    images: torch.Tensor  # float32 N x C x H x W, normalised with the training statistics
+    labels: torch.Tensor  # int64 N
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class FolderSplit:
+    """A split that streams from disk (torchvision ImageFolder + a DataLoader with workers)."""
+
+    folder: object  # torchvision.datasets.ImageFolder
+    indices: list[int]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+Split = TensorSplit | FolderSplit
+
+
+@dataclass(frozen=True)
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor  # positions in the split: the teacher-cache key, with the epoch's views
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Three splits and what a model needs to know about them; `spec` is what produced them."""
+
+    name: str
+    spec: DataSpec
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: AugmentSpec
+
+    @property
+    def seed(self) -> int:
+        """Fixes the splits and every epoch's views."""
+        return self.spec.seed
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.train, TensorSplit)
+
+
+def split_and_normalise(
+    name: str,
+    spec: DataSpec,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor | None,
+    test_y: torch.Tensor | None,
+    num_classes: int,
+    augment: AugmentSpec,
+) -> Dataset:
+    """Carve test (if the source has none) and validation from train, stratified and seeded; normalise."""
+    if test_x is None:
+        train_x, test_x, train_y, test_y = _stratified(train_x, train_y, spec.test_fraction, spec.seed)
+    train_x, val_x, train_y, val_y = _stratified(train_x, train_y, spec.val_fraction, spec.seed + 1)
+    mean = train_x.mean(dim=(0, 2, 3))
+    std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return ((x - mean[:, None, None]) / std[:, None, None]).contiguous()
+
+    return Dataset(
+        name=name,
+        spec=spec,
+        train=TensorSplit(norm(train_x), train_y),
+        val=TensorSplit(norm(val_x), val_y),
+        test=TensorSplit(norm(test_x), test_y),
+        num_classes=num_classes,
+        in_channels=train_x.shape[1],
+        image_size=train_x.shape[-1],
+        mean=tuple(mean.tolist()),
+        std=tuple(std.tolist()),
+        augment=augment,
+    )
+
+
+def _stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int):
+    keep, held = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=y.numpy())
+    keep, held = torch.from_numpy(keep), torch.from_numpy(held)
+    return x[keep], x[held], y[keep], y[held]

@@ -1,0 +1,42 @@
+"""The figures kdsweep logs (matplotlib, headless): a confusion matrix per student, the Pareto front per sweep."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure  # no pyplot: no backend, no global state, figures are only saved
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from kdsweep.selection import Constraints, TrialRun
+
+
+def confusion_figure(labels, predicted, num_classes: int) -> Figure:
+    figure = Figure(figsize=(6, 6))
+    axes = figure.subplots()
+    ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=list(range(num_classes)), ax=axes, colorbar=False)
+    axes.set_title("validation confusion matrix")
+    return figure
+
+
+def pareto_figure(candidates: list[TrialRun], front: list[TrialRun], champion: TrialRun | None, constraints: Constraints) -> Figure:
+    """Validation accuracy against latency: every candidate, the Pareto front named, the champion starred."""
+
+    def xy(runs: list[TrialRun]) -> tuple[list[float], list[float]]:
+        placed = [r.metrics for r in runs if "latency_ms" in r.metrics and "val_accuracy" in r.metrics]
+        return [m["latency_ms"] for m in placed], [m["val_accuracy"] for m in placed]
+
+    figure = Figure(figsize=(6, 4.5))
+    axes = figure.subplots()
+    axes.scatter(*xy(candidates), c="lightgray", edgecolors="gray", label="finished trials")
+    axes.scatter(*xy(front), c="tab:red", label="Pareto front (accuracy, latency, params)")
+    for run in front:  # every run on the front has both metrics
+        axes.annotate(run.name, (run.metrics["latency_ms"], run.metrics["val_accuracy"]), fontsize=7,
+                      xytext=(4, 4), textcoords="offset points")
+    if champion is not None:
+        axes.scatter(*xy([champion]), marker="*", s=300, c="gold", edgecolors="black", label=f"champion: {champion.name}")
+    if constraints.max_latency_ms is not None:
+        axes.axvline(constraints.max_latency_ms, ls="--", c="gray")
+    if constraints.min_accuracy is not None:
+        axes.axhline(constraints.min_accuracy, ls="--", c="gray")
+    axes.set(xlabel="latency_ms (lower is better)", ylabel="val_accuracy", title=constraints.describe())
+    axes.margins(0.15)
+    axes.legend(fontsize=8)
+    return figure

@@ -1,0 +1,99 @@
+"""A sweep from start to end: check everything that can be bad input, start Ray, prepare the data and the
+teacher once, track the sweep in MLflow, tune, rank, select the champion."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from ray import tune
+
+from kdsweep.champion import select_champion
+from kdsweep.config import SweepConfig, any_trial_needs_teacher
+from kdsweep.data import Dataset, load_dataset
+from kdsweep.errors import ConfigError
+from kdsweep.leaderboard import leaderboard_rows, print_leaderboard, write_json
+from kdsweep.outcome import Outcome
+from kdsweep.selection import Constraints
+from kdsweep.sweep.resources import check_resources
+from kdsweep.sweep.tuner import build_tuner, experiment_path, storage_path
+from kdsweep.teachers import Teacher, prepare_teacher, teacher_outputs
+from kdsweep.tracking.runs import SweepTracker
+from kdsweep.tracking.server import tracking_service
+from kdsweep.tracking.store import display_uri, resolve_tracking_uri, use_store
+from kdsweep.tracking.teacher_run import log_teacher
+
+# Tune's classic reporter shows only the columns we pick; a checkpoint every epoch is the point
+# (resume from the last epoch), so Tune's warning about checkpoint sync time is noise.
+QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+@dataclass
+class Prepared:
+    """What a sweep has once its input is known to be good."""
+
+    data: Dataset
+    teacher: Teacher | None  # the teacher model, for its MLflow run; trials get its outputs
+    store: str  # the MLflow store, before a private server fronts it
+
+
+def start_ray(config: SweepConfig):
+    import ray
+
+    for key, value in QUIET_TUNE.items():
+        os.environ.setdefault(key, value)
+    if not ray.is_initialized():
+        ray.init(address=config.run.address, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": dict(QUIET_TUNE)} if config.run.address else None)
+    return ray
+
+
+def prepare(config: SweepConfig) -> Prepared:
+    """Everything that can fail on bad input, before a single trial starts and before MLflow is written."""
+    if not config.run.address:  # an embedded runtime gets this machine: check before starting it
+        check_resources(config, {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()})
+    if config.run.resume and not tune.Tuner.can_restore(experiment_path(config)):
+        raise ConfigError("--resume", f"no sweep named '{config.experiment_name}' to resume under {storage_path(config)}")
+    store = resolve_tracking_uri(config.run.tracking_uri)
+    use_store(store)
+    ray = start_ray(config)
+    check_resources(config, ray.cluster_resources())
+    data = load_dataset(config.data)
+    teacher = prepare_teacher(config.teacher, data) if any_trial_needs_teacher(config) else None
+    return Prepared(data, teacher, store)
+
+
+def run_sweep(config: SweepConfig) -> int:
+    """0 when some trial finished, 1 when none did; bad input raises ConfigError before anything runs."""
+    prepared = prepare(config)
+    with tracking_service(prepared.store) as uri:
+        return track_and_tune(config, prepared, uri)
+
+
+def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str) -> int:
+    data, teacher = prepared.data, prepared.teacher
+    tracker = SweepTracker(uri, config.experiment_name)
+    tracking = tracker.start_parent(config, resume=config.run.resume)
+    if teacher is not None:
+        tracker.link_teacher(*log_teacher(uri, teacher, data))
+    print(f"sweep '{config.experiment_name}': {config.budget.num_samples} samples on {data.name}, "
+          f"storage {storage_path(config)}, MLflow {display_uri(uri)} (parent run {tracking.parent_run_id})", flush=True)
+    outputs = teacher_outputs(config.teacher, teacher, data, config.budget.epochs) if teacher is not None else None
+    results = build_tuner(config, data, outputs, tracker, tracking).fit()
+    rows = leaderboard_rows(results, config)
+    print_leaderboard(rows, config)
+    succeeded = any(row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
+    tracker.finish("FINISHED" if succeeded else "FAILED")
+    if succeeded and config.run.select:
+        primary = config.objectives[0]
+        champion = select_champion(uri, config.experiment_name, tracking.parent_run_id, Constraints(),
+                                   register=config.run.register_name, metric=primary.metric, mode=primary.mode,
+                                   show_table=False)
+        if champion is not None:
+            print(f"champion: {champion.run_name} -> {champion.model_uri}")
+            for row in rows:
+                row["champion"] = row.get("mlflow_run_id") == champion.run_id
+    if config.run.output_json:
+        write_json(rows, config.run.output_json)
+    return 0 if succeeded else 1

@@ -1,0 +1,80 @@
+"""One Tune trial: the sampled config validated once, then the shared trial function, reporting every epoch.
+
+Runs in a Ray worker process, possibly on another node: everything it needs arrives through
+`tune.with_parameters` (the dataset, the teacher's logit source, where to log) and the object store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from kdsweep.data import Dataset
+from kdsweep.plots import confusion_figure
+from kdsweep.plugins import import_plugins
+from kdsweep.space import sampled
+from kdsweep.tracking.runs import TrackingContext, TrialTracker
+from kdsweep.models import create_model
+from kdsweep.trial import TeacherOutputs, TrialConfig, pick_device, place, predict, run_trial
+
+STATE_FILE = "state.pt"
+
+
+def run_name(config: TrialConfig, trial_id: str) -> str:
+    """e.g. resnet8-T4.0-a0.90-kd-7f3a: readable in the MLflow UI, unique within the sweep."""
+    student = config.student + (f"w{config.width}" if config.width else "")
+    return f"{student}-T{config.temperature:.1f}-a{config.alpha:.2f}-{config.loss}-{trial_id[-4:]}"
+
+
+def tune_trial(sampled_config: dict[str, Any], base: dict[str, Any], data: Dataset, teacher: TeacherOutputs | None,
+               tracking: TrackingContext | None, plugins: list[str]) -> None:
+    """The Tune trainable: `sampled_config` is what the searcher drew, `base` what every trial shares."""
+    # Quiet in every worker: one line per checkpoint per epoch, and MLflow's link after every upload.
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    import_plugins(plugins)
+    context = tune.get_context()
+    cpus = max(1, int(context.get_trial_resources().required_resources.get("CPU", 1)))
+    # The Tune boundary: validated here once, trusted everywhere after (the space's every extreme
+    # was validated before Ray started, so a failure here is a bug, with its traceback).
+    config = TrialConfig.model_validate({**base, **sampled(sampled_config), "num_threads": cpus})
+    trial_id = context.get_trial_id()
+    params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
+    tracker = TrialTracker(tracking, trial_id, run_name(config, trial_id), params) if tracking else None
+    node_id = ray.get_runtime_context().get_node_id()
+    resume_state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume_state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+
+    def report(metrics: dict[str, float], state) -> None:
+        snapshot = state()
+        if tracker:
+            tracker.log_epoch(metrics)
+            # Before the last report: a scheduler may end the trial as soon as it sees it.
+            if metrics["epoch"] == config.epochs and not metrics.get("diverged"):
+                log_final_student(tracker, config, snapshot["student"], data)
+        extra = {"node_id": node_id, "mlflow_run_id": tracker.run_id if tracker else None}
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(snapshot, Path(directory) / STATE_FILE)
+            tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    run_trial(config, data, teacher=teacher, report=report, resume_state=resume_state)
+
+
+def log_final_student(tracker: TrialTracker, config: TrialConfig, weights: dict, data: Dataset) -> None:
+    """The finished student as an MLflow model, with its validation confusion matrix."""
+    student = create_model(config.student, data.num_classes, data.in_channels, data.image_size, config.width)
+    student.load_state_dict(weights)
+    logits, labels = predict(place(student, pick_device()), data, "val")
+    figure = confusion_figure(labels.cpu().numpy(), logits.argmax(1).cpu().numpy(), data.num_classes)
+    tracker.log_student(student, data, figure)

@@ -1,0 +1,95 @@
+"""The Tuner: the trainable with its shared objects and resources, a scheduler, a searcher, a reporter."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, RunConfig
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from kdsweep.config import SweepConfig
+from kdsweep.data import Dataset
+from kdsweep.space import OptunaSpace, tune_param_space
+from kdsweep.sweep.callbacks import CloseRuns
+from kdsweep.sweep.trainable import tune_trial
+from kdsweep.tracking.runs import SweepTracker, TrackingContext
+from kdsweep.trial import TeacherOutputs
+
+DEFAULT_STORAGE = "kdsweep_results"
+REPORT_EVERY_S = 15  # the progress table; Tune's default of 5 s floods a log of a long sweep
+
+
+def storage_path(config: SweepConfig) -> str:
+    storage = config.run.storage or os.environ.get("KDSWEEP_STORAGE") or DEFAULT_STORAGE
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def experiment_path(config: SweepConfig) -> str:
+    return f"{storage_path(config).rstrip('/')}/{config.experiment_name}"
+
+
+def build_tuner(config: SweepConfig, data: Dataset, teacher: TeacherOutputs | None, tracker: SweepTracker,
+                tracking: TrackingContext) -> tune.Tuner:
+    """Every trial gets `data` and `teacher` (what it reads logits from) through the object store."""
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, base=config.trial_base(), data=data, teacher=teacher, tracking=tracking,
+                             plugins=config.plugins),
+        {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial},
+    )
+    searcher, param_space = _searcher(config)
+    if config.run.resume:
+        return tune.Tuner.restore(experiment_path(config), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True, param_space=param_space)
+    run_config = RunConfig(
+        name=config.experiment_name,
+        storage_path=storage_path(config),
+        failure_config=FailureConfig(max_failures=config.resources.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=1),
+        progress_reporter=_reporter(config),
+        callbacks=[CloseRuns(tracker, config.budget.epochs)],
+        verbose=1,
+    )
+    tune_config = tune.TuneConfig(num_samples=config.budget.num_samples, scheduler=_scheduler(config), search_alg=searcher)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def _scheduler(config: SweepConfig):
+    if config.scheduler.name != "asha":
+        return FIFOScheduler()
+    primary = config.objectives[0]
+    return ASHAScheduler(metric=primary.metric, mode=primary.mode, max_t=config.budget.epochs,
+                         grace_period=config.scheduler.grace_period, reduction_factor=config.scheduler.reduction_factor)
+
+
+def _searcher(config: SweepConfig) -> tuple[Searcher, dict[str, Any]]:
+    """Optuna (define-by-run, its space inside the searcher) or random/grid (Tune's param_space)."""
+    if config.searcher.name != "optuna":
+        searcher = BasicVariantGenerator(max_concurrent=config.searcher.max_concurrent or 0, random_state=config.searcher.seed)
+        return searcher, tune_param_space(config)
+    from ray.tune.search.optuna import OptunaSearch
+
+    metrics = [o.metric for o in config.objectives]
+    modes = [o.mode for o in config.objectives]
+    searcher = OptunaSearch(space=OptunaSpace(config), metric=metrics if len(metrics) > 1 else metrics[0],
+                            mode=modes if len(modes) > 1 else modes[0], seed=config.searcher.seed)
+    if config.searcher.max_concurrent:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=config.searcher.max_concurrent)
+    return searcher, {}
+
+
+def _reporter(config: SweepConfig) -> CLIReporter:
+    primary = config.objectives[0]
+    return CLIReporter(
+        # Conditional parameters are absent from some trials' configs, which the table cannot show.
+        parameter_columns=[name for name, param in config.search.items() if not param.when],
+        metric_columns={"training_iteration": "epoch", "val_accuracy": "val_acc", "val_macro_f1": "f1", "latency_ms": "ms"},
+        max_report_frequency=REPORT_EVERY_S,
+        sort_by_metric=True,
+        metric=primary.metric,
+        mode=primary.mode,
+    )

@@ -1,0 +1,46 @@
+"""The teacher stage of a sweep: find or train the teacher once, then hand trials ONE logit source.
+
+`prepare_teacher` gives the Teacher (module + metadata + where it came from: for logging and the
+cache on disk); `teacher_outputs` turns it into what every trial reads logits from, the logit cache
+or the module run online, which carries its own view schedule.
+"""
+
+from __future__ import annotations
+
+from kdsweep.data import Dataset
+from kdsweep.teachers.cache import build_teacher_cache
+from kdsweep.teachers.checkpoint import load_teacher, save_teacher
+from kdsweep.teachers.from_mlflow import MLFLOW_SCHEMES, load_mlflow_teacher
+from kdsweep.teachers.online import OnlineTeacher
+from kdsweep.teachers.spec import TeacherSpec
+from kdsweep.teachers.store import cache_path
+from kdsweep.teachers.teacher import Teacher
+from kdsweep.teachers.train import train_teacher
+from kdsweep.trial import TeacherOutputs, pick_device
+
+
+def prepare_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
+    """The sweep's teacher: from `spec.checkpoint`, from the cache on disk, or trained now (and cached)."""
+    if spec.checkpoint:
+        load = load_mlflow_teacher if spec.checkpoint.startswith(MLFLOW_SCHEMES) else load_teacher
+        module, meta = load(spec.checkpoint, data)
+        return Teacher(module, meta, f"checkpoint:{spec.checkpoint}")
+    path = cache_path(spec, data)
+    if path.exists():
+        module, meta = load_teacher(str(path), data)
+        log(f"teacher: reusing {spec.arch} trained earlier on {data.name} ({path})")
+        return Teacher(module, meta, f"cache:{path}")
+    teacher = train_teacher(spec, data, log)
+    save_teacher(path, teacher.module, teacher.meta)
+    teacher.source = f"trained:{path}"
+    log(f"teacher: saved to {path} (reused by later sweeps on this dataset)")
+    return teacher
+
+
+def teacher_outputs(spec: TeacherSpec, teacher: Teacher, data: Dataset, epochs: int, log=print) -> TeacherOutputs:
+    """What every trial reads logits from: the cache when `spec.mode` is cached and it fits, else online."""
+    if spec.mode == "cached":
+        cache = build_teacher_cache(teacher.module, data, epochs, pick_device(), spec.cache_limit_mb, log=log)
+        if cache is not None:
+            return cache
+    return OnlineTeacher(teacher.module)

@@ -1,0 +1,188 @@
+"""The runs of a sweep: the driver's parent run and final statuses, and each trial's own child run.
+
+Who writes what: the driver creates the parent run and closes each child run with its final
+status (Tune tells only the driver that ASHA stopped a trial). The trial itself creates or
+continues its child run, found by the tag `kdsweep.trial_id`, so a retried or resumed trial
+writes into the run it started, and uploads its student over HTTP when the store is a server.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome
+from kdsweep.tracking.models import log_model
+
+TAG_ROLE = "kdsweep.role"  # parent | trial | teacher
+TAG_SWEEP = "kdsweep.sweep"
+TAG_TRIAL_ID = "kdsweep.trial_id"
+TAG_MODEL_URI = "kdsweep.model_uri"
+TAG_STOPPED_EARLY = "kdsweep.stopped_early"
+TAG_TEACHER_RUN = "kdsweep.teacher_run_id"
+TAG_TEACHER_KEY = "kdsweep.teacher_key"
+TAG_ERROR = "kdsweep.error"
+TAG_PARENT = "mlflow.parentRunId"
+TEACHERS_EXPERIMENT = "kdsweep-teachers"
+REFERENCE_METRICS = ("test_accuracy", "params", "latency_ms")
+RESOLVED_CONFIG = "search_space/resolved.json"  # the validated SweepConfig, on the parent: what selection re-reads
+
+
+@dataclass(frozen=True)
+class TrackingContext:
+    """What a trial needs to find its run; sent to every trial with the Tune config."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def _versions() -> dict[str, str]:
+    import ray
+    import torch
+
+    import kdsweep
+
+    versions = {"kdsweep.version": kdsweep.__version__, "ray.version": ray.__version__,
+                "torch.version": torch.__version__, "mlflow.version": mlflow.__version__}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip()
+        if commit:
+            versions["mlflow.source.git.commit"] = commit
+    except OSError:
+        pass
+    return versions
+
+
+def flat_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_params(f"{name}.", value))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def latest_parent(client: MlflowClient, experiment_ids: list[str]):
+    """The most recent sweep's parent run in these experiments, or None."""
+    found = client.search_runs(experiment_ids, f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
+def find_trial_run(client: MlflowClient, experiment_id: str, trial_id: str):
+    """The run a Tune trial logs to, or None before the trial first started."""
+    found = client.search_runs([experiment_id], f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1)
+    return found[0] if found else None
+
+
+# ---------------------------------------------------------------- the driver's side
+
+
+class SweepTracker:
+    """The parent run of one sweep (reused by --resume) and the runs' final statuses."""
+
+    def __init__(self, uri: str, experiment_name: str) -> None:
+        self.uri = uri
+        self.client = MlflowClient(uri)
+        self.experiment_id = experiment_id(self.client, experiment_name)
+        self.experiment_name = experiment_name
+        self.parent_run_id: str | None = None
+
+    def start_parent(self, config, resume: bool) -> TrackingContext:
+        if resume:
+            previous = latest_parent(self.client, [self.experiment_id])
+            if previous:
+                self.parent_run_id = previous.info.run_id
+                self.client.update_run(self.parent_run_id, status="RUNNING")
+        if self.parent_run_id is None:
+            tags = {TAG_ROLE: "parent", TAG_SWEEP: self.experiment_name, "dataset": config.data.name,
+                    "teacher": config.teacher.arch, "space_file": config.space_file or "", **_versions()}
+            run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+            self.parent_run_id = run.info.run_id
+            params = {**flat_params("data.", config.data.model_dump()), **flat_params("", config.model_dump(
+                include={"objective", "budget", "scheduler", "searcher", "resources"}))}
+            params["fixed"] = json.dumps(config.fixed, sort_keys=True)
+            self.client.log_batch(self.parent_run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in params.items()])
+            if config.space_file:
+                self.client.log_artifact(self.parent_run_id, config.space_file, "search_space")
+            resolved = config.model_dump_json(indent=2, exclude={"run": {"tracking_uri"}})  # may carry credentials
+            self.client.log_text(self.parent_run_id, resolved, RESOLVED_CONFIG)
+        return TrackingContext(self.uri, self.experiment_id, self.parent_run_id)
+
+    def link_teacher(self, teacher_run_id: str, reference: dict[str, float]) -> None:
+        """The teacher's reference metrics on the parent, so students can be compared with it."""
+        self.client.set_tag(self.parent_run_id, TAG_TEACHER_RUN, teacher_run_id)
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(f"teacher_{k}", float(v), now, 0) for k, v in reference.items()])
+
+    def close_trial(self, run_id: str, outcome: Outcome, error: str | None = None) -> None:
+        """The run's MLflow status for `outcome`, with the outcome (and any error) in tags."""
+        self.client.set_tag(run_id, TAG_OUTCOME, str(outcome))
+        if outcome is Outcome.STOPPED:  # so that early-stopped runs can be filtered out
+            self.client.set_tag(run_id, TAG_STOPPED_EARLY, "true")
+        if error:
+            self.client.set_tag(run_id, TAG_ERROR, error[:MAX_TAG_VAL_LENGTH])
+        self.client.set_terminated(run_id, status=MLFLOW_STATUS[outcome])
+
+    def run_for_trial(self, trial_id: str) -> str | None:
+        found = find_trial_run(self.client, self.experiment_id, trial_id)
+        return found.info.run_id if found else None
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+
+# ---------------------------------------------------------------- the trial's side
+
+
+class TrialTracker:
+    """The child run of one trial: found by trial id (a retry continues it), else created."""
+
+    def __init__(self, context: TrackingContext, trial_id: str, run_name: str, params: dict[str, Any]) -> None:
+        self.context = context
+        self.client = MlflowClient(context.uri)
+        found = find_trial_run(self.client, context.experiment_id, trial_id)
+        self.logged_epoch = 0
+        if found:
+            self.run_id = found.info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            # A crash between logging an epoch and checkpointing it replays that epoch: log it once.
+            self.logged_epoch = int(found.data.metrics.get("epoch", 0))
+            return
+        tags = {TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id, TAG_PARENT: context.parent_run_id}
+        run = self.client.create_run(context.experiment_id, tags=tags, run_name=run_name)
+        self.run_id = run.info.run_id
+        flat = flat_params("", params)
+        self.client.log_batch(self.run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()])
+
+    def log_epoch(self, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        step = int(metrics["epoch"])
+        if step <= self.logged_epoch:
+            return
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_student(self, student, data, confusion) -> str:
+        uri = log_model(self.context.uri, self.run_id, student, data)
+        self.client.set_tag(self.run_id, TAG_MODEL_URI, uri)
+        self.client.log_figure(self.run_id, confusion, "confusion_matrix_val.png")
+        return uri

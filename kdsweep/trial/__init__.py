@@ -1,0 +1,21 @@
+"""One trial: TrialConfig -> data, student, loss, training loop, evaluation, a report every epoch."""
+
+from kdsweep.trial.config import TrialConfig
+from kdsweep.trial.device import autocast, model_device, pick_device, place
+from kdsweep.trial.evaluate import evaluate, predict
+from kdsweep.trial.loop import Report, TrialResult, run_trial
+from kdsweep.trial.outputs import TeacherOutputs
+
+__all__ = [
+    "Report",
+    "TeacherOutputs",
+    "TrialConfig",
+    "TrialResult",
+    "autocast",
+    "evaluate",
+    "model_device",
+    "pick_device",
+    "place",
+    "predict",
+    "run_trial",
+]

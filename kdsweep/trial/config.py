@@ -1,0 +1,56 @@
+"""Everything one trial needs, validated once where it enters (the Tune boundary, a command's flags)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kdsweep.losses import LossParams, get_loss, needs_teacher
+
+
+class TrialConfig(BaseModel):
+    """The keys of a Tune config. Frozen: nothing downstream changes or re-validates it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    student: str = "resnet8"
+    width: int | None = Field(default=None, gt=0)  # width-configurable students only
+    pretrained: str | None = None  # torchvision weights to start from, e.g. IMAGENET1K_V1
+    loss: str = "kd"  # a registered loss (kdsweep.losses)
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.9, ge=0)  # kd: weight of the soft term, <= 1; dkd: TCKD weight
+    beta: float = Field(default=8.0, ge=0)  # dkd only: NCKD weight
+    dkd_warmup_epochs: int = Field(default=0, ge=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    step_size: int = Field(default=30, gt=0)  # step schedule: epochs between decays
+    gamma: float = Field(default=0.1, gt=0, le=1)
+    batch_size: int = Field(default=64, gt=0)
+    epochs: int = Field(default=10, gt=0)
+    seed: int = 0
+    num_threads: int | None = Field(default=None, gt=0)  # default: the CPUs this process may use
+    measure_latency: bool = True
+
+    @field_validator("loss")
+    @classmethod
+    def _registered_loss(cls, name: str) -> str:
+        get_loss(name)  # the registry's own error: what exists, what was meant
+        return name
+
+    @model_validator(mode="after")
+    def _alpha_range(self) -> TrialConfig:
+        if self.loss == "kd" and self.alpha > 1:
+            raise ValueError("alpha: for loss 'kd' alpha is the soft-term weight and must be in [0, 1]")
+        return self
+
+    @property
+    def loss_params(self) -> LossParams:
+        return LossParams(temperature=self.temperature, alpha=self.alpha, beta=self.beta)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return needs_teacher(self.loss, self.loss_params)

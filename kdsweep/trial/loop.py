@@ -1,0 +1,173 @@
+"""THE trial: a TrialConfig and a dataset -> a student, trained and evaluated epoch by epoch.
+
+The same function serves a Ray Tune trial (kdsweep.sweep.trainable), the teacher's own training
+(alpha=0: plain cross-entropy, no teacher), the benchmarks and `python -m kdsweep.distill`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdsweep.data import Dataset, train_batches
+from kdsweep.losses import LossFn, LossParams, dkd_warmup, get_loss
+from kdsweep.models import create_model, load_pretrained, measure_cost
+from kdsweep.seeds import epoch_seed
+from kdsweep.trial.config import TrialConfig
+from kdsweep.trial.device import autocast, model_device, pick_device, place
+from kdsweep.trial.evaluate import evaluate
+from kdsweep.trial.outputs import TeacherOutputs
+
+# A report gets the epoch's metrics and a callable that returns the state to checkpoint (called
+# only by reporters that save checkpoints, so plain calls do not pay for copying state).
+Report = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
+
+
+@dataclass
+class TrialResult:
+    metrics: dict[str, float]
+    student: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def run_trial(
+    config: TrialConfig,
+    data: Dataset,
+    teacher: TeacherOutputs | None = None,
+    report: Report | None = None,
+    resume_state: dict[str, Any] | None = None,
+) -> TrialResult:
+    """Train one student on `data`, distilling from `teacher` when its loss needs one.
+
+    Args:
+        config: the validated trial (student, loss, optimiser, epochs, seed, ...).
+        data: the loaded dataset; a sweep decodes it once and shares it with every trial.
+        teacher: where teacher logits come from (online or the shared cache); its view schedule
+            applies to every trial that gets it, distilling or not, so baselines see the same images.
+        report: called after every epoch with its metrics and a callable returning the state to
+            checkpoint.
+        resume_state: such a state, to continue after its epoch (a crashed or resumed trial).
+
+    Example:
+        >>> data = load_dataset(DataSpec(name="digits"))
+        >>> result = run_trial(TrialConfig(student="small_cnn", alpha=0.0, epochs=2, measure_latency=False), data)
+        >>> result.metrics["val_accuracy"]  # scratch training, 2 epochs
+        0.875
+    """
+    device = pick_device()
+    _setup_process(config, device)
+    if config.needs_teacher and teacher is None:
+        raise ValueError(f"loss '{config.loss}' with alpha={config.alpha} needs a teacher, and none was given")
+    distill_from = teacher if config.needs_teacher else None
+    view_epochs = teacher.view_epochs if teacher is not None else None
+
+    student = create_model(config.student, data.num_classes, data.in_channels, data.image_size, config.width)
+    if config.pretrained and resume_state is None:
+        load_pretrained(student, config.student, config.pretrained)
+    cost = measure_cost(student, data.input_shape) if config.measure_latency else None
+    student = place(student, device)
+    optimizer, scheduler = build_optimizer(config, student)
+    start_epoch = 1
+    if resume_state is not None:
+        student.load_state_dict(resume_state["student"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        start_epoch = resume_state["epoch"] + 1
+
+    teacher_val = distill_from.eval_logits(data, "val", device) if distill_from else None
+    static = {"params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms} if cost else {}
+    loss_fn = get_loss(config.loss)
+    history: list[dict[str, float]] = []
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout etc.: a resumed epoch replays exactly
+        lr = optimizer.param_groups[0]["lr"]
+        params = LossParams(config.temperature, config.alpha, config.beta, dkd_warmup(epoch, config.dkd_warmup_epochs))
+        train = train_one_epoch(student, data, config, epoch, view_epochs, optimizer, loss_fn, params, distill_from)
+        scheduler.step()
+        metrics = {"epoch": epoch, "lr": lr, **train, **evaluate(student, data, "val", teacher_val), **static}
+        metrics["epoch_seconds"] = time.perf_counter() - started
+        diverged = not math.isfinite(train["train_loss"])
+        if diverged:  # an outcome of the hyperparameters, not a crash: retrying would diverge again
+            metrics["diverged"] = 1.0
+        history.append(metrics)
+        if report is not None:
+            report(metrics, _checkpoint(student, optimizer, scheduler, epoch))
+        if diverged:
+            break
+    return TrialResult(metrics, student, history)
+
+
+def _setup_process(config: TrialConfig, device: torch.device) -> None:
+    torch.set_num_threads(config.num_threads or len(os.sched_getaffinity(0)))
+    torch.manual_seed(config.seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+
+def _checkpoint(student: nn.Module, optimizer, scheduler, epoch: int) -> Callable[[], dict[str, Any]]:
+    def state() -> dict[str, Any]:
+        # A copy: training goes on mutating the live tensors after the report.
+        return copy.deepcopy({
+            "student": student.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+        })
+
+    return state
+
+
+def build_optimizer(config: TrialConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+        )
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    elif config.schedule == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    return optimizer, scheduler
+
+
+def train_one_epoch(
+    student: nn.Module,
+    data: Dataset,
+    config: TrialConfig,
+    epoch: int,
+    view_epochs: int | None,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    params: LossParams,
+    teacher: TeacherOutputs | None,
+) -> dict[str, float]:
+    student.train()
+    device = model_device(student)
+    totals = torch.zeros(3, dtype=torch.float64)
+    seen = 0
+    for batch, views in train_batches(data, config.batch_size, epoch, config.seed, device, view_epochs):
+        teacher_logits = teacher.train_logits(batch, views, epoch) if teacher is not None else None
+        with autocast(device):
+            logits = student(batch.images)
+        terms = loss_fn(logits.float(), teacher_logits, batch.labels, params)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        n = len(batch.labels)
+        totals += torch.stack([terms.total.detach(), terms.ce.detach(), terms.kd.detach()]).double().cpu() * n
+        seen += n
+    total, ce, kd = (totals / seen).tolist()
+    return {"train_loss": total, "train_ce": ce, "train_kd": kd}
