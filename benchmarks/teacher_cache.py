@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from kdsweep.data import DataSpec, Dataset, load_dataset
+from kdsweep.data import Dataset, DataSpec, load_dataset
 from kdsweep.models import create_model
 from kdsweep.teachers import OnlineTeacher, TeacherLogitCache, build_teacher_cache
 from kdsweep.trial import TrialConfig, pick_device, run_trial
@@ -39,10 +39,14 @@ def parse_args() -> argparse.Namespace:
 
 
 def machine() -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
-    return (f"{len(os.sched_getaffinity(0))} CPUs, {device}, torch {torch.__version__}, "
-            f"commit {commit.stdout.strip() or 'unknown'}")
+    return (
+        f"{len(os.sched_getaffinity(0))} CPUs, {device}, torch {torch.__version__}, "
+        f"commit {commit.stdout.strip() or 'unknown'}"
+    )
 
 
 def epoch_seconds(config: TrialConfig, teacher, data: Dataset) -> list[float]:
@@ -55,7 +59,9 @@ def measure(arch: str, args: argparse.Namespace, data: Dataset) -> dict[str, flo
     torch.manual_seed(0)
     module = create_model(arch, data.num_classes, data.in_channels, data.image_size).eval()
     started = time.perf_counter()
-    cache = build_teacher_cache(module, data, args.epochs, pick_device(), memory_limit_mb=1024, log=lambda line: print("  " + line))
+    cache = build_teacher_cache(
+        module, data, args.epochs, pick_device(), memory_limit_mb=1024, log=lambda line: print("  " + line)
+    )
     build = time.perf_counter() - started
     assert isinstance(cache, TeacherLogitCache)
     base = {"student": args.student, "epochs": args.epochs, "batch_size": args.batch_size, "measure_latency": False}
@@ -78,21 +84,27 @@ def main() -> None:
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     data = load_dataset(DataSpec(name="synthetic", channels=3, image_size=32, num_classes=10, num_samples=args.samples))
     print(f"{machine()}; device {pick_device()}")
-    print(f"student {args.student}, {len(data.train)} train images 3x32x32, batch {args.batch_size}, "
-          f"{args.epochs} epochs per trial, {args.rounds} rounds ({args.online_rounds} with online), fastest of epochs 2..")
+    print(
+        f"student {args.student}, {len(data.train)} train images 3x32x32, batch {args.batch_size}, {args.epochs} "
+        f"epochs per trial, {args.rounds} rounds ({args.online_rounds} with online), fastest of epochs 2.."
+    )
     rows = []
     for arch in args.teachers:
         print(f"teacher {arch}:", flush=True)
         rows.append((arch, measure(arch, args, data)))
     print()
-    print("| teacher | (a) online s/epoch | (b) cached s/epoch | (c) no teacher s/epoch | a/b | b/c "
-          f"| cache build s ({args.epochs} view epochs) | break-even trial-epochs | break-even {args.epochs}-epoch trials |")
+    print(
+        "| teacher | (a) online s/epoch | (b) cached s/epoch | (c) no teacher s/epoch | a/b | b/c | cache build s "
+        f"({args.epochs} view epochs) | break-even trial-epochs | break-even {args.epochs}-epoch trials |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for arch, t in rows:
         saved = t["online"] - t["cached"]  # per trial-epoch
         even = t["build"] / saved if saved > 0 else float("inf")
-        print(f"| {arch} | {t['online']:.3f} | {t['cached']:.3f} | {t['none']:.3f} | {t['online'] / t['cached']:.2f} "
-              f"| {t['cached'] / t['none']:.3f} | {t['build']:.1f} | {even:.1f} | {even / args.epochs:.2f} |")
+        print(
+            f"| {arch} | {t['online']:.3f} | {t['cached']:.3f} | {t['none']:.3f} | {t['online'] / t['cached']:.2f} "
+            f"| {t['cached'] / t['none']:.3f} | {t['build']:.1f} | {even:.1f} | {even / args.epochs:.2f} |"
+        )
 
 
 if __name__ == "__main__":

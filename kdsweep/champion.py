@@ -47,14 +47,27 @@ class Champion:
 def trial_run(run: Run) -> TrialRun:
     """A child run as selection sees it; its outcome from the tag the driver set when it closed the run."""
     tags = run.data.tags
-    return TrialRun(run.info.run_id, run.info.run_name or run.info.run_id, tags.get(TAG_OUTCOME, run.info.status),
-                    dict(run.data.params), dict(run.data.metrics), tags.get(TAG_MODEL_URI))
+    return TrialRun(
+        run.info.run_id,
+        run.info.run_name or run.info.run_id,
+        tags.get(TAG_OUTCOME, run.info.status),
+        dict(run.data.params),
+        dict(run.data.metrics),
+        tags.get(TAG_MODEL_URI),
+    )
 
 
 def leaderboard_of(ranked: list[TrialRun]) -> str:
-    rows = [{"rank": position, "run": run.name, "config": run.params, "metrics": run.metrics,
-             "status": run.outcome + (" (no model)" if run.outcome == Outcome.FINISHED and not run.model_uri else "")}
-            for position, run in enumerate(ranked, 1)]
+    rows = [
+        {
+            "rank": position,
+            "run": run.name,
+            "config": run.params,
+            "metrics": run.metrics,
+            "status": run.outcome + (" (no model)" if run.outcome == Outcome.FINISHED and not run.model_uri else ""),
+        }
+        for position, run in enumerate(ranked, 1)
+    ]
     return format_leaderboard(rows)
 
 
@@ -64,7 +77,9 @@ def sweep_config(client: MlflowClient, parent: Run) -> SweepConfig:
         try:
             path = client.download_artifacts(parent.info.run_id, RESOLVED_CONFIG, directory)
         except Exception:  # MLflow raises several kinds for a missing artifact
-            raise ConfigError("--parent-run-id", f"run '{parent.info.run_id}' has no {RESOLVED_CONFIG}: not a kdsweep sweep") from None
+            raise ConfigError(
+                "--parent-run-id", f"run '{parent.info.run_id}' has no {RESOLVED_CONFIG}: not a kdsweep sweep"
+            ) from None
         config = SweepConfig.model_validate_json(Path(path).read_text())
     import_plugins(config.plugins)
     return config
@@ -100,19 +115,26 @@ def default_experiment(client: MlflowClient, parent_run_id: str | None = None) -
     if parent_run_id:
         return client.get_experiment(_get_run(client, parent_run_id).info.experiment_id).name
     ids = [e.experiment_id for e in _every(lambda page_token: client.search_experiments(page_token=page_token))]
-    return client.get_experiment(_latest_parent(client, ids, f"the store {client.tracking_uri}").info.experiment_id).name
+    return client.get_experiment(
+        _latest_parent(client, ids, f"the store {client.tracking_uri}").info.experiment_id
+    ).name
 
 
 def find_parent(client: MlflowClient, experiment_name: str, parent_run_id: str | None) -> Run:
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         names = [e.name for e in _every(lambda page_token: client.search_experiments(page_token=page_token))]
-        raise ConfigError("--experiment", f"no experiment named '{experiment_name}' in {client.tracking_uri}{did_you_mean(experiment_name, names)}")
+        raise ConfigError(
+            "--experiment",
+            f"no experiment named '{experiment_name}' in {client.tracking_uri}{did_you_mean(experiment_name, names)}",
+        )
     if not parent_run_id:
         return _latest_parent(client, [experiment.experiment_id], f"'{experiment_name}'")
     run = _get_run(client, parent_run_id)
     if run.info.experiment_id != experiment.experiment_id or run.data.tags.get(TAG_ROLE) != "parent":
-        raise ConfigError("--parent-run-id", f"run '{parent_run_id}' is not a sweep's parent run in '{experiment_name}'")
+        raise ConfigError(
+            "--parent-run-id", f"run '{parent_run_id}' is not a sweep's parent run in '{experiment_name}'"
+        )
     return run
 
 
@@ -147,33 +169,49 @@ def register_champion(client: MlflowClient, run: TrialRun, name: str, tags: dict
     return int(version.version)
 
 
-def select_champion(uri: str, experiment_name: str, parent_run_id: str | None = None, constraints: Constraints = Constraints(),
-                    register: str | None = None, metric: str = "val_accuracy", mode: str = "max", log: Log = print,
-                    show_table: bool = True) -> Champion | None:
+def select_champion(
+    uri: str,
+    experiment_name: str,
+    parent_run_id: str | None = None,
+    constraints: Constraints | None = None,
+    register: str | None = None,
+    metric: str = "val_accuracy",
+    mode: str = "max",
+    log: Log = print,
+    show_table: bool = True,
+) -> Champion | None:
     """Rank the sweep's students, pick the best that meets `constraints`, test it once, register it.
 
     Returns None when no student qualifies. Sets MLflow's global tracking URI: `models:/` URIs
     resolve through it when loading and registering.
     """
+    constraints = constraints or Constraints()
     if mode not in ("max", "min"):
         raise ConfigError("--mode", f"'{mode}' is not 'max' or 'min'")
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
     parent = find_parent(client, experiment_name, parent_run_id)
-    children = _every(lambda page_token: client.search_runs(
-        [parent.info.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'", page_token=page_token))
+    children = _every(
+        lambda page_token: client.search_runs(
+            [parent.info.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'", page_token=page_token
+        )
+    )
     runs = [trial_run(run) for run in children]
     candidates = [run for run in runs if run.is_candidate]
     if candidates and not any(metric in run.metrics for run in candidates):
         known = ", ".join(sorted({k for run in candidates for k in run.metrics}))
         raise ConfigError("--metric", f"no candidate logged '{metric}' (logged: {known})")
     front = front_of(candidates)
-    log(f"sweep {parent.info.run_name} ({parent.info.run_id}) in '{experiment_name}': {len(runs)} trials, "
-        f"{len(candidates)} finished with a model; ranked by {metric} ({mode})")
+    log(
+        f"sweep {parent.info.run_name} ({parent.info.run_id}) in '{experiment_name}': {len(runs)} trials, "
+        f"{len(candidates)} finished with a model; ranked by {metric} ({mode})"
+    )
     if show_table:  # the sweep has just printed its own
         log(leaderboard_of(rank(runs, metric, mode)))
-    log(f"Pareto front ({', '.join(f'{m} {s}' for m, s in zip(FRONT_METRICS, FRONT_SENSES))}): "
-        f"{', '.join(run.name for run in front) or '-'}")
+    log(
+        f"Pareto front ({', '.join(f'{m} {s}' for m, s in zip(FRONT_METRICS, FRONT_SENSES, strict=True))}): "
+        f"{', '.join(run.name for run in front) or '-'}"
+    )
     feasible = [run for run in candidates if satisfies(run.metrics, constraints) and metric in run.metrics]
     chosen = rank(feasible, metric, mode)[0] if feasible else None
     client.log_figure(parent.info.run_id, pareto_figure(candidates, front, chosen, constraints), "pareto_front.png")
@@ -183,7 +221,11 @@ def select_champion(uri: str, experiment_name: str, parent_run_id: str | None = 
     log(f"champion: {chosen.name} ({metric} {chosen.metrics[metric]:.4f}; {constraints.describe()})")
     tested = evaluate_on_test(client, chosen, parent, log)
     name = register or experiment_name
-    tags = {"kdsweep.run_id": chosen.run_id, "kdsweep.parent_run_id": parent.info.run_id,
-            "kdsweep.constraints": json.dumps(asdict(constraints)), "kdsweep.metric": f"{metric} {mode}"}
+    tags = {
+        "kdsweep.run_id": chosen.run_id,
+        "kdsweep.parent_run_id": parent.info.run_id,
+        "kdsweep.constraints": json.dumps(asdict(constraints)),
+        "kdsweep.metric": f"{metric} {mode}",
+    }
     version = register_champion(client, chosen, name, tags, log)
     return Champion(chosen.run_id, chosen.name, f"models:/{name}@{ALIAS}", version, {**chosen.metrics, **tested})

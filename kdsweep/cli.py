@@ -9,10 +9,12 @@ user as one line, `error: FIELD: PROBLEM`, and exit code 2; the field is spelled
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
 from kdsweep.errors import ConfigError
+from kdsweep.tracking.store import QUIET_MLFLOW
 
 EXIT_BAD_INPUT = 2
 
@@ -27,6 +29,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def run_command(parser: ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
     """Parse, run, and turn bad input into `error: FIELD: PROBLEM` on stderr with exit code 2."""
+    for key, value in QUIET_MLFLOW.items():  # where the command starts; the trials it spawns inherit it
+        os.environ.setdefault(key, value)
     try:
         return run(parser.parse_args(argv))
     except ConfigError as error:
@@ -35,22 +39,31 @@ def run_command(parser: ArgumentParser, run: Callable[[argparse.Namespace], int]
 
 
 def add_tracking_uri(parser: ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+    )
 
 
 def add_dataset(parser: ArgumentParser, default: str | None) -> None:
     suffix = f" (default: {default})" if default else ""
-    parser.add_argument("--dataset", default=default, help=f"data.name: a registered dataset or an ImageFolder directory{suffix}")
+    parser.add_argument(
+        "--dataset", default=default, help=f"data.name: a registered dataset or an ImageFolder directory{suffix}"
+    )
 
 
 def add_teacher(parser: ArgumentParser) -> None:
     """The teacher's flags, named as in every command: --teacher-<field of the teacher: section>."""
     from kdsweep.models import list_models
 
-    parser.add_argument("--teacher-arch", default="resnet18", help=f"teacher.arch: {', '.join(list_models('teacher'))}, ...")
-    parser.add_argument("--teacher-checkpoint", default=None, help="teacher.checkpoint: a kdsweep teacher file or models:/NAME@ALIAS")
-    parser.add_argument("--teacher-weights", default=None, help="teacher.weights: start from torchvision's, e.g. IMAGENET1K_V1")
+    parser.add_argument(
+        "--teacher-arch", default="resnet18", help=f"teacher.arch: {', '.join(list_models('teacher'))}, ..."
+    )
+    parser.add_argument(
+        "--teacher-checkpoint", default=None, help="teacher.checkpoint: a kdsweep teacher file or models:/NAME@ALIAS"
+    )
+    parser.add_argument(
+        "--teacher-weights", default=None, help="teacher.weights: start from torchvision's, e.g. IMAGENET1K_V1"
+    )
     parser.add_argument("--teacher-epochs", type=int, default=10, help="teacher.epochs (when it is trained)")
     parser.add_argument("--teacher-lr", type=float, default=0.05, help="teacher.lr (when it is trained)")
     parser.add_argument("--teacher-batch-size", type=int, default=64, help="teacher.batch_size (when it is trained)")
@@ -58,5 +71,11 @@ def add_teacher(parser: ArgumentParser) -> None:
 
 def teacher_fields(args: argparse.Namespace) -> dict:
     """The `teacher:` section's fields from the --teacher-* flags."""
-    return {"arch": args.teacher_arch, "checkpoint": args.teacher_checkpoint, "weights": args.teacher_weights,
-            "epochs": args.teacher_epochs, "lr": args.teacher_lr, "batch_size": args.teacher_batch_size}
+    return {
+        "arch": args.teacher_arch,
+        "checkpoint": args.teacher_checkpoint,
+        "weights": args.teacher_weights,
+        "epochs": args.teacher_epochs,
+        "lr": args.teacher_lr,
+        "batch_size": args.teacher_batch_size,
+    }

@@ -45,7 +45,7 @@ class Param(_Strict):
     when: dict[str, Any] | None = None  # e.g. {loss: dkd}: sampled only then; the trial default otherwise
 
     @model_validator(mode="after")
-    def _one_domain(self) -> "Param":
+    def _one_domain(self) -> Param:
         given = [d for d in DOMAINS if getattr(self, d) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(DOMAINS)} (got {', '.join(given) or 'none'})")
@@ -143,7 +143,9 @@ class SweepConfig(_Strict):
     fixed: dict[str, Any] = {}
     search: dict[str, Param] = {}
     run: Run = Run()
-    plugins: list[str] = []  # modules that register your own models or datasets, imported on the driver and in every trial
+    plugins: list[
+        str
+    ] = []  # modules that register your own models or datasets, imported on the driver and in every trial
     space_file: str | None = None  # filled in by load_config: recorded with the sweep
 
     @property
@@ -212,16 +214,25 @@ def validate_semantics(config: SweepConfig) -> None:
     for section, keys in (("fixed", config.fixed), ("search", config.search)):
         for key in keys:
             if key in SWEEP_OWNED:
-                raise ConfigError(f"{section}.{key}", "is set by the sweep (use the data: section, budget.epochs, resources.cpus_per_trial)")
+                raise ConfigError(
+                    f"{section}.{key}",
+                    "is set by the sweep (use the data: section, budget.epochs, resources.cpus_per_trial)",
+                )
             if key not in trial_fields:
-                raise ConfigError(f"{section}.{key}", f"unknown trial parameter (known: {', '.join(sorted(trial_fields - SWEEP_OWNED))})")
+                raise ConfigError(
+                    f"{section}.{key}",
+                    f"unknown trial parameter (known: {', '.join(sorted(trial_fields - SWEEP_OWNED))})",
+                )
     for key in config.search.keys() & config.fixed.keys():
         raise ConfigError(f"search.{key}", "is also in fixed: give it in one place")
     _validate_trial_values(config)
     _validate_conditions(config)
     _validate_strategy(config)
     if config.teacher.mode == "off" and any_trial_needs_teacher(config):
-        raise ConfigError("teacher.mode", "off but alpha can be > 0 (or loss dkd): search only alpha=0 with loss kd, or use cached/online")
+        raise ConfigError(
+            "teacher.mode",
+            "off but alpha can be > 0 (or loss dkd): search only alpha=0 with loss kd, or use cached/online",
+        )
 
 
 def any_trial_needs_teacher(config: SweepConfig) -> bool:
@@ -256,7 +267,9 @@ def _check_trial(candidate: dict[str, Any], field: str) -> None:
         TrialConfig.model_validate(candidate)
     except ValidationError as error:
         problem = from_validation_error(error)
-        raise ConfigError(field, f"{problem.field}: {problem.problem}" if problem.field not in field else problem.problem) from None
+        raise ConfigError(
+            field, f"{problem.field}: {problem.problem}" if problem.field not in field else problem.problem
+        ) from None
 
 
 def _validate_conditions(config: SweepConfig) -> None:
@@ -279,4 +292,6 @@ def _validate_strategy(config: SweepConfig) -> None:
     if multi and config.searcher.name != "optuna":
         raise ConfigError("objective", "several objectives need searcher.name: optuna")
     if config.scheduler.name == "asha" and config.scheduler.grace_period > config.budget.epochs:
-        raise ConfigError("scheduler.grace_period", f"{config.scheduler.grace_period} exceeds budget.epochs ({config.budget.epochs})")
+        raise ConfigError(
+            "scheduler.grace_period", f"{config.scheduler.grace_period} exceeds budget.epochs ({config.budget.epochs})"
+        )

@@ -1,6 +1,6 @@
 """`python -m kdsweep.distill`: one trial from the command line, with per-epoch progress and a final table.
 
-    python -m kdsweep.distill --dataset digits --student resnet8 --temperature 4 --alpha 0.9
+python -m kdsweep.distill --dataset digits --student resnet8 --temperature 4 --alpha 0.9
 """
 
 from __future__ import annotations
@@ -19,15 +19,28 @@ from kdsweep.teachers.from_mlflow import MLFLOW_SCHEMES
 from kdsweep.tracking.store import resolve_tracking_uri, use_store
 from kdsweep.trial import TrialConfig, evaluate, run_trial
 
-FINAL_METRICS = ("val_accuracy", "val_macro_precision", "val_macro_recall", "val_macro_f1", "val_loss",
-                 "teacher_agreement", "test_accuracy", "teacher_test_accuracy", "params", "flops", "latency_ms")
+FINAL_METRICS = (
+    "val_accuracy",
+    "val_macro_precision",
+    "val_macro_recall",
+    "val_macro_f1",
+    "val_loss",
+    "teacher_agreement",
+    "test_accuracy",
+    "teacher_test_accuracy",
+    "params",
+    "flops",
+    "latency_ms",
+)
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m kdsweep.distill", description="Run one distillation trial.")
     add_dataset(p, default="digits")
     p.add_argument("--data-root", default=None, help="data.root: where torchvision datasets are downloaded/read")
-    p.add_argument("--student", default="resnet8", help=f"student architecture: {', '.join(list_models('student'))}, ...")
+    p.add_argument(
+        "--student", default="resnet8", help=f"student architecture: {', '.join(list_models('student'))}, ..."
+    )
     p.add_argument("--width", type=int, default=None, help="width of small_cnn")
     p.add_argument("--loss", default="kd", help=f"distillation loss: {', '.join(list_losses())}")
     p.add_argument("--temperature", type=float, default=4.0)
@@ -51,9 +64,18 @@ def build(args: argparse.Namespace) -> tuple[DataSpec, TrialConfig, TeacherSpec]
     try:
         data = DataSpec(name=args.dataset, seed=args.seed, root=args.data_root)
         trial = TrialConfig(
-            student=args.student, width=args.width, loss=args.loss, temperature=args.temperature, alpha=args.alpha,
-            beta=args.beta, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-            weight_decay=args.weight_decay, seed=args.seed,
+            student=args.student,
+            width=args.width,
+            loss=args.loss,
+            temperature=args.temperature,
+            alpha=args.alpha,
+            beta=args.beta,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
         )
     except ValidationError as error:
         raise from_validation_error(error) from None

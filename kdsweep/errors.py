@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:
-    """"; did you mean 'x'?" for the closest choice, or "" when none is close."""
+    """ "; did you mean 'x'?" for the closest choice, or "" when none is close."""
     close = difflib.get_close_matches(str(name), choices, n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
 

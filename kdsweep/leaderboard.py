@@ -24,17 +24,23 @@ def leaderboard_rows(results, config: SweepConfig) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         metrics = dict(result.metrics or {})
-        rows.append({
-            "trial_id": metrics.get("trial_id"),  # Tune fills it in even before a trial's first report
-            "status": str(trial_outcome(metrics, result.error is not None, config.budget.epochs)),
-            "error": None if result.error is None else one_line(result.error, last=True),
-            # What the sweep chose for this trial (fixed and sampled), validated; defaults stay implicit.
-            "config": TrialConfig.model_validate({**base, **sampled(result.config or {})}).model_dump(exclude_unset=True),
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-            "node_id": metrics.get("node_id"),
-            "mlflow_run_id": metrics.get("mlflow_run_id"),
-            "path": result.path,
-        })
+        rows.append(
+            {
+                "trial_id": metrics.get("trial_id"),  # Tune fills it in even before a trial's first report
+                "status": str(trial_outcome(metrics, result.error is not None, config.budget.epochs)),
+                "error": None if result.error is None else one_line(result.error, last=True),
+                # What the sweep chose for this trial (fixed and sampled), validated; defaults stay implicit.
+                "config": TrialConfig.model_validate({**base, **sampled(result.config or {})}).model_dump(
+                    exclude_unset=True
+                ),
+                "metrics": {
+                    k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                },
+                "node_id": metrics.get("node_id"),
+                "mlflow_run_id": metrics.get("mlflow_run_id"),
+                "path": result.path,
+            }
+        )
 
     def key(row: dict[str, Any]) -> tuple:
         value = row["metrics"].get(objective.metric, math.nan)
@@ -53,9 +59,9 @@ def format_leaderboard(rows: list[dict[str, Any]]) -> str:
     lines = [_cells(row) for row in rows]
     table = [COLUMNS, *lines]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
     out = [text[0], "-" * len(text[0])]
-    for row, line in zip(rows, text[1:]):
+    for row, line in zip(rows, text[1:], strict=True):
         out.append(line)
         if row.get("error"):
             out.append(f"      error: {row['error']}")
@@ -70,10 +76,19 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
 
     width = value("width")
     student = str(value("student")) + (f"(w{width})" if width not in (None, "None") else "")
-    return [str(row["rank"]), str(row["run"]), student, _number(value("temperature"), ".2f"),
-            _number(value("alpha"), ".2f"), str(value("loss")), _number(metrics.get("val_accuracy"), ".4f"),
-            _number(metrics.get("val_macro_f1"), ".4f"), _number(metrics.get("params"), ",.0f"),
-            _number(metrics.get("latency_ms"), ".2f"), str(row["status"])]
+    return [
+        str(row["rank"]),
+        str(row["run"]),
+        student,
+        _number(value("temperature"), ".2f"),
+        _number(value("alpha"), ".2f"),
+        str(value("loss")),
+        _number(metrics.get("val_accuracy"), ".4f"),
+        _number(metrics.get("val_macro_f1"), ".4f"),
+        _number(metrics.get("params"), ",.0f"),
+        _number(metrics.get("latency_ms"), ".2f"),
+        str(row["status"]),
+    ]
 
 
 def _number(value: Any, spec: str) -> str:
@@ -87,8 +102,10 @@ def _number(value: Any, spec: str) -> str:
 def print_leaderboard(rows: list[dict[str, Any]], config: SweepConfig) -> None:
     objective = config.objectives[0]
     counts = {s: sum(r["status"] == s for r in rows) for s in Outcome}
-    print(f"\nleaderboard ({objective.metric}, {objective.mode}; {counts[Outcome.FINISHED]} finished, "
-          f"{counts[Outcome.STOPPED]} stopped early, {counts[Outcome.DIVERGED]} diverged, {counts[Outcome.ERROR]} failed)")
+    print(
+        f"\nleaderboard ({objective.metric}, {objective.mode}; {counts[Outcome.FINISHED]} finished, "
+        f"{counts[Outcome.STOPPED]} stopped early, {counts[Outcome.DIVERGED]} diverged, {counts[Outcome.ERROR]} failed)"
+    )
     print(format_leaderboard([{**row, "run": row["trial_id"]} for row in rows]))
 
 

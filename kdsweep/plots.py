@@ -16,7 +16,9 @@ def confusion_figure(labels, predicted, num_classes: int) -> Figure:
     return figure
 
 
-def pareto_figure(candidates: list[TrialRun], front: list[TrialRun], champion: TrialRun | None, constraints: Constraints) -> Figure:
+def pareto_figure(
+    candidates: list[TrialRun], front: list[TrialRun], champion: TrialRun | None, constraints: Constraints
+) -> Figure:
     """Validation accuracy against latency: every candidate, the Pareto front named, the champion starred."""
 
     def xy(runs: list[TrialRun]) -> tuple[list[float], list[float]]:
@@ -28,10 +30,17 @@ def pareto_figure(candidates: list[TrialRun], front: list[TrialRun], champion: T
     axes.scatter(*xy(candidates), c="lightgray", edgecolors="gray", label="finished trials")
     axes.scatter(*xy(front), c="tab:red", label="Pareto front (accuracy, latency, params)")
     for run in front:  # every run on the front has both metrics
-        axes.annotate(run.name, (run.metrics["latency_ms"], run.metrics["val_accuracy"]), fontsize=7,
-                      xytext=(4, 4), textcoords="offset points")
+        axes.annotate(
+            run.name,
+            (run.metrics["latency_ms"], run.metrics["val_accuracy"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     if champion is not None:
-        axes.scatter(*xy([champion]), marker="*", s=300, c="gold", edgecolors="black", label=f"champion: {champion.name}")
+        axes.scatter(
+            *xy([champion]), marker="*", s=300, c="gold", edgecolors="black", label=f"champion: {champion.name}"
+        )
     if constraints.max_latency_ms is not None:
         axes.axvline(constraints.max_latency_ms, ls="--", c="gray")
     if constraints.min_accuracy is not None:

@@ -17,4 +17,6 @@ def import_plugins(names: list[str]) -> None:
         try:
             importlib.import_module(str(name))
         except Exception as error:  # ImportError, or the module itself failing: bad input either way
-            raise ConfigError("plugins", f"cannot import '{name}' ({error.__class__.__name__}: {one_line(error)})") from None
+            raise ConfigError(
+                "plugins", f"cannot import '{name}' ({error.__class__.__name__}: {one_line(error)})"
+            ) from None

@@ -25,15 +25,32 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--num-samples", type=int, default=None, help="budget.num_samples: trials to sample")
     p.add_argument("--max-concurrent", type=int, default=None, help="searcher.max_concurrent")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="resources.cpus_per_trial")
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="resources.gpus_per_trial: fractions share a GPU, 0.25 = 4 per GPU")
-    p.add_argument("--address", default=None, help="run.address: join a running Ray cluster ('auto' on a `ray up` head node)")
-    p.add_argument("--storage", default=None, help="run.storage: Tune storage path or URI (shared storage for multi-node)")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="resources.gpus_per_trial: fractions share a GPU, 0.25 = 4 per GPU",
+    )
+    p.add_argument(
+        "--address", default=None, help="run.address: join a running Ray cluster ('auto' on a `ray up` head node)"
+    )
+    p.add_argument(
+        "--storage", default=None, help="run.storage: Tune storage path or URI (shared storage for multi-node)"
+    )
     p.add_argument("--name", default=None, help="run.name: experiment name (default: the space file's name)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of that name")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. budget.epochs=4")
-    p.add_argument("--output-json", default=None, help="write one row per trial (config, metrics, status, MLflow run) here")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any field, e.g. budget.epochs=4"
+    )
+    p.add_argument(
+        "--output-json", default=None, help="write one row per trial (config, metrics, status, MLflow run) here"
+    )
     add_tracking_uri(p)
-    p.add_argument("--register", default=None, help="run.register_name: the champion's registered name (default: the experiment name)")
+    p.add_argument(
+        "--register",
+        default=None,
+        help="run.register_name: the champion's registered name (default: the experiment name)",
+    )
     p.add_argument("--no-select", action="store_true", help="skip choosing and registering a champion at the end")
     return p
 

@@ -1,6 +1,6 @@
 """`python -m kdsweep.select`: a sweep's MLflow runs -> Pareto front -> the champion in the Model Registry.
 
-    python -m kdsweep.select --max-latency-ms 1 --register edge-digits
+python -m kdsweep.select --max-latency-ms 1 --register edge-digits
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from kdsweep.tracking.store import check_reachable, resolve_tracking_uri
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m kdsweep.select", description="Pick a sweep's champion student and register it as NAME@champion.")
+    p = ArgumentParser(
+        prog="python -m kdsweep.select", description="Pick a sweep's champion student and register it as NAME@champion."
+    )
     add_tracking_uri(p)
     p.add_argument("--experiment", default=None, help="experiment name (default: that of the most recent sweep)")
     p.add_argument("--parent-run-id", default=None, help="the sweep's parent run (default: the experiment's latest)")

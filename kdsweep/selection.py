@@ -17,8 +17,11 @@ FRONT_SENSES = ("max", "min", "min")
 
 
 # constraint field -> (the metric it limits, the comparison that must hold)
-_LIMITS = {"max_latency_ms": ("latency_ms", operator.le), "max_params": ("params", operator.le),
-           "min_accuracy": ("val_accuracy", operator.ge)}
+_LIMITS = {
+    "max_latency_ms": ("latency_ms", operator.le),
+    "max_params": ("params", operator.le),
+    "min_accuracy": ("val_accuracy", operator.ge),
+}
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,10 @@ class Constraints:
         for name, value in self.limits().items():
             accuracy = name == "min_accuracy"  # a fraction
             if not math.isfinite(value) or value < 0 or (accuracy and value > 1):
-                raise ConfigError("--" + name.replace("_", "-"), f"must be a finite number {'in [0, 1]' if accuracy else '>= 0'}, got {value}")
+                raise ConfigError(
+                    "--" + name.replace("_", "-"),
+                    f"must be a finite number {'in [0, 1]' if accuracy else '>= 0'}, got {value}",
+                )
 
     def limits(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in _LIMITS if getattr(self, name) is not None}
@@ -67,17 +73,19 @@ def pareto_front(points: list[tuple[float, ...]], senses: tuple[str, ...]) -> li
     """
     if any(sense not in ("max", "min") for sense in senses) or any(len(p) != len(senses) for p in points):
         raise ValueError(f"every point needs one value per sense, and senses are 'max' or 'min': {senses}")
-    signed = [tuple(v if s == "max" else -v for v, s in zip(p, senses)) for p in points]
+    signed = [tuple(v if s == "max" else -v for v, s in zip(p, senses, strict=True)) for p in points]
 
     def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+        return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
 
     return [i for i, p in enumerate(signed) if not any(dominates(q, p) for q in signed)]
 
 
 def satisfies(metrics: dict[str, float], constraints: Constraints) -> bool:
     """A missing metric fails its limit: a run whose latency was never measured cannot prove it is fast."""
-    return all(_LIMITS[n][0] in metrics and _LIMITS[n][1](metrics[_LIMITS[n][0]], v) for n, v in constraints.limits().items())
+    return all(
+        _LIMITS[n][0] in metrics and _LIMITS[n][1](metrics[_LIMITS[n][0]], v) for n, v in constraints.limits().items()
+    )
 
 
 def rank(runs: list[TrialRun], metric: str, mode: str) -> list[TrialRun]:
@@ -86,8 +94,13 @@ def rank(runs: list[TrialRun], metric: str, mode: str) -> list[TrialRun]:
 
     def key(run: TrialRun) -> tuple:
         value = run.metrics.get(metric, math.nan)
-        return (not run.is_candidate, math.isnan(value), 0.0 if math.isnan(value) else sign * value,
-                run.metrics.get("latency_ms", math.inf), run.metrics.get("params", math.inf))
+        return (
+            not run.is_candidate,
+            math.isnan(value),
+            0.0 if math.isnan(value) else sign * value,
+            run.metrics.get("latency_ms", math.inf),
+            run.metrics.get("params", math.inf),
+        )
 
     return sorted(runs, key=key)
 

@@ -37,10 +37,7 @@ def _conditional(param: Param):
 
 def tune_param_space(config: SweepConfig) -> dict[str, Any]:
     """Random/grid search: Tune domains, conditional ones resolved after the keys they depend on."""
-    return {
-        name: _conditional(param) if param.when else _tune_domain(param)
-        for name, param in config.search.items()
-    }
+    return {name: _conditional(param) if param.when else _tune_domain(param) for name, param in config.search.items()}
 
 
 class OptunaSpace:

@@ -23,7 +23,9 @@ from kdsweep.tracking.teacher_run import log_teacher
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m kdsweep.teacher", description="Train or evaluate a teacher, save it, log it to MLflow.")
+    p = ArgumentParser(
+        prog="python -m kdsweep.teacher", description="Train or evaluate a teacher, save it, log it to MLflow."
+    )
     add_dataset(p, default="digits")
     p.add_argument("--seed", type=int, default=0, help="the data split's and the teacher's seed")
     add_teacher(p)
@@ -45,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         save_teacher(Path(args.output), teacher.module, teacher.meta)
     run_id, reference = log_teacher(uri, teacher, data)
-    print(f"teacher {teacher.meta.arch} on {data.name}: test_accuracy {teacher.meta.test_accuracy:.4f}, "
-          f"{reference.get('params', 0):,.0f} params")
+    print(
+        f"teacher {teacher.meta.arch} on {data.name}: test_accuracy {teacher.meta.test_accuracy:.4f}, "
+        f"{reference.get('params', 0):,.0f} params"
+    )
     if args.output or not spec.checkpoint:
         print(f"saved: {args.output or cache_path(spec, data)}")
     print(f"MLflow run {run_id} ({uri}); model runs:/{run_id}/model")

@@ -94,7 +94,12 @@ BROKEN_COPIES = [
     ("local", "upscaling_speed not a number", _set("upscaling_speed", "fast"), SCHEMA_ERROR),
     ("aws", "start commands not a list", _set("head_start_ray_commands", "ray start --head"), SCHEMA_ERROR),
     ("local", "start commands not a list", _set("worker_start_ray_commands", "ray start"), SCHEMA_ERROR),
-    ("aws", "GPU count not an integer", _set("available_node_types.gpu_worker.resources", {"GPU": "one"}), SCHEMA_ERROR),
+    (
+        "aws",
+        "GPU count not an integer",
+        _set("available_node_types.gpu_worker.resources", {"GPU": "one"}),
+        SCHEMA_ERROR,
+    ),
     ("aws", "unknown node-type key", _set("available_node_types.gpu_worker.gpus", 1), SCHEMA_ERROR),
     ("aws", "node type without resources", _drop("available_node_types.gpu_worker.resources"), SCHEMA_ERROR),
     ("aws", "cluster_name not a string", _set("cluster_name", 123), SCHEMA_ERROR),
@@ -102,7 +107,12 @@ BROKEN_COPIES = [
     ("local", "worker_ips not a list", _set("provider.worker_ips", "10.0.0.2,10.0.0.3"), SCHEMA_ERROR),
     ("local", "head_ip not a string", _set("provider.head_ip", 10), SCHEMA_ERROR),
     ("aws", "head_node_type not a node type", _set("head_node_type", "no_such_type"), ValueError),
-    ("aws", "min_workers above global max_workers", _set("available_node_types.gpu_worker.min_workers", 99), ValueError),
+    (
+        "aws",
+        "min_workers above global max_workers",
+        _set("available_node_types.gpu_worker.min_workers", 99),
+        ValueError,
+    ),
 ]
 
 
@@ -202,7 +212,9 @@ def test_aws_security_group_keeps_ports_closed():
             r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])
         ]
         for port in (5000, 8265):
-            assert not (low <= port <= high and {"0.0.0.0/0", "::/0"} & set(ranges)), f"port {port} open to the internet"
+            assert not (low <= port <= high and {"0.0.0.0/0", "::/0"} & set(ranges)), (
+                f"port {port} open to the internet"
+            )
 
 
 # --------------------------------------------------------------------------- nodes and setup
@@ -279,7 +291,9 @@ def _marked_change_me(lines: list[str], index: int) -> bool:
 def test_values_to_change_are_marked(name):
     lines = CONFIG_FILES[name].read_text().splitlines()
     comments = [line for line in lines if line.strip().startswith("#")]
-    placeholders = {p for line in lines if not line.strip().startswith("#") for p in re.findall(r"<YOUR_[A-Z_]+>", line)}
+    placeholders = {
+        p for line in lines if not line.strip().startswith("#") for p in re.findall(r"<YOUR_[A-Z_]+>", line)
+    }
     assert placeholders, "expected <YOUR_...> placeholders"
     for placeholder in placeholders:
         assert any("CHANGE ME" in c and placeholder in c for c in comments), f"no CHANGE ME comment for {placeholder}"

@@ -240,7 +240,9 @@ def test_views_take_selects_per_sample_parameters():
     assert taken.flip.tolist() == [views.flip[7].item(), views.flip[2].item(), views.flip[2].item()]
 
 
-@pytest.mark.parametrize("pad, flip, count", [(0, False, 1), (0, True, 2), (1, False, 9), (2, False, 25), (4, True, 162)])
+@pytest.mark.parametrize(
+    "pad, flip, count", [(0, False, 1), (0, True, 2), (1, False, 9), (2, False, 25), (4, True, 162)]
+)
 def test_num_views_counts_crop_offsets_times_flips(pad, flip, count):
     augment = AugmentSpec(pad=pad, flip=flip)
     assert augment.num_views == count
@@ -249,7 +251,7 @@ def test_num_views_counts_crop_offsets_times_flips(pad, flip, count):
 def test_num_views_equals_distinct_views_drawn():
     augment = AugmentSpec(pad=1, flip=True)
     views = draw_views(4000, augment, seed=0, epoch=0)
-    distinct = set(zip(views.dx.tolist(), views.dy.tolist(), views.flip.tolist()))
+    distinct = set(zip(views.dx.tolist(), views.dy.tolist(), views.flip.tolist(), strict=True))
     assert len(distinct) == augment.num_views == 18
 
 
@@ -417,9 +419,10 @@ def test_image_folder_of_grayscale_pngs_has_one_channel(tmp_path):
     arrays = _make_tree(tmp_path / "gray", {"train": 3, "val": 2}, mode="L")
     data = load_dataset(_folder_spec(tmp_path / "gray", val_fraction=0.34))
     assert data.in_channels == 1 and data.input_shape == (1, 16, 16)
-    assert np.array_equal(_levels(data.test.images, data, 255.0), _test_images_in_file_order({
-        ("test", c, i): arrays["val", c, i] for c in ("a", "b") for i in range(2)
-    }))
+    assert np.array_equal(
+        _levels(data.test.images, data, 255.0),
+        _test_images_in_file_order({("test", c, i): arrays["val", c, i] for c in ("a", "b") for i in range(2)}),
+    )
 
 
 def test_image_folder_accepts_val_instead_of_test(tmp_path):

@@ -29,7 +29,9 @@ def tiny_teacher(data) -> OnlineTeacher:
 def test_trial_reports_every_epoch_with_all_metrics(tiny_data):
     reports = []
     result = run_trial(
-        TrialConfig(**{**TINY, "measure_latency": True}), tiny_data, teacher=tiny_teacher(tiny_data),
+        TrialConfig(**{**TINY, "measure_latency": True}),
+        tiny_data,
+        teacher=tiny_teacher(tiny_data),
         report=lambda m, state: reports.append((m, state())),
     )
     assert [m["epoch"] for m, _ in reports] == [1, 2]
@@ -61,7 +63,7 @@ def test_same_seed_gives_identical_students_on_cpu(tiny_data):
     first = run_trial(TrialConfig(**TINY), tiny_data, teacher=teacher)
     second = run_trial(TrialConfig(**TINY), tiny_data, teacher=teacher)
     assert first.metrics["train_loss"] == second.metrics["train_loss"]
-    for a, b in zip(first.student.state_dict().values(), second.student.state_dict().values()):
+    for a, b in zip(first.student.state_dict().values(), second.student.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -69,11 +71,13 @@ def test_resuming_from_a_checkpointed_epoch_matches_an_uninterrupted_run(tiny_da
     teacher = tiny_teacher(tiny_data)
     config = TrialConfig(**{**TINY, "epochs": 3})
     states = {}
-    full = run_trial(config, tiny_data, teacher=teacher, report=lambda m, state: states.__setitem__(m["epoch"], state()))
+    full = run_trial(
+        config, tiny_data, teacher=teacher, report=lambda m, state: states.__setitem__(m["epoch"], state())
+    )
     resumed = run_trial(config, tiny_data, teacher=teacher, resume_state=states[1])
     assert [h["epoch"] for h in resumed.history] == [2, 3]
     assert resumed.metrics["train_loss"] == pytest.approx(full.metrics["train_loss"], rel=1e-6)
-    for a, b in zip(full.student.state_dict().values(), resumed.student.state_dict().values()):
+    for a, b in zip(full.student.state_dict().values(), resumed.student.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
 
 
@@ -115,8 +119,24 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_runs_one_trial_and_prints_the_final_table():
-    out = run_cli("--dataset", "digits", "--student", "small_cnn", "--width", "4", "--teacher-arch", "resnet8",
-                  "--teacher-epochs", "1", "--epochs", "2", "--temperature", "4", "--alpha", "0.9")
+    out = run_cli(
+        "--dataset",
+        "digits",
+        "--student",
+        "small_cnn",
+        "--width",
+        "4",
+        "--teacher-arch",
+        "resnet8",
+        "--teacher-epochs",
+        "1",
+        "--epochs",
+        "2",
+        "--temperature",
+        "4",
+        "--alpha",
+        "0.9",
+    )
     assert out.returncode == 0, out.stderr
     assert "epoch   2/2" in out.stdout and "test_accuracy" in out.stdout and "latency_ms" in out.stdout
 

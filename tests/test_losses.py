@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdsweep.losses import base
 from kdsweep.losses import (
     LossParams,
+    base,
     dkd_loss,
     dkd_terms,
     dkd_warmup,
@@ -45,18 +45,15 @@ def _py_probs(row, temperature=1.0):
 
 
 def _py_kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
 
 
 def _py_ce(student, targets):
-    return sum(-math.log(_py_probs(row)[y]) for row, y in zip(student, targets)) / len(student)
+    return sum(-math.log(_py_probs(row)[y]) for row, y in zip(student, targets, strict=True)) / len(student)
 
 
 def _py_soft(student, teacher, temperature):
-    kls = [
-        _py_kl(_py_probs(t, temperature), _py_probs(s, temperature))
-        for s, t in zip(student, teacher)
-    ]
+    kls = [_py_kl(_py_probs(t, temperature), _py_probs(s, temperature)) for s, t in zip(student, teacher, strict=True)]
     return temperature**2 * sum(kls) / len(kls)
 
 
@@ -76,7 +73,7 @@ def _np_dkd(student, teacher, targets, temperature, alpha, beta, warmup=1.0):
         return e / e.sum()
 
     ce = tckd = nckd = 0.0
-    for s_row, t_row, y in zip(s, t, targets):
+    for s_row, t_row, y in zip(s, t, targets, strict=True):
         ce += -np.log(softmax(s_row)[y])
         p_s, p_t = softmax(s_row / temperature), softmax(t_row / temperature)
         b_s = np.array([p_s[y], 1.0 - p_s[y]])
@@ -155,21 +152,15 @@ DKD_TARGETS = [1, 2, 0]
 
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
-@pytest.mark.parametrize(
-    "alpha,beta,warmup", [(1.0, 8.0, 1.0), (0.5, 2.0, 1.0), (2.0, 0.0, 0.3), (0.0, 1.0, 0.6)]
-)
+@pytest.mark.parametrize("alpha,beta,warmup", [(1.0, 8.0, 1.0), (0.5, 2.0, 1.0), (2.0, 0.0, 0.3), (0.0, 1.0, 0.6)])
 def test_dkd_matches_numpy_reference_of_paper_formulas(temperature, alpha, beta, warmup):
-    exp_total, exp_ce, exp_kd = _np_dkd(
-        DKD_STUDENT, DKD_TEACHER, DKD_TARGETS, temperature, alpha, beta, warmup
-    )
+    exp_total, exp_ce, exp_kd = _np_dkd(DKD_STUDENT, DKD_TEACHER, DKD_TARGETS, temperature, alpha, beta, warmup)
     params = LossParams(temperature=temperature, alpha=alpha, beta=beta, warmup=warmup)
     terms = dkd_terms(_t(DKD_STUDENT), _t(DKD_TEACHER), _y(DKD_TARGETS), params)
     assert terms.ce.item() == pytest.approx(exp_ce, rel=1e-10)
     assert terms.kd.item() == pytest.approx(exp_kd, rel=1e-9, abs=1e-12)
     assert terms.total.item() == pytest.approx(exp_total, rel=1e-10)
-    loss = dkd_loss(
-        _t(DKD_STUDENT), _t(DKD_TEACHER), _y(DKD_TARGETS), temperature, alpha, beta, warmup
-    )
+    loss = dkd_loss(_t(DKD_STUDENT), _t(DKD_TEACHER), _y(DKD_TARGETS), temperature, alpha, beta, warmup)
     assert loss.item() == pytest.approx(exp_total, rel=1e-10)
 
 
@@ -185,9 +176,7 @@ def test_dkd_two_classes_has_zero_nckd_and_tckd_equals_full_kl():
 
 
 def test_dkd_identical_student_and_teacher_give_zero_kd_term():
-    terms = dkd_terms(
-        _t(DKD_STUDENT), _t(DKD_STUDENT), _y(DKD_TARGETS), LossParams(temperature=4.0, alpha=1.0)
-    )
+    terms = dkd_terms(_t(DKD_STUDENT), _t(DKD_STUDENT), _y(DKD_TARGETS), LossParams(temperature=4.0, alpha=1.0))
     assert terms.kd.item() == pytest.approx(0.0, abs=1e-12)
 
 
@@ -262,9 +251,7 @@ def test_dkd_loss_gradcheck_wrt_student_logits(temperature, alpha, beta):
     s = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     t = torch.randn(3, 4, generator=g, dtype=torch.float64)
     y = _y(DKD_TARGETS)
-    assert torch.autograd.gradcheck(
-        lambda x: dkd_loss(x, t, y, temperature, alpha, beta, warmup=0.7), (s,)
-    )
+    assert torch.autograd.gradcheck(lambda x: dkd_loss(x, t, y, temperature, alpha, beta, warmup=0.7), (s,))
 
 
 # --- registry -------------------------------------------------------------------

@@ -187,7 +187,15 @@ def test_unknown_model_name_suggests_the_close_name():
 
 @pytest.mark.parametrize(
     "name, depth",
-    [("resnet8", 8), ("resnet20", 20), ("resnet32", 32), ("resnet56", 56), ("resnet110", 110), ("resnet8x4", 8), ("resnet32x4", 32)],
+    [
+        ("resnet8", 8),
+        ("resnet20", 20),
+        ("resnet32", 32),
+        ("resnet56", 56),
+        ("resnet110", 110),
+        ("resnet8x4", 8),
+        ("resnet32x4", 32),
+    ],
 )
 def test_cifar_resnet_has_6n_plus_2_weighted_layers(name, depth):
     model = create_model(name, 10, 3, 32)

@@ -44,8 +44,6 @@ SPACE = {
 }
 
 
-
-
 def wait_for(predicate, timeout: float, what: str, every: float = 0.2):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -73,11 +71,22 @@ class LocalCluster:
         self.address = self.head_node_id = self.worker_node_id = ""
 
     def start(self) -> None:
-        self.head = self._start("head", ["--head", f"--port={free_port()}", "--include-dashboard=false",
-                                         f"--dashboard-port={free_port()}", *self.head_args])
+        self.head = self._start(
+            "head",
+            [
+                "--head",
+                f"--port={free_port()}",
+                "--include-dashboard=false",
+                f"--dashboard-port={free_port()}",
+                *self.head_args,
+            ],
+        )
         address_file = Path(self.temp_dir) / "ray_current_cluster"  # written once the head is up
-        self.address = wait_for(lambda: self._check_running() and address_file.exists() and address_file.read_text().strip(),
-                                120, "the head node")
+        self.address = wait_for(
+            lambda: self._check_running() and address_file.exists() and address_file.read_text().strip(),
+            120,
+            "the head node",
+        )
         self.start_worker()
 
     def start_worker(self) -> None:
@@ -97,11 +106,20 @@ class LocalCluster:
         self.worker.wait(timeout=30)
 
     def _start(self, role: str, args: list[str]) -> subprocess.Popen:
-        common = ["--block", "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
-                  f"--dashboard-agent-listen-port={free_port()}"]
+        common = [
+            "--block",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+            f"--dashboard-agent-listen-port={free_port()}",
+        ]
         with open(Path(self.temp_dir) / f"{role}.log", "a") as log:
-            return subprocess.Popen([RAY, "start", *args, *common], env=ray_env(), stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                [RAY, "start", *args, *common],
+                env=ray_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def _check_running(self) -> bool:
         for process in (self.head, self.worker):
@@ -183,12 +201,29 @@ class Sweep:
         self.name = name
         space_file = tmp_path / "space.yaml"
         space_file.write_text(yaml.safe_dump(space))
-        command = [sys.executable, "-m", "kdsweep.search", "--space", str(space_file), "--name", name,
-                   "--address", cluster.address, "--storage", str(self.storage), "--tracking-uri", tracking_uri,
-                   "--output-json", str(self.output), "--no-select", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "kdsweep.search",
+            "--space",
+            str(space_file),
+            "--name",
+            name,
+            "--address",
+            cluster.address,
+            "--storage",
+            str(self.storage),
+            "--tracking-uri",
+            tracking_uri,
+            "--output-json",
+            str(self.output),
+            "--no-select",
+            *extra,
+        ]
         with open(self.log, "w") as log:
-            self.process = subprocess.Popen(command, cwd=REPO, env=ray_env(), stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=ray_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def results(self) -> dict[str, list[dict]]:
         """Each trial directory's result.json lines so far (one per reported epoch)."""
@@ -264,8 +299,19 @@ def test_a_sweep_joined_by_address_runs_trials_on_both_nodes_and_logs_every_stud
 
 
 def test_a_quarter_gpu_per_trial_runs_four_trials_at_once_on_one_gpu(two_nodes, sweeps, mlflow_server, tmp_path):
-    sweep = sweeps(two_nodes, mlflow_server, tmp_path, SPACE, "multinode-gpu", "--num-samples", "4",
-                   "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.25")
+    sweep = sweeps(
+        two_nodes,
+        mlflow_server,
+        tmp_path,
+        SPACE,
+        "multinode-gpu",
+        "--num-samples",
+        "4",
+        "--gpus-per-trial",
+        "0.25",
+        "--cpus-per-trial",
+        "0.25",
+    )
     code, rows = sweep.finish(timeout=240)
     assert code == 0, sweep.log_tail()
     assert len(rows) == 4 and all(row["status"] == "FINISHED" for row in rows), sweep.log_tail()

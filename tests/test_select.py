@@ -48,7 +48,9 @@ def quick_mlflow():
     Python that imports torch (~6 s a model on these cores); the registry needs neither."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-        patch.setattr(mlflow.models, "infer_pip_requirements", lambda model_uri, flavor, fallback=None, **kwargs: fallback)
+        patch.setattr(
+            mlflow.models, "infer_pip_requirements", lambda model_uri, flavor, fallback=None, **kwargs: fallback
+        )
         torch.set_num_threads(1)
         yield
 
@@ -133,8 +135,13 @@ def trial_run(name: str, accuracy: float, latency: float, params: float, outcome
 
 
 def test_rank_breaks_metric_ties_by_latency_then_params_and_puts_non_candidates_last():
-    runs = [trial_run("slow", 0.8, 2.0, 100), trial_run("big", 0.8, 1.0, 900), trial_run("small", 0.8, 1.0, 500),
-            trial_run("killed", 0.99, 0.1, 10, outcome=Outcome.STOPPED), trial_run("worse", 0.7, 0.1, 10)]
+    runs = [
+        trial_run("slow", 0.8, 2.0, 100),
+        trial_run("big", 0.8, 1.0, 900),
+        trial_run("small", 0.8, 1.0, 500),
+        trial_run("killed", 0.99, 0.1, 10, outcome=Outcome.STOPPED),
+        trial_run("worse", 0.7, 0.1, 10),
+    ]
     assert [r.name for r in rank(runs, "val_accuracy", "max")] == ["small", "big", "slow", "worse", "killed"]
     assert [r.name for r in rank(runs, "latency_ms", "min")] == ["worse", "small", "big", "slow", "killed"]
 
@@ -149,8 +156,14 @@ def test_constraints_are_inclusive_and_a_missing_metric_fails_its_limit():
     assert satisfies({}, Constraints())
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"max_latency_ms": -1.0}, "--max-latency-ms"),
-                                               ({"max_params": math.nan}, "--max-params"), ({"min_accuracy": 1.5}, "--min-accuracy")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_latency_ms": -1.0}, "--max-latency-ms"),
+        ({"max_params": math.nan}, "--max-params"),
+        ({"min_accuracy": 1.5}, "--min-accuracy"),
+    ],
+)
 def test_constraints_refuse_impossible_limits_naming_the_flag(kwargs, field):
     with pytest.raises(ConfigError) as error:
         Constraints(**kwargs)
@@ -181,11 +194,17 @@ def test_most_accurate_finished_run_wins_and_stopped_or_model_less_runs_never_do
 
 
 def test_latency_limit_passes_over_the_most_accurate_run(sweep):
-    champion = select_champion(sweep.uri, "tiny", sweep.parent_run_id, Constraints(max_latency_ms=2.0), log=lambda line: None)
+    champion = select_champion(
+        sweep.uri, "tiny", sweep.parent_run_id, Constraints(max_latency_ms=2.0), log=lambda line: None
+    )
     assert champion.run_name == "fast"
     version = MlflowClient(sweep.uri).get_model_version_by_alias("tiny", "champion")
     assert version.tags["kdsweep.run_id"] == sweep.run_ids["fast"]
-    assert json.loads(version.tags["kdsweep.constraints"]) == {"max_latency_ms": 2.0, "max_params": None, "min_accuracy": None}
+    assert json.loads(version.tags["kdsweep.constraints"]) == {
+        "max_latency_ms": 2.0,
+        "max_params": None,
+        "min_accuracy": None,
+    }
 
 
 def test_champion_alias_loads_the_logged_student(selected, tiny_data, students):
@@ -270,13 +289,19 @@ def test_a_refused_file_store_is_a_one_line_error(tmp_path, monkeypatch, capsys)
 
 
 def test_select_on_a_real_mlflow_server(mlflow_server, tmp_path, tiny_data, students):
-    sweep = make_sweep(mlflow_server, "tiny-server", tmp_path, tiny_data, students, ("accurate-slow", "fast", "stopped"))
-    champion = select_champion(mlflow_server, "tiny-server", constraints=Constraints(max_params=2000), log=lambda line: None)
+    sweep = make_sweep(
+        mlflow_server, "tiny-server", tmp_path, tiny_data, students, ("accurate-slow", "fast", "stopped")
+    )
+    champion = select_champion(
+        mlflow_server, "tiny-server", constraints=Constraints(max_params=2000), log=lambda line: None
+    )
     assert champion.run_name == "fast" and champion.model_uri == "models:/tiny-server@champion"
     assert "test_accuracy" in champion.metrics
     mlflow.set_tracking_uri(mlflow_server)
     served = mlflow.pytorch.load_model(champion.model_uri)
     with torch.no_grad():
-        assert torch.allclose(served(tiny_data.test.images), students["fast"].student.eval()(tiny_data.test.images), atol=1e-5)
+        assert torch.allclose(
+            served(tiny_data.test.images), students["fast"].student.eval()(tiny_data.test.images), atol=1e-5
+        )
     client = MlflowClient(mlflow_server)
     assert "pareto_front.png" in [a.path for a in client.list_artifacts(sweep.parent_run_id)]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import faults
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-import faults
 from kdsweep import search
 
 TINY_SPACE = {
@@ -37,13 +37,26 @@ def write_space(tmp_path: Path, space: dict, name: str = "space.yaml") -> Path:
     return path
 
 
-def sweep(tmp_path: Path, space: dict, *extra: str, name: str = "tiny", uri: str | None = None) -> tuple[int, list[dict], str]:
+def sweep(
+    tmp_path: Path, space: dict, *extra: str, name: str = "tiny", uri: str | None = None
+) -> tuple[int, list[dict], str]:
     uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / f"{name}.json"
-    code = search.main([
-        "--space", str(write_space(tmp_path, space)), "--name", name, "--storage", str(tmp_path / "results"),
-        "--tracking-uri", uri, "--output-json", str(out), *extra,
-    ])
+    code = search.main(
+        [
+            "--space",
+            str(write_space(tmp_path, space)),
+            "--name",
+            name,
+            "--storage",
+            str(tmp_path / "results"),
+            "--tracking-uri",
+            uri,
+            "--output-json",
+            str(out),
+            *extra,
+        ]
+    )
     rows = json.loads(out.read_text()) if out.exists() else []
     return code, rows, uri
 
@@ -82,7 +95,9 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
         assert run.data.metrics["val_accuracy"] == pytest.approx(row["metrics"]["val_accuracy"])
         assert {"train_ce", "train_kd", "lr", "teacher_agreement", "params", "latency_ms"} <= set(run.data.metrics)
         stopped = row["status"] == "STOPPED"
-        assert (run.info.status == "KILLED") == stopped and (run.data.tags.get("kdsweep.stopped_early") == "true") == stopped
+        assert (run.info.status == "KILLED") == stopped and (
+            run.data.tags.get("kdsweep.stopped_early") == "true"
+        ) == stopped
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.data.tags["kdsweep.role"] == "parent" and parent.data.tags["dataset"] == "synthetic"
     assert "teacher_test_accuracy" in parent.data.metrics and "kdsweep.teacher_run_id" in parent.data.tags
@@ -92,10 +107,15 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
 
 def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_session, tmp_path):
     faults.inject(at_epoch=1)  # every time
-    space = {**TINY_SPACE, "budget": {"epochs": 1, "num_samples": 1}, "scheduler": {"name": "none"},
-             "resources": {"cpus_per_trial": 1, "max_failures": 0}, "plugins": ["faults"],
-             "fixed": {**TINY_SPACE["fixed"], "student": faults.MODEL},
-             "search": {"temperature": {"grid": [2.0, 4.0]}}}
+    space = {
+        **TINY_SPACE,
+        "budget": {"epochs": 1, "num_samples": 1},
+        "scheduler": {"name": "none"},
+        "resources": {"cpus_per_trial": 1, "max_failures": 0},
+        "plugins": ["faults"],
+        "fixed": {**TINY_SPACE["fixed"], "student": faults.MODEL},
+        "search": {"temperature": {"grid": [2.0, 4.0]}},
+    }
     code, rows, uri = sweep(tmp_path, space, name="failing")
     assert code == 1
     assert sorted(row["config"]["temperature"] for row in rows) == [2.0, 4.0]  # the grid, once each
@@ -135,9 +155,14 @@ def test_optuna_multi_objective_sweep_on_digits(ray_session, mlflow_server, tmp_
 
 def test_a_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(ray_session, mlflow_server, tmp_path):
     faults.inject(at_epoch=2, times=1)
-    space = {**TINY_SPACE, "budget": {"epochs": 3, "num_samples": 1}, "scheduler": {"name": "none"}, "plugins": ["faults"],
-             "fixed": {**TINY_SPACE["fixed"], "student": faults.MODEL},
-             "search": {"temperature": {"uniform": [2.0, 6.0]}}}
+    space = {
+        **TINY_SPACE,
+        "budget": {"epochs": 3, "num_samples": 1},
+        "scheduler": {"name": "none"},
+        "plugins": ["faults"],
+        "fixed": {**TINY_SPACE["fixed"], "student": faults.MODEL},
+        "search": {"temperature": {"uniform": [2.0, 6.0]}},
+    }
     code, rows, uri = sweep(tmp_path, space, name="retry", uri=mlflow_server)
     assert code == 0
     assert rows[0]["status"] == "FINISHED"
@@ -165,7 +190,10 @@ def bad(space_change: dict) -> dict:
     "change, message",
     [
         ({"colour": "red"}, "colour: unknown key"),
-        ({"search.student.choice": ["resnet8", "mobilnet_v2"]}, "search.student: unknown model 'mobilnet_v2'; did you mean 'mobilenet_v2'?"),
+        (
+            {"search.student.choice": ["resnet8", "mobilnet_v2"]},
+            "search.student: unknown model 'mobilnet_v2'; did you mean 'mobilenet_v2'?",
+        ),
         ({"teacher.arch": "resnet1800"}, "teacher.arch: unknown model 'resnet1800'"),
         ({"data.name": "digitz"}, "data.name: unknown dataset 'digitz'; did you mean 'digits'?"),
         ({"data.name": "/no/such/folder"}, "data.name: directory '/no/such/folder' does not exist"),
@@ -188,16 +216,35 @@ def test_bad_input_exits_2_with_one_line_before_anything_runs(tmp_path, capsys, 
 
 
 def test_unreachable_tracking_server_exits_2_before_any_trial(tmp_path, capsys):
-    code = search.main(["--space", str(write_space(tmp_path, TINY_SPACE)), "--storage", str(tmp_path / "results"),
-                        "--tracking-uri", "http://127.0.0.1:9"])
+    code = search.main(
+        [
+            "--space",
+            str(write_space(tmp_path, TINY_SPACE)),
+            "--storage",
+            str(tmp_path / "results"),
+            "--tracking-uri",
+            "http://127.0.0.1:9",
+        ]
+    )
     assert code == 2
     assert "--tracking-uri: cannot reach the MLflow server at http://127.0.0.1:9" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
 
 
 def test_resume_without_a_previous_sweep_is_bad_input(tmp_path, capsys):
-    code = search.main(["--space", str(write_space(tmp_path, TINY_SPACE)), "--storage", str(tmp_path / "results"),
-                        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--name", "never", "--resume"])
+    code = search.main(
+        [
+            "--space",
+            str(write_space(tmp_path, TINY_SPACE)),
+            "--storage",
+            str(tmp_path / "results"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--name",
+            "never",
+            "--resume",
+        ]
+    )
     assert code == 2
     assert "--resume: no sweep named 'never'" in capsys.readouterr().err
 
@@ -209,15 +256,21 @@ def test_a_killed_sweep_is_finished_by_resume_without_rerunning_finished_trials(
     import sys
     import time
 
-    space = {**TINY_SPACE, "data": {**TINY_SPACE["data"], "num_samples": 3000},
-             "budget": {"epochs": 3, "num_samples": 4}, "scheduler": {"name": "none"},
-             "searcher": {"name": "random", "max_concurrent": 1, "seed": 2}}
+    space = {
+        **TINY_SPACE,
+        "data": {**TINY_SPACE["data"], "num_samples": 3000},
+        "budget": {"epochs": 3, "num_samples": 4},
+        "scheduler": {"name": "none"},
+        "searcher": {"name": "random", "max_concurrent": 1, "seed": 2},
+    }
     path = write_space(tmp_path, space)
     results, uri = tmp_path / "results", mlflow_server
     common = ["--space", str(path), "--name", "killed", "--storage", str(results), "--tracking-uri", uri, "--no-select"]
     driver = subprocess.Popen(
         [sys.executable, "-m", "kdsweep.search", *common, "--address", ray_session.get_runtime_context().gcs_address],
-        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
     def finished_trials() -> dict[str, str]:

@@ -18,8 +18,16 @@ from kdsweep.teachers import TeacherMeta, TeacherSpec, load_teacher, prepare_tea
 
 
 def meta_for(data, **change) -> TeacherMeta:
-    fields = dict(arch="small_cnn", num_classes=data.num_classes, input_shape=data.input_shape, mean=data.mean,
-                  std=data.std, dataset=data.name, test_accuracy=0.5, seed=0)
+    fields = dict(
+        arch="small_cnn",
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        mean=data.mean,
+        std=data.std,
+        dataset=data.name,
+        test_accuracy=0.5,
+        seed=0,
+    )
     return TeacherMeta(**{**fields, **change})
 
 
@@ -47,7 +55,10 @@ def test_a_checkpoint_carrying_a_pickled_payload_is_refused_not_run(tiny_data, t
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"num_classes": 7}, "predicts 7 classes but synthetic has 4"), ({"input_shape": (3, 8, 8)}, r"expects inputs \(3, 8, 8\) but synthetic has \(1, 8, 8\)")],
+    [
+        ({"num_classes": 7}, "predicts 7 classes but synthetic has 4"),
+        ({"input_shape": (3, 8, 8)}, r"expects inputs \(3, 8, 8\) but synthetic has \(1, 8, 8\)"),
+    ],
 )
 def test_a_checkpoint_that_does_not_fit_the_data_is_refused(tiny_data, tmp_path, change, message):
     classes = change.get("num_classes", tiny_data.num_classes)
@@ -76,7 +87,7 @@ def test_a_trained_teacher_is_reused_by_the_next_sweep_on_the_same_data(tiny_dat
     assert first.source.startswith("trained:") and first.history
     second = prepare_teacher(spec, tiny_data, log=lines.append)
     assert second.source.startswith("cache:") and any("reusing" in line for line in lines)
-    for a, b in zip(first.module.state_dict().values(), second.module.state_dict().values()):
+    for a, b in zip(first.module.state_dict().values(), second.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     other_seed = prepare_teacher(spec.model_copy(update={"seed": 1}), tiny_data, log=lines.append)
     assert other_seed.source.startswith("trained:")
@@ -117,9 +128,24 @@ def test_pretrained_weights_without_network_say_where_to_put_the_file(tmp_path, 
 def test_teacher_cli_trains_saves_and_logs_a_teacher_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = subprocess.run(
-        [sys.executable, "-m", "kdsweep.teacher", "--dataset", "digits", "--teacher-arch", "small_cnn", "--teacher-epochs", "2",
-         "--output", str(tmp_path / "teacher.pt"), "--tracking-uri", uri],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "kdsweep.teacher",
+            "--dataset",
+            "digits",
+            "--teacher-arch",
+            "small_cnn",
+            "--teacher-epochs",
+            "2",
+            "--output",
+            str(tmp_path / "teacher.pt"),
+            "--tracking-uri",
+            uri,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "test_accuracy" in out.stdout and (tmp_path / "teacher.pt").exists()
@@ -133,7 +159,12 @@ def test_teacher_cli_trains_saves_and_logs_a_teacher_run(tmp_path):
 
 
 def test_teacher_cli_refuses_an_unknown_arch_with_exit_2():
-    out = subprocess.run([sys.executable, "-m", "kdsweep.teacher", "--teacher-arch", "resnet1800"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "kdsweep.teacher", "--teacher-arch", "resnet1800"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2
     assert "teacher.arch: unknown model 'resnet1800'" in out.stderr
 
@@ -144,7 +175,9 @@ def test_a_teacher_registered_in_mlflow_is_accepted_by_uri_and_checked_against_t
     from kdsweep.tracking.teacher_run import log_teacher
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    teacher = prepare_teacher(TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path)), tiny_data, log=lambda _: None)
+    teacher = prepare_teacher(
+        TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path)), tiny_data, log=lambda _: None
+    )
     run_id, _ = log_teacher(uri, teacher, tiny_data)
     mlflow.set_tracking_uri(uri)
     version = mlflow.register_model(f"runs:/{run_id}/model", "tiny-teacher")

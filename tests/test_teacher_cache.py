@@ -14,7 +14,14 @@ from kdsweep.config import load_config
 from kdsweep.data import DataSpec, FolderSplit, load_dataset, train_batches
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model
-from kdsweep.teachers import OnlineTeacher, Teacher, TeacherLogitCache, TeacherSpec, build_teacher_cache, teacher_outputs
+from kdsweep.teachers import (
+    OnlineTeacher,
+    Teacher,
+    TeacherLogitCache,
+    TeacherSpec,
+    build_teacher_cache,
+    teacher_outputs,
+)
 from kdsweep.trial import TrialConfig, run_trial
 
 CPU = torch.device("cpu")
@@ -73,7 +80,11 @@ def test_cached_val_and_test_logits_are_the_unaugmented_forward(teacher, cache, 
 
 
 def test_views_repeat_every_view_epochs_with_the_logits_of_their_epoch(teacher, cache, data):
-    first = {int(i): row for b, v in train_batches(data, 64, 1, 0, CPU) for i, row in zip(b.indices, cache.train_logits(b, v, 1))}
+    first = {
+        int(i): row
+        for b, v in train_batches(data, 64, 1, 0, CPU)
+        for i, row in zip(b.indices, cache.train_logits(b, v, 1), strict=True)
+    }
     for batch, views in train_batches(data, 64, 3, 0, CPU, view_epochs=2):  # epoch 3 shows epoch 1's views
         cached = cache.train_logits(batch, views, 3)
         torch.testing.assert_close(cached, torch.stack([first[int(i)] for i in batch.indices]), atol=0, rtol=0)
@@ -108,7 +119,10 @@ def test_a_limit_below_one_epoch_falls_back_to_online(teacher, data):
 def test_streaming_data_is_not_cached(teacher, data):
     streaming = dataclasses.replace(data, train=FolderSplit(folder=None, indices=[0], labels=torch.zeros(1)))
     lines: list[str] = []
-    assert build_teacher_cache(teacher, streaming, epochs=2, device=CPU, memory_limit_mb=LIMIT_MB, log=lines.append) is None
+    assert (
+        build_teacher_cache(teacher, streaming, epochs=2, device=CPU, memory_limit_mb=LIMIT_MB, log=lines.append)
+        is None
+    )
     assert "streams from disk" in lines[0]
 
 
@@ -143,7 +157,7 @@ def test_a_trial_on_the_cache_trains_the_same_student_as_one_on_the_online_teach
         online = run_trial(config, data, teacher=OnlineTeacher(online_teacher, view_epochs=2))
         assert cached.metrics["teacher_agreement"] == online.metrics["teacher_agreement"]
         assert cached.metrics["train_loss"] == pytest.approx(online.metrics["train_loss"], rel=tolerance)
-        for a, b in zip(online.student.state_dict().values(), cached.student.state_dict().values()):
+        for a, b in zip(online.student.state_dict().values(), cached.student.state_dict().values(), strict=True):
             torch.testing.assert_close(a.float(), b.float(), atol=tolerance, rtol=tolerance)
 
 

@@ -32,7 +32,7 @@ class Views:
     dy: torch.Tensor
     flip: torch.Tensor
 
-    def take(self, index: torch.Tensor) -> "Views":
+    def take(self, index: torch.Tensor) -> Views:
         return Views(self.dx[index], self.dy[index], self.flip[index])
 
 
@@ -42,7 +42,11 @@ def draw_views(num_samples: int, augment: AugmentSpec, seed: int, epoch: int) ->
     size = 2 * augment.pad + 1
     dx = torch.randint(0, size, (num_samples,), generator=generator)
     dy = torch.randint(0, size, (num_samples,), generator=generator)
-    flip = torch.rand(num_samples, generator=generator) < 0.5 if augment.flip else torch.zeros(num_samples, dtype=torch.bool)
+    flip = (
+        torch.rand(num_samples, generator=generator) < 0.5
+        if augment.flip
+        else torch.zeros(num_samples, dtype=torch.bool)
+    )
     return Views(dx, dy, flip)
 
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import torch
 
+from kdsweep import seeds
 from kdsweep.data.augment import Views, apply_views, draw_views, view_epoch
 from kdsweep.data.folders import stream_batches
 from kdsweep.data.splits import Batch, Dataset, FolderSplit, Split
-from kdsweep import seeds
 
 
 def train_batches(
@@ -19,7 +19,9 @@ def train_batches(
     generator = torch.Generator().manual_seed(seeds.shuffle_seed(shuffle_seed, epoch))
     split = data.train
     if isinstance(split, FolderSplit):
-        yield from ((batch, None) for batch in stream_batches(data, split, batch_size, generator, train=True, device=device))
+        yield from (
+            (batch, None) for batch in stream_batches(data, split, batch_size, generator, train=True, device=device)
+        )
         return
     order = torch.randperm(len(split), generator=generator)
     views = draw_views(len(split), data.augment, data.seed, view_epoch(epoch, view_epochs))

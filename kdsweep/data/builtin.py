@@ -30,4 +30,6 @@ def load_synthetic(spec: DataSpec) -> Dataset:
     labels = torch.arange(spec.num_samples) % spec.num_classes
     labels = labels[torch.randperm(spec.num_samples, generator=generator)]
     images = prototypes[labels] + 1.5 * torch.randn(spec.num_samples, *shape, generator=generator)
-    return split_and_normalise("synthetic", spec, images, labels, None, None, spec.num_classes, AugmentSpec(pad=1, flip=True))
+    return split_and_normalise(
+        "synthetic", spec, images, labels, None, None, spec.num_classes, AugmentSpec(pad=1, flip=True)
+    )

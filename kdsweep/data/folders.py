@@ -6,8 +6,8 @@ the built-in datasets; larger ones stream through a DataLoader with worker proce
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -115,7 +115,9 @@ def _streaming(spec: DataSpec, train, test, channels: int, augment: AugmentSpec)
 def stream_batches(
     data: Dataset, split: FolderSplit, batch_size: int, generator, train: bool, device: torch.device
 ) -> Iterator[Batch]:
-    source = _Normalised(split.folder, data.in_channels, data.mean, data.std, data.augment if train else None, data.image_size)
+    source = _Normalised(
+        split.folder, data.in_channels, data.mean, data.std, data.augment if train else None, data.image_size
+    )
     loader = DataLoader(
         Subset(source, split.indices),
         batch_size=batch_size,

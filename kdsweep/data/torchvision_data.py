@@ -25,10 +25,18 @@ class _Torchvision:
 
 
 _TORCHVISION = {
-    "cifar10": _Torchvision("CIFAR10", 10, AugmentSpec(pad=4, flip=True), "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-    "cifar100": _Torchvision("CIFAR100", 100, AugmentSpec(pad=4, flip=True), "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
-    "mnist": _Torchvision("MNIST", 10, AugmentSpec(pad=2, flip=False), "https://ossci-datasets.s3.amazonaws.com/mnist/"),
-    "fashion_mnist": _Torchvision("FashionMNIST", 10, AugmentSpec(pad=2, flip=True), "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
+    "cifar10": _Torchvision(
+        "CIFAR10", 10, AugmentSpec(pad=4, flip=True), "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    ),
+    "cifar100": _Torchvision(
+        "CIFAR100", 100, AugmentSpec(pad=4, flip=True), "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    ),
+    "mnist": _Torchvision(
+        "MNIST", 10, AugmentSpec(pad=2, flip=False), "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    ),
+    "fashion_mnist": _Torchvision(
+        "FashionMNIST", 10, AugmentSpec(pad=2, flip=True), "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+    ),
 }
 
 

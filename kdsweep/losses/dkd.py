@@ -28,9 +28,7 @@ def _dkd_log_probs(logits: Tensor, targets: Tensor, temperature: float) -> tuple
 
 
 @register_loss("dkd")
-def dkd_terms(
-    student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor, params: LossParams
-) -> LossTerms:
+def dkd_terms(student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor, params: LossParams) -> LossTerms:
     """Decoupled KD (Zhao et al., CVPR 2022, as in mdistiller).
 
     total = CE + warmup * (alpha * TCKD + beta * NCKD) * T^2, where

@@ -24,9 +24,7 @@ def soft_target_loss(student_logits: Tensor, teacher_logits: Tensor, temperature
 
 
 @register_loss("kd")
-def kd_terms(
-    student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor, params: LossParams
-) -> LossTerms:
+def kd_terms(student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor, params: LossParams) -> LossTerms:
     """Hinton et al. 2015: total = alpha * T^2 * KL + (1 - alpha) * CE.
 
     alpha weighs the soft term: alpha=0 is plain CE (the teacher may be None

@@ -43,9 +43,7 @@ def cpu_latency_ms(model: nn.Module, input_shape: tuple[int, int, int], min_run_
     with torch.no_grad():
         for _ in range(3):
             cpu_model(example)
-        timer = Timer(
-            stmt="model(x)", globals={"model": cpu_model, "x": example}, num_threads=1
-        )
+        timer = Timer(stmt="model(x)", globals={"model": cpu_model, "x": example}, num_threads=1)
         measurement = timer.blocked_autorange(min_run_time=min_run_time)
     return measurement.median * 1e3
 

@@ -23,9 +23,13 @@ def load_pretrained(model: nn.Module, name: str, weights: str) -> list[str]:
     try:
         enum = tvm.get_model_weights(name)
     except (KeyError, ValueError):
-        raise PretrainedUnavailable(f"'{name}' has no torchvision pretrained weights (only torchvision models do)") from None
+        raise PretrainedUnavailable(
+            f"'{name}' has no torchvision pretrained weights (only torchvision models do)"
+        ) from None
     if weights not in enum.__members__:
-        raise PretrainedUnavailable(f"unknown weights '{weights}' for {name} (choose from: {', '.join(enum.__members__)})")
+        raise PretrainedUnavailable(
+            f"unknown weights '{weights}' for {name} (choose from: {', '.join(enum.__members__)})"
+        )
     try:
         state = enum[weights].get_state_dict(progress=False, check_hash=True)
     except OSError as error:  # URLError included: no network

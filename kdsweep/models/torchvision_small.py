@@ -22,9 +22,7 @@ SMALL_IMAGE = 64
 def _stem_conv(in_channels: int, out_channels: int, small: bool, like: nn.Conv2d) -> nn.Conv2d:
     if small:
         return nn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1, bias=False)
-    return nn.Conv2d(
-        in_channels, out_channels, like.kernel_size, like.stride, like.padding, bias=False
-    )
+    return nn.Conv2d(in_channels, out_channels, like.kernel_size, like.stride, like.padding, bias=False)
 
 
 def _torchvision_resnet(factory: Callable[..., nn.Module]) -> ModelFn:

@@ -21,11 +21,12 @@ from kdsweep.sweep.tuner import build_tuner, experiment_path, storage_path
 from kdsweep.teachers import Teacher, prepare_teacher, teacher_outputs
 from kdsweep.tracking.runs import SweepTracker
 from kdsweep.tracking.server import tracking_service
-from kdsweep.tracking.store import display_uri, resolve_tracking_uri, use_store
+from kdsweep.tracking.store import QUIET_MLFLOW, display_uri, resolve_tracking_uri, use_store
 from kdsweep.tracking.teacher_run import log_teacher
 
 # Tune's classic reporter shows only the columns we pick; a checkpoint every epoch is the point
-# (resume from the last epoch), so Tune's warning about checkpoint sync time is noise.
+# (resume from the last epoch), so Tune's warning about checkpoint sync time is noise. Workers of a
+# cluster get these (and MLflow's quiet settings) through the job's runtime environment.
 QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
@@ -44,8 +45,12 @@ def start_ray(config: SweepConfig):
     for key, value in QUIET_TUNE.items():
         os.environ.setdefault(key, value)
     if not ray.is_initialized():
-        ray.init(address=config.run.address, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": dict(QUIET_TUNE)} if config.run.address else None)
+        ray.init(
+            address=config.run.address,
+            include_dashboard=False,
+            log_to_driver=True,
+            runtime_env={"env_vars": {**QUIET_MLFLOW, **QUIET_TUNE}} if config.run.address else None,
+        )
     return ray
 
 
@@ -54,7 +59,9 @@ def prepare(config: SweepConfig) -> Prepared:
     if not config.run.address:  # an embedded runtime gets this machine: check before starting it
         check_resources(config, {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()})
     if config.run.resume and not tune.Tuner.can_restore(experiment_path(config)):
-        raise ConfigError("--resume", f"no sweep named '{config.experiment_name}' to resume under {storage_path(config)}")
+        raise ConfigError(
+            "--resume", f"no sweep named '{config.experiment_name}' to resume under {storage_path(config)}"
+        )
     store = resolve_tracking_uri(config.run.tracking_uri)
     use_store(store)
     ray = start_ray(config)
@@ -77,8 +84,11 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str) -> int:
     tracking = tracker.start_parent(config, resume=config.run.resume)
     if teacher is not None:
         tracker.link_teacher(*log_teacher(uri, teacher, data))
-    print(f"sweep '{config.experiment_name}': {config.budget.num_samples} samples on {data.name}, "
-          f"storage {storage_path(config)}, MLflow {display_uri(uri)} (parent run {tracking.parent_run_id})", flush=True)
+    print(
+        f"sweep '{config.experiment_name}': {config.budget.num_samples} samples on {data.name}, "
+        f"storage {storage_path(config)}, MLflow {display_uri(uri)} (parent run {tracking.parent_run_id})",
+        flush=True,
+    )
     outputs = teacher_outputs(config.teacher, teacher, data, config.budget.epochs) if teacher is not None else None
     results = build_tuner(config, data, outputs, tracker, tracking).fit()
     rows = leaderboard_rows(results, config)
@@ -87,9 +97,16 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str) -> int:
     tracker.finish("FINISHED" if succeeded else "FAILED")
     if succeeded and config.run.select:
         primary = config.objectives[0]
-        champion = select_champion(uri, config.experiment_name, tracking.parent_run_id, Constraints(),
-                                   register=config.run.register_name, metric=primary.metric, mode=primary.mode,
-                                   show_table=False)
+        champion = select_champion(
+            uri,
+            config.experiment_name,
+            tracking.parent_run_id,
+            Constraints(),
+            register=config.run.register_name,
+            metric=primary.metric,
+            mode=primary.mode,
+            show_table=False,
+        )
         if champion is not None:
             print(f"champion: {champion.run_name} -> {champion.model_uri}")
             for row in rows:

@@ -17,11 +17,12 @@ import torch
 from ray import tune
 
 from kdsweep.data import Dataset
+from kdsweep.models import create_model
 from kdsweep.plots import confusion_figure
 from kdsweep.plugins import import_plugins
 from kdsweep.space import sampled
 from kdsweep.tracking.runs import TrackingContext, TrialTracker
-from kdsweep.models import create_model
+from kdsweep.tracking.store import QUIET_MLFLOW
 from kdsweep.trial import TeacherOutputs, TrialConfig, pick_device, place, predict, run_trial
 
 STATE_FILE = "state.pt"
@@ -33,13 +34,19 @@ def run_name(config: TrialConfig, trial_id: str) -> str:
     return f"{student}-T{config.temperature:.1f}-a{config.alpha:.2f}-{config.loss}-{trial_id[-4:]}"
 
 
-def tune_trial(sampled_config: dict[str, Any], base: dict[str, Any], data: Dataset, teacher: TeacherOutputs | None,
-               tracking: TrackingContext | None, plugins: list[str]) -> None:
+def tune_trial(
+    sampled_config: dict[str, Any],
+    base: dict[str, Any],
+    data: Dataset,
+    teacher: TeacherOutputs | None,
+    tracking: TrackingContext | None,
+    plugins: list[str],
+) -> None:
     """The Tune trainable: `sampled_config` is what the searcher drew, `base` what every trial shares."""
     # Quiet in every worker: one line per checkpoint per epoch, and MLflow's link after every upload.
     for name in ("ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    os.environ.update(QUIET_MLFLOW)  # a worker started before the command set it does not inherit it
     import_plugins(plugins)
     context = tune.get_context()
     cpus = max(1, int(context.get_trial_resources().required_resources.get("CPU", 1)))

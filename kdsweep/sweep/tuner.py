@@ -33,18 +33,25 @@ def experiment_path(config: SweepConfig) -> str:
     return f"{storage_path(config).rstrip('/')}/{config.experiment_name}"
 
 
-def build_tuner(config: SweepConfig, data: Dataset, teacher: TeacherOutputs | None, tracker: SweepTracker,
-                tracking: TrackingContext) -> tune.Tuner:
+def build_tuner(
+    config: SweepConfig, data: Dataset, teacher: TeacherOutputs | None, tracker: SweepTracker, tracking: TrackingContext
+) -> tune.Tuner:
     """Every trial gets `data` and `teacher` (what it reads logits from) through the object store."""
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, base=config.trial_base(), data=data, teacher=teacher, tracking=tracking,
-                             plugins=config.plugins),
+        tune.with_parameters(
+            tune_trial, base=config.trial_base(), data=data, teacher=teacher, tracking=tracking, plugins=config.plugins
+        ),
         {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial},
     )
     searcher, param_space = _searcher(config)
     if config.run.resume:
-        return tune.Tuner.restore(experiment_path(config), trainable=trainable, resume_unfinished=True,
-                                  resume_errored=True, param_space=param_space)
+        return tune.Tuner.restore(
+            experiment_path(config),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=param_space,
+        )
     run_config = RunConfig(
         name=config.experiment_name,
         storage_path=storage_path(config),
@@ -54,7 +61,9 @@ def build_tuner(config: SweepConfig, data: Dataset, teacher: TeacherOutputs | No
         callbacks=[CloseRuns(tracker, config.budget.epochs)],
         verbose=1,
     )
-    tune_config = tune.TuneConfig(num_samples=config.budget.num_samples, scheduler=_scheduler(config), search_alg=searcher)
+    tune_config = tune.TuneConfig(
+        num_samples=config.budget.num_samples, scheduler=_scheduler(config), search_alg=searcher
+    )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -62,21 +71,32 @@ def _scheduler(config: SweepConfig):
     if config.scheduler.name != "asha":
         return FIFOScheduler()
     primary = config.objectives[0]
-    return ASHAScheduler(metric=primary.metric, mode=primary.mode, max_t=config.budget.epochs,
-                         grace_period=config.scheduler.grace_period, reduction_factor=config.scheduler.reduction_factor)
+    return ASHAScheduler(
+        metric=primary.metric,
+        mode=primary.mode,
+        max_t=config.budget.epochs,
+        grace_period=config.scheduler.grace_period,
+        reduction_factor=config.scheduler.reduction_factor,
+    )
 
 
 def _searcher(config: SweepConfig) -> tuple[Searcher, dict[str, Any]]:
     """Optuna (define-by-run, its space inside the searcher) or random/grid (Tune's param_space)."""
     if config.searcher.name != "optuna":
-        searcher = BasicVariantGenerator(max_concurrent=config.searcher.max_concurrent or 0, random_state=config.searcher.seed)
+        searcher = BasicVariantGenerator(
+            max_concurrent=config.searcher.max_concurrent or 0, random_state=config.searcher.seed
+        )
         return searcher, tune_param_space(config)
     from ray.tune.search.optuna import OptunaSearch
 
     metrics = [o.metric for o in config.objectives]
     modes = [o.mode for o in config.objectives]
-    searcher = OptunaSearch(space=OptunaSpace(config), metric=metrics if len(metrics) > 1 else metrics[0],
-                            mode=modes if len(modes) > 1 else modes[0], seed=config.searcher.seed)
+    searcher = OptunaSearch(
+        space=OptunaSpace(config),
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        seed=config.searcher.seed,
+    )
     if config.searcher.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=config.searcher.max_concurrent)
     return searcher, {}
@@ -87,7 +107,12 @@ def _reporter(config: SweepConfig) -> CLIReporter:
     return CLIReporter(
         # Conditional parameters are absent from some trials' configs, which the table cannot show.
         parameter_columns=[name for name, param in config.search.items() if not param.when],
-        metric_columns={"training_iteration": "epoch", "val_accuracy": "val_acc", "val_macro_f1": "f1", "latency_ms": "ms"},
+        metric_columns={
+            "training_iteration": "epoch",
+            "val_accuracy": "val_acc",
+            "val_macro_f1": "f1",
+            "latency_ms": "ms",
+        },
         max_report_frequency=REPORT_EVERY_S,
         sort_by_metric=True,
         metric=primary.metric,

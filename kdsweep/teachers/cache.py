@@ -52,15 +52,17 @@ class TeacherLogitCache:
         index = batch.indices.numpy()
         if not np.array_equal(self.views[slot, index], _view_codes(views, self.pad)):
             raise ValueError(
-                f"epoch {epoch} trains on views the teacher cache does not hold: "
-                f"a trial on it must repeat its views every view_epochs={self.view_epochs} epochs, on the sweep's dataset"
+                f"epoch {epoch} trains on views the teacher cache does not hold: a trial on it must repeat "
+                f"its views every view_epochs={self.view_epochs} epochs, on the sweep's dataset"
             )
         return torch.from_numpy(self.train[slot, index]).to(batch.images.device).float()
 
     def eval_logits(self, data: Dataset, split: str, device: torch.device) -> torch.Tensor:
-        logits = getattr(self, split)
-        if len(logits) != len(getattr(data, split)):
-            raise ValueError(f"the teacher cache holds {len(logits)} {split} logits but the {split} split has {len(getattr(data, split))} samples")
+        logits, expected = getattr(self, split), len(getattr(data, split))
+        if len(logits) != expected:
+            raise ValueError(
+                f"the teacher cache holds {len(logits)} {split} logits but the {split} split has {expected}"
+            )
         return torch.from_numpy(logits.astype(np.float32)).to(device)
 
 
@@ -94,10 +96,16 @@ def build_teacher_cache(
     fixed = (len(data.val) + len(data.test)) * classes * 2
     view_epochs = min(epochs, int((memory_limit_mb * 2**20 - fixed) // per_epoch))
     if view_epochs < 1:
-        log(f"teacher cache: one epoch needs {_mb(fixed + per_epoch)} > teacher.cache_limit_mb={memory_limit_mb}; running the teacher online")
+        limit = f"teacher.cache_limit_mb={memory_limit_mb}"
+        log(f"teacher cache: one epoch needs {_mb(fixed + per_epoch)} > {limit}; running the teacher online")
         return None
-    repeat = f" (all {epochs} exceed teacher.cache_limit_mb={memory_limit_mb}: views repeat every {view_epochs} epochs)" if view_epochs < epochs else ""
-    log(f"teacher cache: {view_epochs} view epochs x {samples} samples x {classes} classes, float16 = {_mb(fixed + view_epochs * per_epoch)}{repeat}")
+    repeat = (
+        f" (all {epochs} exceed teacher.cache_limit_mb={memory_limit_mb}: views repeat every {view_epochs} epochs)"
+        if view_epochs < epochs
+        else ""
+    )
+    size = _mb(fixed + view_epochs * per_epoch)
+    log(f"teacher cache: {view_epochs} view epochs x {samples} samples x {classes} classes, float16 = {size}{repeat}")
     started = time.perf_counter()
     batch_size = batch_size or (CACHE_BATCH_CUDA if device.type == "cuda" else CACHE_BATCH_CPU)
     cache = _compute_cache(module, data, view_epochs, device, batch_size)
@@ -112,7 +120,9 @@ def _mb(size: int) -> str:
     return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB"
 
 
-def _compute_cache(module: nn.Module, data: Dataset, view_epochs: int, device: torch.device, batch_size: int) -> TeacherLogitCache:
+def _compute_cache(
+    module: nn.Module, data: Dataset, view_epochs: int, device: torch.device, batch_size: int
+) -> TeacherLogitCache:
     # A copy: the caller's module stays where it was, in the mode it was.
     teacher = place(copy.deepcopy(module), device).eval()
     train = np.empty((view_epochs, len(data.train), data.num_classes), np.float16)

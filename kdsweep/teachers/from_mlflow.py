@@ -30,5 +30,7 @@ def load_mlflow_teacher(uri: str, data: Dataset) -> tuple[nn.Module, TeacherMeta
     if outputs.shape[-1] != data.num_classes:
         raise ConfigError(FIELD, f"{uri} predicts {outputs.shape[-1]} classes but {data.name} has {data.num_classes}")
     test_accuracy = evaluate(module, data, "test")["test_accuracy"]
-    meta = TeacherMeta(uri, data.num_classes, data.input_shape, data.mean, data.std, data.name, test_accuracy, data.seed)
+    meta = TeacherMeta(
+        uri, data.num_classes, data.input_shape, data.mean, data.std, data.name, test_accuracy, data.seed
+    )
     return module, meta

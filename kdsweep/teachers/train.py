@@ -35,5 +35,7 @@ def train_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
         raise ConfigError("teacher.weights", str(error)) from None
     test_accuracy = evaluate(result.student, data, "test")["test_accuracy"]
     log(f"teacher {spec.arch}: test_accuracy {test_accuracy:.4f}")
-    meta = TeacherMeta(spec.arch, data.num_classes, data.input_shape, data.mean, data.std, data.name, test_accuracy, spec.seed)
+    meta = TeacherMeta(
+        spec.arch, data.num_classes, data.input_shape, data.mean, data.std, data.name, test_accuracy, spec.seed
+    )
     return Teacher(result.student.cpu().eval(), meta, "trained", result.history)

@@ -23,7 +23,7 @@ class LoggedModel(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.module(images)
 
-    def train(self, mode: bool = True) -> "LoggedModel":
+    def train(self, mode: bool = True) -> LoggedModel:
         return self
 
 
@@ -36,15 +36,21 @@ def load_logged_model(model_uri: str, tracking_uri: str | None = None) -> Logged
 def log_model(uri: str, run_id: str, module, data) -> str:
     """Log as an MLflow PyTorch model with a signature and an input example; returns its model URI."""
     model = copy.deepcopy(module).cpu().eval().to(memory_format=torch.contiguous_format)
-    example = data.val.images[:2].cpu().numpy().astype(np.float32) if hasattr(data.val, "images") else \
-        np.zeros((2, *data.input_shape), dtype=np.float32)
+    example = (
+        data.val.images[:2].cpu().numpy().astype(np.float32)
+        if hasattr(data.val, "images")
+        else np.zeros((2, *data.input_shape), dtype=np.float32)
+    )
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
     mlflow.set_tracking_uri(uri)
     status = MlflowClient(uri).get_run(run_id).info.status
     with mlflow.start_run(run_id=run_id, nested=True):
         info = mlflow.pytorch.log_model(
-            model, name="model", signature=infer_signature(example, output), input_example=example,
+            model,
+            name="model",
+            signature=infer_signature(example, output),
+            input_example=example,
             pip_requirements=_requirements(),  # given, not inferred: inference costs seconds per model
         )
     MlflowClient(uri).update_run(run_id, status=status)  # leaving start_run marked it FINISHED: the driver decides

@@ -52,11 +52,16 @@ def _versions() -> dict[str, str]:
 
     import kdsweep
 
-    versions = {"kdsweep.version": kdsweep.__version__, "ray.version": ray.__version__,
-                "torch.version": torch.__version__, "mlflow.version": mlflow.__version__}
+    versions = {
+        "kdsweep.version": kdsweep.__version__,
+        "ray.version": ray.__version__,
+        "torch.version": torch.__version__,
+        "mlflow.version": mlflow.__version__,
+    }
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip()
         if commit:
             versions["mlflow.source.git.commit"] = commit
     except OSError:
@@ -82,7 +87,9 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 def latest_parent(client: MlflowClient, experiment_ids: list[str]):
     """The most recent sweep's parent run in these experiments, or None."""
-    found = client.search_runs(experiment_ids, f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"], max_results=1)
+    found = client.search_runs(
+        experiment_ids, f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"], max_results=1
+    )
     return found[0] if found else None
 
 
@@ -112,14 +119,28 @@ class SweepTracker:
                 self.parent_run_id = previous.info.run_id
                 self.client.update_run(self.parent_run_id, status="RUNNING")
         if self.parent_run_id is None:
-            tags = {TAG_ROLE: "parent", TAG_SWEEP: self.experiment_name, "dataset": config.data.name,
-                    "teacher": config.teacher.arch, "space_file": config.space_file or "", **_versions()}
-            run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+            tags = {
+                TAG_ROLE: "parent",
+                TAG_SWEEP: self.experiment_name,
+                "dataset": config.data.name,
+                "teacher": config.teacher.arch,
+                "space_file": config.space_file or "",
+                **_versions(),
+            }
+            run = self.client.create_run(
+                self.experiment_id, tags=tags, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+            )
             self.parent_run_id = run.info.run_id
-            params = {**flat_params("data.", config.data.model_dump()), **flat_params("", config.model_dump(
-                include={"objective", "budget", "scheduler", "searcher", "resources"}))}
+            params = {
+                **flat_params("data.", config.data.model_dump()),
+                **flat_params(
+                    "", config.model_dump(include={"objective", "budget", "scheduler", "searcher", "resources"})
+                ),
+            }
             params["fixed"] = json.dumps(config.fixed, sort_keys=True)
-            self.client.log_batch(self.parent_run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in params.items()])
+            self.client.log_batch(
+                self.parent_run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in params.items()]
+            )
             if config.space_file:
                 self.client.log_artifact(self.parent_run_id, config.space_file, "search_space")
             resolved = config.model_dump_json(indent=2, exclude={"run": {"tracking_uri"}})  # may carry credentials
@@ -130,7 +151,9 @@ class SweepTracker:
         """The teacher's reference metrics on the parent, so students can be compared with it."""
         self.client.set_tag(self.parent_run_id, TAG_TEACHER_RUN, teacher_run_id)
         now = int(time.time() * 1000)
-        self.client.log_batch(self.parent_run_id, metrics=[Metric(f"teacher_{k}", float(v), now, 0) for k, v in reference.items()])
+        self.client.log_batch(
+            self.parent_run_id, metrics=[Metric(f"teacher_{k}", float(v), now, 0) for k, v in reference.items()]
+        )
 
     def close_trial(self, run_id: str, outcome: Outcome, error: str | None = None) -> None:
         """The run's MLflow status for `outcome`, with the outcome (and any error) in tags."""
@@ -177,8 +200,11 @@ class TrialTracker:
         step = int(metrics["epoch"])
         if step <= self.logged_epoch:
             return
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        batch = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         self.client.log_batch(self.run_id, metrics=batch)
 
     def log_student(self, student, data, confusion) -> str:

@@ -34,18 +34,42 @@ class MlflowServer:
     machines need) or written by clients straight to `artifacts` (a path they share).
     """
 
-    def __init__(self, backend_store_uri: str, artifacts: Path, log_path: Path, serve_artifacts: bool = False,
-                 host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        backend_store_uri: str,
+        artifacts: Path,
+        log_path: Path,
+        serve_artifacts: bool = False,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         self.log_path = log_path
-        where = (["--serve-artifacts", "--artifacts-destination", str(artifacts)] if serve_artifacts
-                 else ["--no-serve-artifacts", "--default-artifact-root", str(artifacts)])
+        where = (
+            ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
+            if serve_artifacts
+            else ["--no-serve-artifacts", "--default-artifact-root", str(artifacts)]
+        )
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(self.port), "--workers", "1",
-                 "--backend-store-uri", backend_store_uri, *where],
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "server",
+                    "--host",
+                    host,
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    backend_store_uri,
+                    *where,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             )
 
@@ -58,7 +82,9 @@ class MlflowServer:
             except ConfigError:
                 if self.process.poll() is not None or time.time() > deadline:
                     self.stop()
-                    raise ConfigError("--tracking-uri", f"the MLflow server did not start (see {self.log_path})") from None
+                    raise ConfigError(
+                        "--tracking-uri", f"the MLflow server did not start (see {self.log_path})"
+                    ) from None
                 time.sleep(0.5)
 
     def stop(self) -> None:

@@ -11,6 +11,10 @@ from mlflow.tracking import MlflowClient
 
 from kdsweep.errors import ConfigError
 
+# MLflow prints a link after every run it touches and a progress bar for every download: noise in
+# kdsweep's output. Commands set these when they start.
+QUIET_MLFLOW = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else ./mlflow.db (what `mlflow ui` opens by default)."""
@@ -27,12 +31,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                     raise OSError(f"HTTP {response.status}")
         except OSError as error:
             reason = getattr(error, "reason", error)
-            raise ConfigError("--tracking-uri", f"cannot reach the MLflow server at {display_uri(uri)} ({reason})") from None
+            raise ConfigError(
+                "--tracking-uri", f"cannot reach the MLflow server at {display_uri(uri)} ({reason})"
+            ) from None
         return
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:  # any store that cannot be opened
-        raise ConfigError("--tracking-uri", f"cannot open the MLflow store {display_uri(uri)} ({error.__class__.__name__}: {error})") from None
+        raise ConfigError(
+            "--tracking-uri", f"cannot open the MLflow store {display_uri(uri)} ({error.__class__.__name__}: {error})"
+        ) from None
 
 
 def use_store(uri: str) -> None:

@@ -26,14 +26,25 @@ def log_teacher(uri: str, teacher, data) -> tuple[str, dict[str, float]]:
         reference = {k: found[0].data.metrics[k] for k in REFERENCE_METRICS if k in found[0].data.metrics}
         return found[0].info.run_id, reference
     cost = measure_cost(teacher.module, data.input_shape)
-    run = client.create_run(teachers, tags={TAG_ROLE: "teacher", TAG_TEACHER_KEY: key, "source": teacher.source},
-                            run_name=f"teacher-{teacher.meta.arch}-{teacher.meta.dataset}")
+    run = client.create_run(
+        teachers,
+        tags={TAG_ROLE: "teacher", TAG_TEACHER_KEY: key, "source": teacher.source},
+        run_name=f"teacher-{teacher.meta.arch}-{teacher.meta.dataset}",
+    )
     run_id = run.info.run_id
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, int(m["epoch"])) for m in (teacher.history or [])
-               for k, v in m.items() if k in ("train_loss", "val_accuracy", "val_loss")]
-    metrics += [Metric("test_accuracy", teacher.meta.test_accuracy, now, 0), Metric("params", cost.params, now, 0),
-                Metric("flops", cost.flops, now, 0), Metric("latency_ms", cost.latency_ms, now, 0)]
+    metrics = [
+        Metric(k, float(v), now, int(m["epoch"]))
+        for m in (teacher.history or [])
+        for k, v in m.items()
+        if k in ("train_loss", "val_accuracy", "val_loss")
+    ]
+    metrics += [
+        Metric("test_accuracy", teacher.meta.test_accuracy, now, 0),
+        Metric("params", cost.params, now, 0),
+        Metric("flops", cost.flops, now, 0),
+        Metric("latency_ms", cost.latency_ms, now, 0),
+    ]
     params = [Param(k, str(v)) for k, v in asdict(teacher.meta).items()]
     client.log_batch(run_id, metrics=metrics, params=params)
     log_model(uri, run_id, teacher.module, data)

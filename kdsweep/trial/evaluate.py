@@ -26,7 +26,9 @@ def predict(model: nn.Module, data: Dataset, split: str) -> tuple[torch.Tensor, 
     return torch.cat(logits), torch.cat(labels)
 
 
-def evaluate(model: nn.Module, data: Dataset, split: str, teacher_logits: torch.Tensor | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, data: Dataset, split: str, teacher_logits: torch.Tensor | None = None
+) -> dict[str, float]:
     """Accuracy, macro precision/recall/F1 (scikit-learn), CE loss and agreement with the teacher."""
     logits, labels = predict(model, data, split)
     predicted = logits.argmax(1).cpu().numpy()

@@ -117,12 +117,14 @@ def _setup_process(config: TrialConfig, device: torch.device) -> None:
 def _checkpoint(student: nn.Module, optimizer, scheduler, epoch: int) -> Callable[[], dict[str, Any]]:
     def state() -> dict[str, Any]:
         # A copy: training goes on mutating the live tensors after the report.
-        return copy.deepcopy({
-            "student": student.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-        })
+        return copy.deepcopy(
+            {
+                "student": student.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+            }
+        )
 
     return state
 
