@@ -311,6 +311,18 @@ def test_unknown_dataset_name_suggests_the_close_match():
     assert "did you mean 'digits'?" in str(caught.value)
 
 
+def test_the_digest_names_the_exact_splits_and_nothing_else(digits):
+    again = load_dataset(DataSpec(name="digits", seed=0, val_fraction=0.1, test_fraction=0.2))
+    assert again.digest == digits.digest and len(digits.digest) == 16
+    others = [
+        DataSpec(name="digits", seed=1),
+        DataSpec(name="digits", val_fraction=0.2),
+        DataSpec(name="digits", test_fraction=0.3),
+        DataSpec(name="synthetic", channels=1, image_size=8, num_samples=1797),
+    ]
+    assert len({digits.digest, *(load_dataset(spec).digest for spec in others)}) == 1 + len(others)
+
+
 # ---------------------------------------------------------------- ImageFolder
 
 
@@ -403,6 +415,16 @@ def test_image_folder_streaming_eval_gives_the_files_normalised_in_order(tree):
     assert torch.cat([b.labels for b in batches]).tolist() == [0, 0, 1, 1]
     images = torch.cat([b.images for b in batches])
     assert np.array_equal(_levels(images, data, 255.0), _test_images_in_file_order(arrays))
+
+
+def test_a_streamed_tree_is_identified_by_its_files_and_a_changed_file_changes_it(tmp_path):
+    root = tmp_path / "pets"
+    _make_tree(root, {"train": 5, "test": 2})
+    first = load_dataset(_folder_spec(root, memory_limit_mb=0))
+    assert load_dataset(_folder_spec(root, memory_limit_mb=0)).digest == first.digest
+    with open(root / "train" / "a" / "0.png", "ab") as handle:
+        handle.write(b"\0")  # one more byte in one image
+    assert load_dataset(_folder_spec(root, memory_limit_mb=0)).digest != first.digest
 
 
 def test_image_folder_streaming_matches_in_memory_split_and_statistics(tree):
