@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from kdsweep.data import DataSpec, load_dataset
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model, load_pretrained
-from kdsweep.teachers import TeacherMeta, TeacherSpec, load_teacher, prepare_teacher, save_teacher
+from kdsweep.teachers import TeacherMeta, TeacherSpec, cache_path, load_teacher, prepare_teacher, save_teacher
 
 
 def meta_for(data, **change) -> TeacherMeta:
@@ -91,6 +91,66 @@ def test_a_trained_teacher_is_reused_by_the_next_sweep_on_the_same_data(tiny_dat
         assert torch.equal(a, b)
     other_seed = prepare_teacher(spec.model_copy(update={"seed": 1}), tiny_data, log=lines.append)
     assert other_seed.source.startswith("trained:")
+
+
+def test_the_cache_key_changes_with_everything_that_makes_the_teacher_and_nothing_else(tmp_path):
+    base = DataSpec(name="synthetic", channels=1, image_size=8, num_classes=4, num_samples=160)
+    spec = TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path))
+    reference = cache_path(spec, load_dataset(base))
+    other_data = [{"val_fraction": 0.2}, {"test_fraction": 0.3}, {"num_samples": 200}, {"image_size": 12}, {"seed": 1}]
+    for change in other_data:
+        assert cache_path(spec, load_dataset(base.model_copy(update=change))) != reference, change
+    other_training = [{"lr": 0.1}, {"batch_size": 32}, {"optimizer": "adamw"}, {"epochs": 2}, {"seed": 3}]
+    for change in other_training:
+        assert cache_path(spec.model_copy(update=change), load_dataset(base)) != reference, change
+    for change in ({"mode": "online"}, {"cache_limit_mb": 8}):  # how trials get its outputs: the same teacher
+        assert cache_path(spec.model_copy(update=change), load_dataset(base)) == reference, change
+
+
+def test_two_folders_of_the_same_name_do_not_share_a_teacher(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for parent, shade in (("one", 10), ("two", 200)):
+        root = tmp_path / parent / "pets"
+        for split in ("train", "test"):
+            for label in ("a", "b"):
+                (root / split / label).mkdir(parents=True)
+                for i in range(4):
+                    Image.new("L", (8, 8), color=shade + i).save(root / split / label / f"{i}.png")
+        paths.append(cache_path(TeacherSpec(), load_dataset(DataSpec(name=str(root), image_size=8, val_fraction=0.25))))
+    assert paths[0] != paths[1] and paths[0].name.startswith("pets-")
+
+
+def test_a_teacher_trained_on_other_data_of_the_same_shape_is_refused(tiny_data, tmp_path):
+    spec = TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path))
+    trained = prepare_teacher(spec, tiny_data, log=lambda _: None)
+    assert trained.meta.data_digest == tiny_data.digest and trained.meta.lr == spec.lr
+    path = trained.source.removeprefix("trained:")
+    other = load_dataset(tiny_data.spec.model_copy(update={"seed": 1}))  # same shape and classes, other splits
+    with pytest.raises(ConfigError, match=r"teacher.checkpoint: .* was trained on other data than this sweep's"):
+        prepare_teacher(TeacherSpec(checkpoint=path), other)
+    assert prepare_teacher(TeacherSpec(checkpoint=path), tiny_data).meta == trained.meta
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"format": "kdsweep-teacher/1", "meta": {}, "state_dict": {}}, "an older kdsweep teacher file"),
+        ({"format": "kdsweep-teacher/2", "meta": {"arch": "small_cnn"}, "state_dict": {}}, "malformed metadata"),
+        ({"format": "kdsweep-teacher/2", "meta": "arch", "state_dict": {}}, "malformed metadata"),
+        ({"meta": {"arch": "resnet1800"}}, "holds a 'resnet1800', which is not a registered model"),
+        ({"state_dict": {"conv.weight": torch.zeros(2)}}, "does not hold the weights of a small_cnn"),
+    ],
+)
+def test_teacher_files_with_bad_metadata_or_weights_are_one_line_errors(tiny_data, tmp_path, payload, message):
+    good = {"format": "kdsweep-teacher/2", "meta": meta_for(tiny_data).model_dump(), "state_dict": {}}
+    if "meta" in payload and isinstance(payload["meta"], dict) and "format" not in payload:
+        payload = {**good, "meta": {**good["meta"], **payload["meta"]}}
+    torch.save({**good, **payload}, tmp_path / "t.pt")
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_teacher(str(tmp_path / "t.pt"), tiny_data)
+    assert caught.value.field == "teacher.checkpoint" and "\n" not in str(caught.value)
 
 
 def test_pretrained_torchvision_weights_are_copied_where_shapes_agree(tmp_path, monkeypatch):
@@ -192,6 +252,9 @@ def test_a_teacher_registered_in_mlflow_is_accepted_by_uri_and_checked_against_t
     other = load_dataset(DataSpec(name="synthetic", channels=1, image_size=8, num_classes=3, num_samples=120))
     with pytest.raises(ConfigError, match="predicts 4 classes but synthetic has 3"):
         prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@best"), other)
+    same_shape = load_dataset(tiny_data.spec.model_copy(update={"seed": 2}))
+    with pytest.raises(ConfigError, match="models:/tiny-teacher@best was trained on other data than this sweep's"):
+        prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@best"), same_shape)
     with pytest.raises(ConfigError, match="teacher.checkpoint: cannot load models:/tiny-teacher@nope"):
         prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@nope"), tiny_data)
 

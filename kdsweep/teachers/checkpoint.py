@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from kdsweep.data import Dataset
-from kdsweep.errors import ConfigError
-from kdsweep.models import create_model
+from kdsweep.errors import ConfigError, from_validation_error, one_line
+from kdsweep.models import create_model, list_models
 from kdsweep.teachers.teacher import TeacherMeta
 
-FORMAT = "kdsweep-teacher/1"
+FORMAT = "kdsweep-teacher/2"  # /2: the metadata names the data (its digest) and the training settings
 FIELD = "teacher.checkpoint"
 
 
 def save_teacher(path: Path, module: nn.Module, meta: TeacherMeta) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "meta": asdict(meta), "state_dict": module.state_dict()}
+    payload = {"format": FORMAT, "meta": meta.model_dump(), "state_dict": module.state_dict()}
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)  # atomic: a concurrent sweep never reads half a file
@@ -46,16 +46,40 @@ def load_teacher(path: str, data: Dataset) -> tuple[nn.Module, TeacherMeta]:
         ) from None
     except Exception as error:  # truncated or not a torch file at all
         raise ConfigError(FIELD, f"'{path}' is not a readable checkpoint ({error.__class__.__name__})") from error
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or not str(payload.get("format", "")).startswith("kdsweep-teacher/"):
         raise ConfigError(FIELD, f"'{path}' is not a kdsweep teacher file (save one with python -m kdsweep.teacher)")
-    meta_dict = dict(payload["meta"])
-    meta_dict["input_shape"] = tuple(meta_dict["input_shape"])
-    meta_dict["mean"], meta_dict["std"] = tuple(meta_dict["mean"]), tuple(meta_dict["std"])
-    meta = TeacherMeta(**meta_dict)
-    if meta.num_classes != data.num_classes:
-        raise ConfigError(FIELD, f"'{path}' predicts {meta.num_classes} classes but {data.name} has {data.num_classes}")
-    if tuple(meta.input_shape) != data.input_shape:
-        raise ConfigError(FIELD, f"'{path}' expects inputs {meta.input_shape} but {data.name} has {data.input_shape}")
+    if payload["format"] != FORMAT:
+        raise ConfigError(
+            FIELD,
+            f"'{path}' is an older kdsweep teacher file ({payload['format']}) that does not say "
+            "which data it was trained on: train it again with python -m kdsweep.teacher",
+        )
+    try:
+        meta = TeacherMeta.model_validate(payload.get("meta"))
+    except ValidationError as error:
+        problem = from_validation_error(error)
+        raise ConfigError(FIELD, f"'{path}' has malformed metadata ({problem})") from None
+    check_fits(meta, data, f"'{path}'")
+    if meta.arch not in list_models():
+        raise ConfigError(FIELD, f"'{path}' holds a '{meta.arch}', which is not a registered model here")
     module = create_model(meta.arch, meta.num_classes, meta.input_shape[0], meta.input_shape[1])
-    module.load_state_dict(payload["state_dict"])
+    try:
+        module.load_state_dict(payload.get("state_dict") or {})
+    except (RuntimeError, TypeError) as error:  # missing, unexpected or mis-shaped keys
+        raise ConfigError(FIELD, f"'{path}' does not hold the weights of a {meta.arch} ({one_line(error)})") from None
     return module.eval(), meta
+
+
+def check_fits(meta: TeacherMeta, data: Dataset, what: str) -> None:
+    """Bad input unless the teacher was trained on exactly this data (or, not knowing, at least fits it)."""
+    if meta.num_classes != data.num_classes:
+        raise ConfigError(FIELD, f"{what} predicts {meta.num_classes} classes but {data.name} has {data.num_classes}")
+    if tuple(meta.input_shape) != data.input_shape:
+        raise ConfigError(FIELD, f"{what} expects inputs {meta.input_shape} but {data.name} has {data.input_shape}")
+    if meta.data_digest is not None and meta.data_digest != data.digest:
+        raise ConfigError(
+            FIELD,
+            f"{what} was trained on other data than this sweep's ({meta.dataset}, splits {meta.data_digest}; this "
+            f"sweep: {data.name}, splits {data.digest}): it may have seen this sweep's validation or test images. "
+            "Leave teacher.checkpoint unset to train one for this data",
+        )

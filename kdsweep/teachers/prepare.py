@@ -19,21 +19,35 @@ from kdsweep.teachers.train import train_teacher
 from kdsweep.trial import TeacherOutputs, pick_device
 
 
-def prepare_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
-    """The sweep's teacher: from `spec.checkpoint`, from the cache on disk, or trained now (and cached)."""
+def find_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher | None:
+    """The teacher `spec.checkpoint` names, or one trained earlier for exactly this data and these
+    settings (the cache on disk); None when one must be trained. Bad input raises ConfigError."""
     if spec.checkpoint:
         load = load_mlflow_teacher if spec.checkpoint.startswith(MLFLOW_SCHEMES) else load_teacher
         module, meta = load(spec.checkpoint, data)
         return Teacher(module, meta, f"checkpoint:{spec.checkpoint}")
     path = cache_path(spec, data)
-    if path.exists():
-        module, meta = load_teacher(str(path), data)
-        log(f"teacher: reusing {spec.arch} trained earlier on {data.name} ({path})")
-        return Teacher(module, meta, f"cache:{path}")
-    teacher = train_teacher(spec, data, log)
+    if not path.exists():
+        return None
+    module, meta = load_teacher(str(path), data)
+    log(f"teacher: reusing {spec.arch} trained earlier on exactly this data ({path})")
+    return Teacher(module, meta, f"cache:{path}")
+
+
+def keep_trained(spec: TeacherSpec, teacher: Teacher, data: Dataset, log=print) -> None:
+    """Save a teacher trained just now into the cache on disk, for the next sweep on this data."""
+    path = cache_path(spec, data)
     save_teacher(path, teacher.module, teacher.meta)
     teacher.source = f"trained:{path}"
-    log(f"teacher: saved to {path} (reused by later sweeps on this dataset)")
+    log(f"teacher: saved to {path} (reused by later sweeps on this data)")
+
+
+def prepare_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
+    """The teacher, found or trained (and kept) in this process: for the commands that run one trial."""
+    teacher = find_teacher(spec, data, log)
+    if teacher is None:
+        teacher = train_teacher(spec, data, log)
+        keep_trained(spec, teacher, data, log)
     return teacher
 
 

@@ -1,14 +1,18 @@
-"""A teacher as the sweep holds it: the module, what it was trained for, and where it came from."""
+"""A teacher as the sweep holds it: the module, what it was trained on and how, and where it came from."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 
-@dataclass(frozen=True)
-class TeacherMeta:
+class TeacherMeta(BaseModel):
+    """Plain metadata, stored in the teacher file and on its MLflow run; validated when read back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     arch: str
     num_classes: int
     input_shape: tuple[int, int, int]
@@ -17,6 +21,13 @@ class TeacherMeta:
     dataset: str
     test_accuracy: float
     seed: int
+    data_digest: str | None = None  # Dataset.digest of the splits it was trained on; None: not known
+    # How it was trained (None for a teacher that came from elsewhere): part of what makes it this teacher.
+    weights: str | None = None
+    epochs: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    batch_size: int | None = None
 
 
 @dataclass
@@ -25,5 +36,5 @@ class Teacher:
 
     module: nn.Module
     meta: TeacherMeta
-    source: str  # "trained:<path>", "cache:<path>" or "checkpoint:<path>": the file is its identity
+    source: str  # "trained", "trained:<path>", "cache:<path>" or "checkpoint:<path or URI>": its identity
     history: list[dict[str, float]] | None = None

@@ -6,6 +6,7 @@ from kdsweep.data import Dataset
 from kdsweep.errors import ConfigError
 from kdsweep.models import PretrainedUnavailable
 from kdsweep.teachers.spec import TeacherSpec
+from kdsweep.teachers.store import training_settings
 from kdsweep.teachers.teacher import Teacher, TeacherMeta
 from kdsweep.trial import TrialConfig, evaluate, run_trial
 
@@ -36,6 +37,13 @@ def train_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher:
     test_accuracy = evaluate(result.student, data, "test")["test_accuracy"]
     log(f"teacher {spec.arch}: test_accuracy {test_accuracy:.4f}")
     meta = TeacherMeta(
-        spec.arch, data.num_classes, data.input_shape, data.mean, data.std, data.name, test_accuracy, spec.seed
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        mean=data.mean,
+        std=data.std,
+        dataset=data.name,
+        test_accuracy=test_accuracy,
+        data_digest=data.digest,
+        **training_settings(spec),
     )
     return Teacher(result.student.cpu().eval(), meta, "trained", result.history)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -45,7 +44,7 @@ def log_teacher(uri: str, teacher, data) -> tuple[str, dict[str, float]]:
         Metric("flops", cost.flops, now, 0),
         Metric("latency_ms", cost.latency_ms, now, 0),
     ]
-    params = [Param(k, str(v)) for k, v in asdict(teacher.meta).items()]
+    params = [Param(k, str(v)) for k, v in teacher.meta.model_dump().items()]
     client.log_batch(run_id, metrics=metrics, params=params)
     log_model(uri, run_id, teacher.module, data)
     client.set_terminated(run_id)
