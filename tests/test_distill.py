@@ -9,10 +9,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from kdsweep.data import DataSpec, load_dataset
+from kdsweep.data import Batch, DataSpec, load_dataset
 from kdsweep.models import create_model
 from kdsweep.teachers import OnlineTeacher
-from kdsweep.trial import TrialConfig, evaluate, run_trial
+from kdsweep.trial import TrialConfig, evaluate, place, predict, run_trial
 
 TINY = {"student": "small_cnn", "width": 4, "epochs": 2, "batch_size": 32, "lr": 0.05, "measure_latency": False}
 
@@ -79,6 +79,31 @@ def test_resuming_from_a_checkpointed_epoch_matches_an_uninterrupted_run(tiny_da
     assert resumed.metrics["train_loss"] == pytest.approx(full.metrics["train_loss"], rel=1e-6)
     for a, b in zip(full.student.state_dict().values(), resumed.student.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+class DeviceRecorder(torch.nn.Module):
+    """A model that notes the device of every input it is given."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.seen = inner, set()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen.add(images.device.type)
+        return self.inner(images)
+
+
+def test_a_model_and_the_batches_it_sees_are_always_on_one_device(tiny_data):
+    """On a GPU node a model is placed on CUDA while the data arrives on the CPU; `meta` stands in for
+    that other device here. Whoever places a model, its batches follow it, and so does the teacher."""
+    other = torch.device("meta")
+    model = place(DeviceRecorder(tiny_model(tiny_data)), other)
+    logits, labels = predict(model, tiny_data, "val")
+    assert model.seen == {"meta"} and logits.device == labels.device == other
+    teacher = OnlineTeacher(DeviceRecorder(tiny_model(tiny_data)))  # prepared on the driver's CPU
+    batch = Batch(tiny_data.train.images[:16].to(other), tiny_data.train.labels[:16].to(other), torch.arange(16))
+    assert teacher.train_logits(batch, None, 1).device == other and teacher.module.seen == {"meta"}
+    assert teacher.eval_logits(tiny_data, "val", other).shape == (len(tiny_data.val), tiny_data.num_classes)
 
 
 def test_a_student_agrees_fully_with_itself_as_teacher(tiny_data):

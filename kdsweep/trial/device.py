@@ -7,6 +7,8 @@ never to a device of its own choosing.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -29,5 +31,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed), a no-op on CPU where fp32 is faster."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    """bf16 autocast on CUDA (no loss scaling needed), nothing elsewhere (on a CPU fp32 is faster)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
