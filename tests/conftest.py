@@ -59,7 +59,24 @@ def ray_session(tmp_path_factory):
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on a free 127.0.0.1 port: sqlite backend, artifacts served over HTTP."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    server = MlflowServer(f"sqlite:///{root}/mlflow.db", root / "artifacts", root / "server.log", serve_artifacts=True)
+    server = MlflowServer(f"sqlite:///{root}/mlflow.db", root / "artifacts", root / "server.log")
     server.wait_ready()
     yield server.url
     server.stop()
+
+
+@pytest.fixture
+def sweeps():
+    """Start `python -m kdsweep.search --address ...` subprocesses (tests/clusters.py); any still
+    running after the test is killed."""
+    from clusters import Sweep
+
+    started: list[Sweep] = []
+
+    def run(*args, **kwargs) -> Sweep:
+        started.append(Sweep(*args, **kwargs))
+        return started[-1]
+
+    yield run
+    for sweep in started:
+        sweep.kill()

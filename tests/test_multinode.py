@@ -7,26 +7,11 @@ both nodes see (standing in for shared storage) and tracks students in a real `m
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
-
 import pytest
-import yaml
+from clusters import LocalCluster, wait_for
 from mlflow.tracking import MlflowClient
 
-from kdsweep.tracking.server import free_port
-
 pytestmark = pytest.mark.multinode
-
-REPO = Path(__file__).resolve().parents[1]
-RAY = str(Path(sys.executable).with_name("ray"))  # the venv's CLI: nodes run this interpreter
 
 SPACE = {
     "data": {"name": "synthetic", "channels": 1, "image_size": 8, "num_classes": 4, "num_samples": 2000},
@@ -44,136 +29,6 @@ SPACE = {
 }
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-class LocalCluster:
-    """A head and a worker node as two `ray start --block` process groups sharing a private temp dir.
-
-    Each node is stopped by killing its own process group, never with `ray stop`, which would also
-    stop any other Ray runtime on this machine.
-    """
-
-    def __init__(self, head_args: list[str], worker_args: list[str]) -> None:
-        self.head_args, self.worker_args = head_args, worker_args
-        # Short and private: Ray's unix sockets live under it (107-byte limit), and `ray start`
-        # records its address there rather than in /tmp/ray, where a plain `ray.init()` would find it.
-        self.temp_dir = tempfile.mkdtemp(prefix="kdray", dir="/tmp")
-        self.head: subprocess.Popen | None = None
-        self.worker: subprocess.Popen | None = None
-        self.address = self.head_node_id = self.worker_node_id = ""
-
-    def start(self) -> None:
-        self.head = self._start(
-            "head",
-            [
-                "--head",
-                f"--port={free_port()}",
-                "--include-dashboard=false",
-                f"--dashboard-port={free_port()}",
-                *self.head_args,
-            ],
-        )
-        address_file = Path(self.temp_dir) / "ray_current_cluster"  # written once the head is up
-        self.address = wait_for(
-            lambda: self._check_running() and address_file.exists() and address_file.read_text().strip(),
-            120,
-            "the head node",
-        )
-        self.start_worker()
-
-    def start_worker(self) -> None:
-        self.worker = self._start("worker", [f"--address={self.address}", *self.worker_args])
-        nodes = self._alive_nodes(expected=2)
-        self.head_node_id = next(n["NodeID"] for n in nodes if "node:__internal_head__" in n["Resources"])
-        self.worker_node_id = next(n["NodeID"] for n in nodes if n["NodeID"] != self.head_node_id)
-
-    def ensure_worker(self) -> None:
-        """Start a new worker node if a test killed the last one."""
-        if self.worker is None or self.worker.poll() is not None:
-            self.start_worker()
-
-    def kill_worker(self) -> None:
-        """SIGKILL the worker node's whole process group: raylet, object store, agents, all at once."""
-        os.killpg(self.worker.pid, signal.SIGKILL)
-        self.worker.wait(timeout=30)
-
-    def _start(self, role: str, args: list[str]) -> subprocess.Popen:
-        common = [
-            "--block",
-            "--disable-usage-stats",
-            f"--temp-dir={self.temp_dir}",
-            f"--dashboard-agent-listen-port={free_port()}",
-        ]
-        with open(Path(self.temp_dir) / f"{role}.log", "a") as log:
-            return subprocess.Popen(
-                [RAY, "start", *args, *common],
-                env=ray_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def _check_running(self) -> bool:
-        for process in (self.head, self.worker):
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"a ray node exited early:\n{self.logs()}")
-        return True
-
-    def _alive_nodes(self, expected: int) -> list[dict]:
-        """The alive nodes, once `expected` of them have registered (public API, in a throwaway driver)."""
-        code = (
-            "import json, time, ray\n"
-            f"ray.init(address={self.address!r}, log_to_driver=False)\n"
-            "deadline = time.time() + 120\n"
-            f"while len(nodes := [n for n in ray.nodes() if n['Alive']]) < {expected} and time.time() < deadline:\n"
-            "    time.sleep(0.5)\n"
-            "print(json.dumps(nodes))\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], env=ray_env(), capture_output=True, text=True, timeout=180)
-        self._check_running()
-        assert out.returncode == 0, out.stderr[-3000:]
-        nodes = json.loads(out.stdout.strip().splitlines()[-1])
-        assert len(nodes) == expected, f"{len(nodes)} of {expected} nodes joined:\n{self.logs()}"
-        return nodes
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(Path(self.temp_dir).glob("*.log")))
-
-    def stop(self) -> None:
-        for process in (self.worker, self.head):
-            if process is None:
-                continue
-            try:  # SIGTERM would make the head drain for up to 30 s; nothing here needs a clean exit
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=30)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def ray_env() -> dict[str, str]:
-    """This process's environment (with its per-test caches) for the nodes and drivers, minus RAY_ADDRESS."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(
-        # `ray start --head` turns token authentication on when ~/.ray/auth_token exists (any earlier
-        # `ray.init()` writes one), and a worker node started without the token could not join.
-        RAY_AUTH_MODE="disabled",
-        # Declare a killed node dead after ~3 s of missed health checks instead of ~15 s.
-        RAY_health_check_initial_delay_ms="1000",
-        RAY_health_check_period_ms="1000",
-        RAY_health_check_failure_threshold="3",
-    )
-    return env
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """1 CPU per node, and one GPU on the head: declared, not real, so trials still compute on the CPU."""
@@ -189,80 +44,6 @@ def cluster():
 def two_nodes(cluster) -> LocalCluster:
     cluster.ensure_worker()
     return cluster
-
-
-class Sweep:
-    """`python -m kdsweep.search --address ...` as a subprocess, with its own storage and output."""
-
-    def __init__(self, cluster: LocalCluster, tracking_uri: str, tmp_path: Path, space: dict, name: str, *extra: str):
-        self.storage = tmp_path / "results"
-        self.output = tmp_path / f"{name}.json"
-        self.log = tmp_path / f"{name}.log"
-        self.name = name
-        space_file = tmp_path / "space.yaml"
-        space_file.write_text(yaml.safe_dump(space))
-        command = [
-            sys.executable,
-            "-m",
-            "kdsweep.search",
-            "--space",
-            str(space_file),
-            "--name",
-            name,
-            "--address",
-            cluster.address,
-            "--storage",
-            str(self.storage),
-            "--tracking-uri",
-            tracking_uri,
-            "--output-json",
-            str(self.output),
-            "--no-select",
-            *extra,
-        ]
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                command, cwd=REPO, env=ray_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def results(self) -> dict[str, list[dict]]:
-        """Each trial directory's result.json lines so far (one per reported epoch)."""
-        found = {}
-        for path in (self.storage / self.name).glob("*/result.json"):
-            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
-            found[path.parent.name] = lines
-        return found
-
-    def finish(self, timeout: float) -> tuple[int, list[dict]]:
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"the sweep did not finish in {timeout:.0f}s:\n{self.log_tail()}")
-        rows = json.loads(self.output.read_text()) if self.output.exists() else []
-        return code, rows
-
-    def log_tail(self) -> str:
-        return self.log.read_text()[-6000:]
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def sweeps():
-    """Start sweeps; any still running after the test is killed."""
-    started: list[Sweep] = []
-
-    def run(*args, **kwargs) -> Sweep:
-        started.append(Sweep(*args, **kwargs))
-        return started[-1]
-
-    yield run
-    for sweep in started:
-        sweep.kill()
 
 
 def trial_runs(uri: str, experiment: str):
@@ -353,3 +134,28 @@ def test_killing_the_worker_node_mid_sweep_retries_its_trial_from_a_checkpoint_o
     assert len(runs) == 2 and len(set(trial_ids)) == 2, trial_ids
     assert sorted(r.info.run_id for r in runs) == sorted(row["mlflow_run_id"] for row in rows)
     assert all(r.info.status == "FINISHED" and "kdsweep.model_uri" in r.data.tags for r in runs)
+
+
+def test_a_streamed_folder_that_a_node_cannot_read_is_refused_before_any_trial(
+    two_nodes, sweeps, mlflow_server, tmp_path
+):
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(4):
+                Image.new("L", (8, 8), color=i * 40).save(root / split / label / f"{i}.png")
+    # A third node that does not see the folder, as a node of another machine would not.
+    blind = two_nodes.start_worker("blind", ["--num-cpus=1", "--num-gpus=0"], hidden=[root])
+    try:
+        data = {"name": str(root), "image_size": 8, "memory_limit_mb": 0, "num_workers": 0, "val_fraction": 0.25}
+        sweep = sweeps(two_nodes, mlflow_server, tmp_path, {**SPACE, "data": data}, "multinode-folder")
+        code, rows = sweep.finish(timeout=240)
+    finally:
+        two_nodes.kill_role("blind")
+    assert code == 2, sweep.log_tail()
+    error = next(line for line in sweep.log.read_text().splitlines() if line.startswith("error: "))
+    assert error.startswith(f"error: data.name: {root} is not the same on node {blind}"), error
+    assert "No such file or directory" in error and not (tmp_path / "results").exists()

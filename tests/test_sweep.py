@@ -200,7 +200,7 @@ def bad(space_change: dict) -> dict:
         ({"search.temperature.uniform": [0.0, 4.0]}, "search.temperature"),
         ({"search.alpha.uniform": [0.5, 1.5]}, "search.alpha"),
         ({"fixed.alpha": -0.1, "search": {"student": {"choice": ["resnet8"]}}}, "fixed.alpha"),
-        ({"resources.cpus_per_trial": 64}, "resources.cpus_per_trial: 64.0 but the cluster has"),
+        ({"resources.cpus_per_trial": 64}, "resources.cpus_per_trial: 64 CPUs per trial, but no node has that many"),
         ({"resources.gpus_per_trial": 1.5}, "resources.gpus_per_trial"),
         ({"search.beta.when": {"loss": "kdd"}}, "search.beta.when: loss never takes ['kdd']"),
         ({"search.lr": {"uniform": [0.1, 0.01]}}, "search.lr"),

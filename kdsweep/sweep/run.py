@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
+import ray
 from ray import tune
 
 from kdsweep.champion import select_champion
@@ -16,9 +16,11 @@ from kdsweep.errors import ConfigError
 from kdsweep.leaderboard import leaderboard_rows, print_leaderboard, write_json
 from kdsweep.outcome import Outcome
 from kdsweep.selection import Constraints
-from kdsweep.sweep.resources import check_resources
+from kdsweep.sweep.cluster import check_experiment_artifacts, check_folder_on_nodes, tracking_host
+from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
+from kdsweep.sweep.teacher_stage import teacher_stage
 from kdsweep.sweep.tuner import build_tuner, experiment_path, storage_path
-from kdsweep.teachers import Teacher, prepare_teacher, teacher_outputs
+from kdsweep.teachers import Teacher
 from kdsweep.tracking.runs import SweepTracker
 from kdsweep.tracking.server import tracking_service
 from kdsweep.tracking.store import QUIET_MLFLOW, display_uri, resolve_tracking_uri, use_store
@@ -35,13 +37,15 @@ class Prepared:
     """What a sweep has once its input is known to be good."""
 
     data: Dataset
-    teacher: Teacher | None  # the teacher model, for its MLflow run; trials get its outputs
+    data_ref: ray.ObjectRef  # the dataset in the object store, decoded once, shared by every trial
+    teacher: Teacher | None  # the teacher model, for its MLflow run
+    teacher_outputs: ray.ObjectRef | None  # what trials read logits from, computed where they run
+    teacher_node: str | None  # the node that computed them
     store: str  # the MLflow store, before a private server fronts it
+    tracking_host: str | None  # where that server listens (None: 127.0.0.1)
 
 
 def start_ray(config: SweepConfig):
-    import ray
-
     for key, value in QUIET_TUNE.items():
         os.environ.setdefault(key, value)
     if not ray.is_initialized():
@@ -51,30 +55,37 @@ def start_ray(config: SweepConfig):
             log_to_driver=True,
             runtime_env={"env_vars": {**QUIET_MLFLOW, **QUIET_TUNE}} if config.run.address else None,
         )
-    return ray
 
 
 def prepare(config: SweepConfig) -> Prepared:
     """Everything that can fail on bad input, before a single trial starts and before MLflow is written."""
     if not config.run.address:  # an embedded runtime gets this machine: check before starting it
-        check_resources(config, {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()})
+        check_resources(config, this_machine())
     if config.run.resume and not tune.Tuner.can_restore(experiment_path(config)):
         raise ConfigError(
             "--resume", f"no sweep named '{config.experiment_name}' to resume under {storage_path(config)}"
         )
     store = resolve_tracking_uri(config.run.tracking_uri)
     use_store(store)
-    ray = start_ray(config)
-    check_resources(config, ray.cluster_resources())
+    check_experiment_artifacts(config, store)
+    start_ray(config)
+    host = tracking_host(config, store)
+    node_types = cluster_node_types(ray)
+    check_resources(config, node_types)
     data = load_dataset(config.data)
-    teacher = prepare_teacher(config.teacher, data) if any_trial_needs_teacher(config) else None
-    return Prepared(data, teacher, store)
+    if config.run.address:
+        check_folder_on_nodes(data, node_types, config)
+    data_ref = ray.put(data)
+    teacher = outputs = node = None
+    if any_trial_needs_teacher(config):
+        teacher, outputs, node = teacher_stage(config, data, data_ref)
+    return Prepared(data, data_ref, teacher, outputs, node, store, host)
 
 
 def run_sweep(config: SweepConfig) -> int:
     """0 when some trial finished, 1 when none did; bad input raises ConfigError before anything runs."""
     prepared = prepare(config)
-    with tracking_service(prepared.store) as uri:
+    with tracking_service(prepared.store, prepared.tracking_host) as uri:
         return track_and_tune(config, prepared, uri)
 
 
@@ -83,14 +94,13 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str) -> int:
     tracker = SweepTracker(uri, config.experiment_name)
     tracking = tracker.start_parent(config, resume=config.run.resume)
     if teacher is not None:
-        tracker.link_teacher(*log_teacher(uri, teacher, data))
+        tracker.link_teacher(*log_teacher(uri, teacher, data), prepared.teacher_node)
     print(
         f"sweep '{config.experiment_name}': {config.budget.num_samples} samples on {data.name}, "
         f"storage {storage_path(config)}, MLflow {display_uri(uri)} (parent run {tracking.parent_run_id})",
         flush=True,
     )
-    outputs = teacher_outputs(config.teacher, teacher, data, config.budget.epochs) if teacher is not None else None
-    results = build_tuner(config, data, outputs, tracker, tracking).fit()
+    results = build_tuner(config, prepared.data_ref, prepared.teacher_outputs, tracker, tracking).fit()
     rows = leaderboard_rows(results, config)
     print_leaderboard(rows, config)
     succeeded = any(row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -13,12 +14,10 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from kdsweep.config import SweepConfig
-from kdsweep.data import Dataset
 from kdsweep.space import OptunaSpace, tune_param_space
 from kdsweep.sweep.callbacks import CloseRuns
 from kdsweep.sweep.trainable import tune_trial
 from kdsweep.tracking.runs import SweepTracker, TrackingContext
-from kdsweep.trial import TeacherOutputs
 
 DEFAULT_STORAGE = "kdsweep_results"
 REPORT_EVERY_S = 15  # the progress table; Tune's default of 5 s floods a log of a long sweep
@@ -34,9 +33,14 @@ def experiment_path(config: SweepConfig) -> str:
 
 
 def build_tuner(
-    config: SweepConfig, data: Dataset, teacher: TeacherOutputs | None, tracker: SweepTracker, tracking: TrackingContext
+    config: SweepConfig,
+    data: ray.ObjectRef,
+    teacher: ray.ObjectRef | None,
+    tracker: SweepTracker,
+    tracking: TrackingContext,
 ) -> tune.Tuner:
-    """Every trial gets `data` and `teacher` (what it reads logits from) through the object store."""
+    """Every trial gets the dataset and what it reads teacher logits from (a TeacherOutputs), both
+    already in the object store: put there once, by the driver and by the teacher stage."""
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial, base=config.trial_base(), data=data, teacher=teacher, tracking=tracking, plugins=config.plugins

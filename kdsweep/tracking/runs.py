@@ -30,6 +30,7 @@ TAG_MODEL_URI = "kdsweep.model_uri"
 TAG_STOPPED_EARLY = "kdsweep.stopped_early"
 TAG_TEACHER_RUN = "kdsweep.teacher_run_id"
 TAG_TEACHER_KEY = "kdsweep.teacher_key"
+TAG_TEACHER_NODE = "kdsweep.teacher_node_id"
 TAG_ERROR = "kdsweep.error"
 TAG_PARENT = "mlflow.parentRunId"
 TEACHERS_EXPERIMENT = "kdsweep-teachers"
@@ -147,9 +148,12 @@ class SweepTracker:
             self.client.log_text(self.parent_run_id, resolved, RESOLVED_CONFIG)
         return TrackingContext(self.uri, self.experiment_id, self.parent_run_id)
 
-    def link_teacher(self, teacher_run_id: str, reference: dict[str, float]) -> None:
-        """The teacher's reference metrics on the parent, so students can be compared with it."""
+    def link_teacher(self, teacher_run_id: str, reference: dict[str, float], node_id: str | None = None) -> None:
+        """The teacher's reference metrics on the parent, so students can be compared with it, and the
+        node that prepared the teacher for this sweep (trained it, computed its logit cache)."""
         self.client.set_tag(self.parent_run_id, TAG_TEACHER_RUN, teacher_run_id)
+        if node_id:
+            self.client.set_tag(self.parent_run_id, TAG_TEACHER_NODE, node_id)
         now = int(time.time() * 1000)
         self.client.log_batch(
             self.parent_run_id, metrics=[Metric(f"teacher_{k}", float(v), now, 0) for k, v in reference.items()]

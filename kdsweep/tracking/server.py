@@ -16,6 +16,7 @@ from kdsweep.tracking.store import check_reachable
 
 # A cold start creates or migrates the database: tens of seconds on two busy cores.
 SERVER_START_TIMEOUT_S = 120
+PROXIED = "mlflow-artifacts:/"  # artifacts uploaded through the server, stored in its artifacts destination
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,45 +30,34 @@ class MlflowServer:
     """`mlflow server` as a child process, ready once its /health answers; `stop()` ends it.
 
     One gunicorn worker, because several would write one sqlite file at once ("database is
-    locked"), and no job runner (MLflow's huey consumers: 7 processes kdsweep never uses).
-    Artifacts are either served (clients upload over HTTP: `serve_artifacts`, as workers on other
-    machines need) or written by clients straight to `artifacts` (a path they share).
+    locked"), and no job runner (MLflow's huey consumers: 7 processes kdsweep never uses). It
+    serves artifacts from `artifacts_destination` (what `mlflow-artifacts:/` URIs mean: clients
+    upload and download over HTTP, as workers on other machines must); experiments it creates
+    store theirs at `default_artifact_root` (a path that clients write directly, or
+    `mlflow-artifacts:/` to have them uploaded through it). It accepts requests addressed to its
+    own host and port only (MLflow's protection against DNS rebinding).
     """
 
     def __init__(
         self,
         backend_store_uri: str,
-        artifacts: Path,
+        artifacts_destination: Path,
         log_path: Path,
-        serve_artifacts: bool = False,
+        default_artifact_root: str = PROXIED,
         host: str = "127.0.0.1",
         port: int | None = None,
     ) -> None:
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         self.log_path = log_path
-        where = (
-            ["--serve-artifacts", "--artifacts-destination", str(artifacts)]
-            if serve_artifacts
-            else ["--no-serve-artifacts", "--default-artifact-root", str(artifacts)]
-        )
+        allowed = f"{host}:{self.port},{host},127.0.0.1:{self.port},localhost:{self.port}"
+        command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(self.port)]
+        command += ["--workers", "1", "--backend-store-uri", backend_store_uri, "--allowed-hosts", allowed]
+        command += ["--serve-artifacts", "--artifacts-destination", str(artifacts_destination)]
+        command += ["--default-artifact-root", default_artifact_root]
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "server",
-                    "--host",
-                    host,
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    "1",
-                    "--backend-store-uri",
-                    backend_store_uri,
-                    *where,
-                ],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
@@ -94,19 +84,26 @@ class MlflowServer:
 
 
 @contextmanager
-def tracking_service(uri: str, log=print) -> Iterator[str]:
-    """The URI trials log to. A local sqlite store is put behind a private `mlflow server` on
-    127.0.0.1 for the sweep's duration, so that concurrent trials never write the database file
-    at once ("database is locked"); artifacts still go straight to ./mlruns next to it."""
+def tracking_service(uri: str, host: str | None = None, log=print) -> Iterator[str]:
+    """The URI to log to. A local sqlite store is put behind a private `mlflow server` for as long
+    as it is used, so that concurrent trials never write the database file at once ("database is
+    locked"), and so that artifacts stored through a server (`mlflow-artifacts:/`) can be read.
+
+    `host` None: on 127.0.0.1, and new experiments keep their artifacts in ./mlruns next to the
+    database, written directly. `host` an address of this machine that the other nodes of a cluster
+    reach: new experiments' artifacts are uploaded through the server into ./mlartifacts (where
+    `mlflow ui` in the same directory looks for them), since a worker's own disk is out of reach.
+    """
     if not uri.startswith("sqlite:///"):
         yield uri
         return
     database = Path(uri.removeprefix("sqlite:///"))
     log_path = database.parent / f".mlflow-server-{os.getpid()}.log"
-    server = MlflowServer(uri, database.parent / "mlruns", log_path)
+    root = PROXIED if host else str(database.parent / "mlruns")
+    server = MlflowServer(uri, database.parent / "mlartifacts", log_path, root, host or "127.0.0.1")
     server.wait_ready()  # on failure the log stays, for the user to read
     try:
-        log(f"MLflow: {uri} served to the trials at {server.url}")
+        log(f"MLflow: {uri} served at {server.url}")
         yield server.url
     finally:
         server.stop()
