@@ -6,6 +6,7 @@ python -m kdsweep.distill --dataset digits --student resnet8 --temperature 4 --a
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from pydantic import ValidationError
 
@@ -16,7 +17,7 @@ from kdsweep.losses import list_losses
 from kdsweep.models import list_models, require_model
 from kdsweep.teachers import TeacherSpec, prepare_teacher, teacher_outputs
 from kdsweep.teachers.from_mlflow import MLFLOW_SCHEMES
-from kdsweep.tracking.store import resolve_tracking_uri, use_store
+from kdsweep.tracking.server import open_store
 from kdsweep.trial import TrialConfig, evaluate, run_trial
 
 FINAL_METRICS = (
@@ -91,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     data = load_dataset(data_spec)
     teacher = outputs = None
     if config.needs_teacher:
-        if (teacher_spec.checkpoint or "").startswith(MLFLOW_SCHEMES):
-            use_store(resolve_tracking_uri(args.tracking_uri))  # where models:/ resolves
-        teacher = prepare_teacher(teacher_spec, data)
+        in_mlflow = (teacher_spec.checkpoint or "").startswith(MLFLOW_SCHEMES)
+        with open_store(args.tracking_uri) if in_mlflow else contextlib.nullcontext():  # where models:/ resolves
+            teacher = prepare_teacher(teacher_spec, data)
         outputs = teacher_outputs(teacher_spec, teacher, data, config.epochs)
     print(f"student {config.student} on {data.name}: loss {config.loss}, T={config.temperature}, alpha={config.alpha}")
 

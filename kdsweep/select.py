@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from kdsweep.champion import default_experiment, select_champion
 from kdsweep.cli import ArgumentParser, add_tracking_uri, run_command
 from kdsweep.selection import Constraints
-from kdsweep.tracking.store import check_reachable, resolve_tracking_uri
+from kdsweep.tracking.server import open_store
 
 
 def build_parser() -> ArgumentParser:
@@ -33,11 +33,12 @@ def build_parser() -> ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """0 with the champion's model URI printed last; 1 when no student meets the constraints."""
-    uri = resolve_tracking_uri(args.tracking_uri)
-    check_reachable(uri)
     constraints = Constraints(args.max_latency_ms, args.max_params, args.min_accuracy)
-    experiment = args.experiment or default_experiment(MlflowClient(uri), args.parent_run_id)
-    champion = select_champion(uri, experiment, args.parent_run_id, constraints, args.register, args.metric, args.mode)
+    with open_store(args.tracking_uri) as uri:
+        experiment = args.experiment or default_experiment(MlflowClient(uri), args.parent_run_id)
+        champion = select_champion(
+            uri, experiment, args.parent_run_id, constraints, args.register, args.metric, args.mode
+        )
     if champion is None:
         return 1
     print(champion.model_uri)

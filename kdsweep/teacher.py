@@ -18,7 +18,8 @@ from kdsweep.data import DataSpec, load_dataset
 from kdsweep.errors import from_validation_error
 from kdsweep.models import require_model
 from kdsweep.teachers import TeacherSpec, cache_path, prepare_teacher, save_teacher
-from kdsweep.tracking.store import resolve_tracking_uri, use_store
+from kdsweep.tracking.server import open_store
+from kdsweep.tracking.store import display_uri, resolve_tracking_uri
 from kdsweep.tracking.teacher_run import log_teacher
 
 
@@ -40,20 +41,19 @@ def run(args: argparse.Namespace) -> int:
         spec = TeacherSpec(**teacher_fields(args), seed=args.seed)
     except ValidationError as error:
         raise from_validation_error(error, "teacher.") from None
-    uri = resolve_tracking_uri(args.tracking_uri)
-    use_store(uri)
     data = load_dataset(DataSpec(name=args.dataset, seed=args.seed))
-    teacher = prepare_teacher(spec, data)
-    if args.output:
-        save_teacher(Path(args.output), teacher.module, teacher.meta)
-    run_id, reference = log_teacher(uri, teacher, data)
+    with open_store(args.tracking_uri) as uri:
+        teacher = prepare_teacher(spec, data)
+        if args.output:
+            save_teacher(Path(args.output), teacher.module, teacher.meta)
+        run_id, reference = log_teacher(uri, teacher, data)
     print(
         f"teacher {teacher.meta.arch} on {data.name}: test_accuracy {teacher.meta.test_accuracy:.4f}, "
         f"{reference.get('params', 0):,.0f} params"
     )
     if args.output or not spec.checkpoint:
         print(f"saved: {args.output or cache_path(spec, data)}")
-    print(f"MLflow run {run_id} ({uri}); model runs:/{run_id}/model")
+    print(f"MLflow run {run_id} in {display_uri(resolve_tracking_uri(args.tracking_uri))}; model runs:/{run_id}/model")
     return 0
 
 

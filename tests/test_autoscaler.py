@@ -9,10 +9,14 @@ store (./mlflow.db), which workers on other nodes could not write to a file.
 
 from __future__ import annotations
 
+import mlflow
 import pytest
+import torch
 import yaml
 from clusters import CLUSTER_YAML, AutoscalingCluster, alive_nodes
 from mlflow.tracking import MlflowClient
+
+from kdsweep.tracking.server import open_store
 
 pytestmark = pytest.mark.multinode
 
@@ -82,3 +86,7 @@ def test_a_sweep_gets_gpu_workers_from_the_autoscaler_and_tracks_every_trial_in_
     champion = client.get_model_version_by_alias("autoscaled", "champion")
     assert champion.run_id in {row["mlflow_run_id"] for row in rows}
     assert "champion:" in sweep.log_tail()
+    # Afterwards, on the head, the champion loads from the same default store (served again, locally).
+    with open_store(f"sqlite:///{tmp_path / 'mlflow.db'}", log=lambda _: None):
+        student = mlflow.pytorch.load_model("models:/autoscaled@champion", map_location="cpu")
+    assert student(torch.zeros(2, 1, 8, 8)).shape == (2, 4)

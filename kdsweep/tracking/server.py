@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
+
 from kdsweep.errors import ConfigError
-from kdsweep.tracking.store import check_reachable
+from kdsweep.tracking.store import check_reachable, resolve_tracking_uri, use_store
 
 # A cold start creates or migrates the database: tens of seconds on two busy cores.
 SERVER_START_TIMEOUT_S = 120
@@ -108,3 +110,15 @@ def tracking_service(uri: str, host: str | None = None, log=print) -> Iterator[s
     finally:
         server.stop()
         log_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def open_store(tracking_uri: str | None, log=print) -> Iterator[str]:
+    """For a command: the store `--tracking-uri` names (or the default), checked, served when it is a
+    sqlite file (so that artifacts a cluster sweep uploaded through a server can be read), and made
+    the one `models:/` URIs resolve against."""
+    store = resolve_tracking_uri(tracking_uri)
+    use_store(store)
+    with tracking_service(store, log=log) as uri:
+        mlflow.set_tracking_uri(uri)
+        yield uri
