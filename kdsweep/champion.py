@@ -28,7 +28,7 @@ from kdsweep.plots import pareto_figure
 from kdsweep.plugins import import_plugins
 from kdsweep.selection import FRONT_METRICS, FRONT_SENSES, Constraints, TrialRun, front_of, rank, satisfies
 from kdsweep.tracking.models import load_logged_model
-from kdsweep.tracking.runs import RESOLVED_CONFIG, TAG_MODEL_URI, TAG_PARENT, TAG_ROLE, latest_parent
+from kdsweep.tracking.runs import RESOLVED_CONFIG, TAG_MODEL_URI, TAG_PARENT, TAG_ROLE, every_page, latest_parent
 from kdsweep.trial import evaluate
 
 ALIAS = "champion"
@@ -85,17 +85,6 @@ def sweep_config(client: MlflowClient, parent: Run) -> SweepConfig:
     return config
 
 
-def _every(fetch: Callable) -> list:
-    """All pages of an MLflow search (each page holds at most 1000)."""
-    items, token = [], None
-    while True:
-        page = fetch(page_token=token)
-        items.extend(page)
-        token = page.token
-        if not token:
-            return items
-
-
 def _get_run(client: MlflowClient, run_id: str) -> Run:
     try:
         return client.get_run(run_id)
@@ -114,7 +103,7 @@ def default_experiment(client: MlflowClient, parent_run_id: str | None = None) -
     """The experiment of `parent_run_id`, else of the most recent sweep in the store."""
     if parent_run_id:
         return client.get_experiment(_get_run(client, parent_run_id).info.experiment_id).name
-    ids = [e.experiment_id for e in _every(lambda page_token: client.search_experiments(page_token=page_token))]
+    ids = [e.experiment_id for e in every_page(lambda page_token: client.search_experiments(page_token=page_token))]
     return client.get_experiment(
         _latest_parent(client, ids, f"the store {client.tracking_uri}").info.experiment_id
     ).name
@@ -123,7 +112,7 @@ def default_experiment(client: MlflowClient, parent_run_id: str | None = None) -
 def find_parent(client: MlflowClient, experiment_name: str, parent_run_id: str | None) -> Run:
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
-        names = [e.name for e in _every(lambda page_token: client.search_experiments(page_token=page_token))]
+        names = [e.name for e in every_page(lambda page_token: client.search_experiments(page_token=page_token))]
         raise ConfigError(
             "--experiment",
             f"no experiment named '{experiment_name}' in {client.tracking_uri}{did_you_mean(experiment_name, names)}",
@@ -191,7 +180,7 @@ def select_champion(
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
     parent = find_parent(client, experiment_name, parent_run_id)
-    children = _every(
+    children = every_page(
         lambda page_token: client.search_runs(
             [parent.info.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'", page_token=page_token
         )

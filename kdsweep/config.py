@@ -130,6 +130,9 @@ class Run(_Strict):
     resume: bool = False
     select: bool = True  # choose, test and register the champion at the end
     register_name: str | None = None  # registered model name for the champion; default: the experiment name
+    # How long a trial (and the driver, at the end) waits for an unreachable tracking server before
+    # giving up on what it could not store (it is named in the leaderboard).
+    tracking_patience_s: float = Field(default=300.0, ge=0)
 
 
 class SweepConfig(_Strict):

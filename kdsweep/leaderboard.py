@@ -8,37 +8,35 @@ from collections.abc import Mapping
 from typing import Any
 
 from kdsweep.config import SweepConfig
-from kdsweep.errors import one_line
-from kdsweep.outcome import Outcome, trial_outcome
-from kdsweep.space import sampled
+from kdsweep.outcome import Outcome, outcome_of, trial_error
+from kdsweep.space import trial_template
 from kdsweep.trial import TrialConfig
 
-STATUS_ORDER = {Outcome.FINISHED: 0, Outcome.STOPPED: 1, Outcome.DIVERGED: 2, Outcome.ERROR: 3}
+STATUS_ORDER = {Outcome.FINISHED: 0, Outcome.STOPPED: 1, Outcome.INTERRUPTED: 2, Outcome.DIVERGED: 3, Outcome.ERROR: 4}
 COLUMNS = ["rank", "run", "student", "T", "alpha", "loss", "val_acc", "f1", "params", "ms", "status"]
 
 
-def leaderboard_rows(results, config: SweepConfig) -> list[dict[str, Any]]:
-    """Tune's results as rows (config, metrics, outcome, node, MLflow run), best first."""
+def leaderboard_rows(trials, config: SweepConfig, lacking: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Tune's trials as rows (config, metrics, outcome, node, MLflow run, what MLflow lacks), best first."""
     objective = config.objectives[0]
-    base = config.trial_base()
+    template = trial_template(config)
     rows = []
-    for result in results:
-        metrics = dict(result.metrics or {})
+    for trial in trials:
+        metrics = dict(trial.last_result or {})
         rows.append(
             {
-                "trial_id": metrics.get("trial_id"),  # Tune fills it in even before a trial's first report
-                "status": str(trial_outcome(metrics, result.error is not None, config.budget.epochs)),
-                "error": None if result.error is None else one_line(result.error, last=True),
+                "trial_id": trial.trial_id,
+                "status": str(outcome_of(trial, config.budget.epochs)),
+                "error": trial_error(trial),
                 # What the sweep chose for this trial (fixed and sampled), validated; defaults stay implicit.
-                "config": TrialConfig.model_validate({**base, **sampled(result.config or {})}).model_dump(
-                    exclude_unset=True
-                ),
+                "config": template.trial(trial.config or {}).model_dump(exclude_unset=True),
                 "metrics": {
                     k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                 },
                 "node_id": metrics.get("node_id"),
                 "mlflow_run_id": metrics.get("mlflow_run_id"),
-                "path": result.path,
+                "not_in_mlflow": (lacking or {}).get(trial.trial_id),
+                "path": trial.local_path,
             }
         )
 
@@ -65,6 +63,8 @@ def format_leaderboard(rows: list[dict[str, Any]]) -> str:
         out.append(line)
         if row.get("error"):
             out.append(f"      error: {row['error']}")
+        if row.get("not_in_mlflow"):
+            out.append(f"      not in MLflow: {row['not_in_mlflow']}")
     return "\n".join(out)
 
 
@@ -102,9 +102,11 @@ def _number(value: Any, spec: str) -> str:
 def print_leaderboard(rows: list[dict[str, Any]], config: SweepConfig) -> None:
     objective = config.objectives[0]
     counts = {s: sum(r["status"] == s for r in rows) for s in Outcome}
+    interrupted = f", {counts[Outcome.INTERRUPTED]} interrupted" if counts[Outcome.INTERRUPTED] else ""
     print(
         f"\nleaderboard ({objective.metric}, {objective.mode}; {counts[Outcome.FINISHED]} finished, "
-        f"{counts[Outcome.STOPPED]} stopped early, {counts[Outcome.DIVERGED]} diverged, {counts[Outcome.ERROR]} failed)"
+        f"{counts[Outcome.STOPPED]} stopped early, {counts[Outcome.DIVERGED]} diverged, "
+        f"{counts[Outcome.ERROR]} failed{interrupted})"
     )
     print(format_leaderboard([{**row, "run": row["trial_id"]} for row in rows]))
 

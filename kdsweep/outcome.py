@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
+from pathlib import Path
 from typing import Any
+
+from kdsweep.errors import one_line
 
 TAG_OUTCOME = "kdsweep.outcome"
 
@@ -14,6 +17,7 @@ class Outcome(str, Enum):
     STOPPED = "STOPPED"  # cut short by the scheduler (ASHA): not a failure, but no model to ship
     DIVERGED = "DIVERGED"  # a non-finite loss: an outcome of its hyperparameters, never retried
     ERROR = "ERROR"  # failed for good after its retries
+    INTERRUPTED = "INTERRUPTED"  # the sweep was stopped (Ctrl-C) or lost its driver before it ended: --resume
 
     def __str__(self) -> str:
         return self.value
@@ -25,13 +29,35 @@ MLFLOW_STATUS = {
     Outcome.DIVERGED: "FINISHED",
     Outcome.STOPPED: "KILLED",
     Outcome.ERROR: "FAILED",
+    Outcome.INTERRUPTED: "KILLED",
 }
 
 
-def trial_outcome(last: Mapping[str, Any], errored: bool, epochs: int) -> Outcome:
-    """From a trial's last report, whether it errored, and the sweep's epoch budget."""
+def trial_outcome(last: Mapping[str, Any], errored: bool, epochs: int, ended: bool = True) -> Outcome:
+    """From a trial's last report, whether it errored, the sweep's epoch budget, and whether Tune ended it
+    (a trial still running or pending when the sweep stopped did not end: it was interrupted)."""
     if errored:
         return Outcome.ERROR
+    if not ended:
+        return Outcome.INTERRUPTED
     if last.get("diverged"):
         return Outcome.DIVERGED
     return Outcome.FINISHED if last.get("epoch", 0) >= epochs else Outcome.STOPPED
+
+
+# Tune's statuses of a trial that will not run again; any other (PENDING, RUNNING, PAUSED) after the
+# sweep returned means the sweep was interrupted before it.
+ENDED = ("TERMINATED", "ERROR")
+
+
+def outcome_of(trial, epochs: int, errored: bool = False, ended: bool = False) -> Outcome:
+    """A Tune trial's outcome, from its status and last report. `errored`/`ended`: Tune is reporting that it
+    failed or completed (in those callbacks its status is not updated yet)."""
+    errored = errored or trial.status == "ERROR"
+    return trial_outcome(trial.last_result or {}, errored, epochs, ended=ended or errored or trial.status in ENDED)
+
+
+def trial_error(trial) -> str | None:
+    """The error a Tune trial failed with, as one line (its traceback's last), or None."""
+    path = Path(trial.error_file) if trial.error_file else None
+    return one_line(path.read_text(), last=True) if path and path.exists() else None

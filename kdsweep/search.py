@@ -9,10 +9,13 @@ Ray runtime. Every flag overrides one field of the space (named in its help), as
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 from kdsweep.cli import ArgumentParser, add_dataset, add_tracking_uri, run_command
 from kdsweep.config import SweepConfig, load_config
 from kdsweep.sweep.run import run_sweep
+from kdsweep.tracking.store import display_uri
 
 
 def build_parser() -> ArgumentParser:
@@ -78,13 +81,25 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """0 when the sweep finished (failed trials are listed), 1 when no trial succeeded."""
-    return run_sweep(config_from_args(args))
+def resume_command(argv: list[str]) -> str:
+    """This very command with --resume: what continues an interrupted sweep (credentials masked)."""
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--tracking-uri" and i + 1 < len(args):
+            args[i + 1] = display_uri(args[i + 1])
+        elif arg.startswith("--tracking-uri="):
+            args[i] = "--tracking-uri=" + display_uri(arg.split("=", 1)[1])
+    return shlex.join(["python", "-m", "kdsweep.search", *args, *([] if "--resume" in args else ["--resume"])])
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """0 when the sweep finished (failed trials are listed), 1 when no trial succeeded, 130 when interrupted."""
+    return run_sweep(config_from_args(args), resume_command(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), run, argv)
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(build_parser(), lambda args: run(args, argv), argv)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,23 @@
-"""SweepConfig.search -> what Ray Tune samples: a param_space for random/grid, a define-by-run for Optuna.
+"""SweepConfig.search -> what Ray Tune samples (a param_space for random/grid, a define-by-run for Optuna),
+and what Tune sampled -> the trial's TrialConfig.
 
-Conditional parameters (`when:`) are never sampled where they mean nothing: random search draws
-them with `tune.sample_from` after their condition's value is known; Optuna's define-by-run space
-asks for them only on the branch where they exist, so TPE models them on that branch alone.
+Conditional parameters (`when:`) never reach a trial where they mean nothing. Optuna's define-by-run
+space asks for them only on the branch where they exist, so TPE models them on that branch alone.
+Random search draws every parameter, as plain Tune domains, and `TrialTemplate.trial` drops the
+conditional ones whose condition does not hold: the same distribution as drawing them only where
+they apply, reproducible from `searcher.seed`, and stored once in Tune's experiment state (a
+`tune.sample_from` function would be called again when a trial is restored, and draw anew).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
 
 from kdsweep.config import Param, SweepConfig
+from kdsweep.trial import TrialConfig
 
 
 def _tune_domain(param: Param):
@@ -26,18 +32,30 @@ def _tune_domain(param: Param):
     return tune.randint(*param.values)
 
 
-def _conditional(param: Param):
-    domain = _tune_domain(param)
-
-    def sample(config) -> Any:
-        return domain.sample() if param.condition_holds(dict(config)) else None
-
-    return tune.sample_from(sample)
-
-
 def tune_param_space(config: SweepConfig) -> dict[str, Any]:
-    """Random/grid search: Tune domains, conditional ones resolved after the keys they depend on."""
-    return {name: _conditional(param) if param.when else _tune_domain(param) for name, param in config.search.items()}
+    """Random/grid search: a Tune domain per searched parameter, conditional ones included."""
+    return {name: _tune_domain(param) for name, param in config.search.items()}
+
+
+@dataclass(frozen=True)
+class TrialTemplate:
+    """What every trial of a sweep shares, and which searched parameters apply only under a condition."""
+
+    base: dict[str, Any]  # fixed parameters and the epoch budget
+    search: dict[str, Param]
+
+    def trial(self, sampled: dict[str, Any], **extra: Any) -> TrialConfig:
+        """The validated trial for what the searcher drew (conditional values that do not apply dropped)."""
+        applies = {
+            name: value
+            for name, value in sampled.items()
+            if value is not None and (name not in self.search or self.search[name].condition_holds(sampled))
+        }
+        return TrialConfig.model_validate({**self.base, **applies, **extra})
+
+
+def trial_template(config: SweepConfig) -> TrialTemplate:
+    return TrialTemplate(config.trial_base(), dict(config.search))
 
 
 class OptunaSpace:
@@ -62,8 +80,3 @@ class OptunaSpace:
                 chosen[name] = trial.suggest_float(name, *param.values, log=True)
             else:  # randint: high excluded, as in Tune
                 chosen[name] = trial.suggest_int(name, param.values[0], param.values[1] - 1)
-
-
-def sampled(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's config without the placeholders of conditional parameters that did not apply."""
-    return {key: value for key, value in config.items() if value is not None}

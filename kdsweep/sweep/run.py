@@ -8,19 +8,22 @@ from dataclasses import dataclass
 
 import ray
 from ray import tune
+from ray.tune import ExperimentAnalysis
 
 from kdsweep.champion import select_champion
 from kdsweep.config import SweepConfig, any_trial_needs_teacher
 from kdsweep.data import Dataset, load_dataset
-from kdsweep.errors import ConfigError
+from kdsweep.errors import ConfigError, one_line
 from kdsweep.leaderboard import leaderboard_rows, print_leaderboard, write_json
 from kdsweep.outcome import Outcome
 from kdsweep.selection import Constraints
+from kdsweep.sweep.callbacks import RunCloser
 from kdsweep.sweep.cluster import check_experiment_artifacts, check_folder_on_nodes, tracking_host
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
 from kdsweep.sweep.teacher_stage import teacher_stage
 from kdsweep.sweep.tuner import build_tuner, experiment_path, storage_path
 from kdsweep.teachers import Teacher
+from kdsweep.tracking.pending import FAIL_FAST
 from kdsweep.tracking.runs import SweepTracker
 from kdsweep.tracking.server import tracking_service
 from kdsweep.tracking.store import QUIET_MLFLOW, display_uri, resolve_tracking_uri, use_store
@@ -29,6 +32,7 @@ from kdsweep.tracking.teacher_run import log_teacher
 # Tune's classic reporter shows only the columns we pick; a checkpoint every epoch is the point
 # (resume from the last epoch), so Tune's warning about checkpoint sync time is noise. Workers of a
 # cluster get these (and MLflow's quiet settings) through the job's runtime environment.
+EXIT_INTERRUPTED = 130  # what shells expect of a program stopped by Ctrl-C (128 + SIGINT)
 QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
@@ -46,14 +50,14 @@ class Prepared:
 
 
 def start_ray(config: SweepConfig):
-    for key, value in QUIET_TUNE.items():
+    for key, value in {**QUIET_TUNE, **FAIL_FAST}.items():  # the driver's MLflow calls, too, must not block Tune
         os.environ.setdefault(key, value)
     if not ray.is_initialized():
         ray.init(
             address=config.run.address,
             include_dashboard=False,
             log_to_driver=True,
-            runtime_env={"env_vars": {**QUIET_MLFLOW, **QUIET_TUNE}} if config.run.address else None,
+            runtime_env={"env_vars": {**QUIET_MLFLOW, **QUIET_TUNE, **FAIL_FAST}} if config.run.address else None,
         )
 
 
@@ -82,14 +86,15 @@ def prepare(config: SweepConfig) -> Prepared:
     return Prepared(data, data_ref, teacher, outputs, node, store, host)
 
 
-def run_sweep(config: SweepConfig) -> int:
-    """0 when some trial finished, 1 when none did; bad input raises ConfigError before anything runs."""
+def run_sweep(config: SweepConfig, resume_command: str = "") -> int:
+    """0 when some trial finished, 1 when none did, 130 when interrupted (Ctrl-C: `resume_command` is
+    printed); bad input raises ConfigError before anything runs."""
     prepared = prepare(config)
     with tracking_service(prepared.store, prepared.tracking_host) as uri:
-        return track_and_tune(config, prepared, uri)
+        return track_and_tune(config, prepared, uri, resume_command)
 
 
-def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str) -> int:
+def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_command: str = "") -> int:
     data, teacher = prepared.data, prepared.teacher
     tracker = SweepTracker(uri, config.experiment_name)
     tracking = tracker.start_parent(config, resume=config.run.resume)
@@ -100,11 +105,29 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str) -> int:
         f"storage {storage_path(config)}, MLflow {display_uri(uri)} (parent run {tracking.parent_run_id})",
         flush=True,
     )
-    results = build_tuner(config, prepared.data_ref, prepared.teacher_outputs, tracker, tracking).fit()
-    rows = leaderboard_rows(results, config)
+    closer = RunCloser(tracker, tracking, config, data)
+    closer.register(config.experiment_name)  # what Tune's restored callbacks close runs with
+    build_tuner(config, prepared.data_ref, prepared.teacher_outputs, tracking).fit()
+    # The trials as Tune last saved them: on Ctrl-C it saves the running ones as RUNNING (what --resume
+    # continues) before it stops them, so a status other than TERMINATED or ERROR means interrupted.
+    analysis = ExperimentAnalysis(experiment_path(config))
+    lacking = closer.reconcile(analysis.trials, analysis.trial_dataframes)
+    rows = leaderboard_rows(analysis.trials, config, lacking)
     print_leaderboard(rows, config)
+    if config.run.output_json:
+        write_json(rows, config.run.output_json)
+    if any(row["status"] == Outcome.INTERRUPTED for row in rows):
+        _finish(tracker, "KILLED")
+        print(f"\ninterrupted: nothing was selected or registered. Continue the sweep with:\n  {resume_command}")
+        return EXIT_INTERRUPTED
+    if lacking:  # the tracking server stayed away: selection would read an incomplete record
+        print(
+            f"\nMLflow ({display_uri(uri)}) stayed unreachable: it lacks what {len(lacking)} trial(s) recorded "
+            "(rows marked 'not in MLflow'); nothing was selected or registered"
+        )
+        return 1
     succeeded = any(row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
-    tracker.finish("FINISHED" if succeeded else "FAILED")
+    _finish(tracker, "FINISHED" if succeeded else "FAILED")
     if succeeded and config.run.select:
         primary = config.objectives[0]
         champion = select_champion(
@@ -121,6 +144,14 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str) -> int:
             print(f"champion: {champion.run_name} -> {champion.model_uri}")
             for row in rows:
                 row["champion"] = row.get("mlflow_run_id") == champion.run_id
-    if config.run.output_json:
-        write_json(rows, config.run.output_json)
+            if config.run.output_json:
+                write_json(rows, config.run.output_json)
     return 0 if succeeded else 1
+
+
+def _finish(tracker: SweepTracker, status: str) -> None:
+    """The parent run's status; a server that went away is named, not a traceback."""
+    try:
+        tracker.finish(status)
+    except Exception as error:
+        print(f"MLflow: could not mark the sweep's run {status} ({one_line(error)})")

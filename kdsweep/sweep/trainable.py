@@ -20,7 +20,8 @@ from kdsweep.data import Dataset
 from kdsweep.models import create_model
 from kdsweep.plots import confusion_figure
 from kdsweep.plugins import import_plugins
-from kdsweep.space import sampled
+from kdsweep.space import TrialTemplate
+from kdsweep.tracking.pending import FAIL_FAST
 from kdsweep.tracking.runs import TrackingContext, TrialTracker
 from kdsweep.tracking.store import QUIET_MLFLOW
 from kdsweep.trial import TeacherOutputs, TrialConfig, pick_device, place, predict, run_trial
@@ -36,26 +37,25 @@ def run_name(config: TrialConfig, trial_id: str) -> str:
 
 def tune_trial(
     sampled_config: dict[str, Any],
-    base: dict[str, Any],
+    template: TrialTemplate,
     data: Dataset,
     teacher: TeacherOutputs | None,
     tracking: TrackingContext | None,
     plugins: list[str],
 ) -> None:
-    """The Tune trainable: `sampled_config` is what the searcher drew, `base` what every trial shares."""
+    """The Tune trainable: `sampled_config` is what the searcher drew, `template` what every trial shares."""
     # Quiet in every worker: one line per checkpoint per epoch, and MLflow's link after every upload.
     for name in ("ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.update(QUIET_MLFLOW)  # a worker started before the command set it does not inherit it
+    os.environ.update({**QUIET_MLFLOW, **FAIL_FAST})  # a worker started before the command did not inherit them
     import_plugins(plugins)
     context = tune.get_context()
     cpus = max(1, int(context.get_trial_resources().required_resources.get("CPU", 1)))
     # The Tune boundary: validated here once, trusted everywhere after (the space's every extreme
     # was validated before Ray started, so a failure here is a bug, with its traceback).
-    config = TrialConfig.model_validate({**base, **sampled(sampled_config), "num_threads": cpus})
+    config = template.trial(sampled_config, num_threads=cpus)
     trial_id = context.get_trial_id()
-    params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
-    tracker = TrialTracker(tracking, trial_id, run_name(config, trial_id), params) if tracking else None
+    tracker = open_trial_run(tracking, trial_id, config, data) if tracking else None
     node_id = ray.get_runtime_context().get_node_id()
     resume_state = None
     checkpoint = tune.get_checkpoint()
@@ -65,17 +65,28 @@ def tune_trial(
 
     def report(metrics: dict[str, float], state) -> None:
         snapshot = state()
+        extra: dict[str, Any] = {"node_id": node_id}
         if tracker:
             tracker.log_epoch(metrics)
-            # Before the last report: a scheduler may end the trial as soon as it sees it.
-            if metrics["epoch"] == config.epochs and not metrics.get("diverged"):
-                log_final_student(tracker, config, snapshot["student"], data)
-        extra = {"node_id": node_id, "mlflow_run_id": tracker.run_id if tracker else None}
+            # All before the last report: a scheduler may end the trial as soon as it sees it.
+            if metrics["epoch"] == config.epochs or metrics.get("diverged"):
+                if not metrics.get("diverged"):
+                    log_final_student(tracker, config, snapshot["student"], data)
+                unsaved = tracker.finish(tracking.patience_s)
+                if unsaved:  # the tracking server stayed away: say exactly what it does not have
+                    extra["tracking_unsaved"] = unsaved
+            extra["mlflow_run_id"] = tracker.run_id
         with tempfile.TemporaryDirectory() as directory:
             torch.save(snapshot, Path(directory) / STATE_FILE)
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     run_trial(config, data, teacher=teacher, report=report, resume_state=resume_state)
+
+
+def open_trial_run(tracking: TrackingContext, trial_id: str, config: TrialConfig, data: Dataset) -> TrialTracker:
+    """The trial's MLflow run (found by its trial id, else created with its parameters)."""
+    params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
+    return TrialTracker(tracking, trial_id, run_name(config, trial_id), params)
 
 
 def log_final_student(tracker: TrialTracker, config: TrialConfig, weights: dict, data: Dataset) -> None:

@@ -14,10 +14,10 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from kdsweep.config import SweepConfig
-from kdsweep.space import OptunaSpace, tune_param_space
+from kdsweep.space import OptunaSpace, trial_template, tune_param_space
 from kdsweep.sweep.callbacks import CloseRuns
 from kdsweep.sweep.trainable import tune_trial
-from kdsweep.tracking.runs import SweepTracker, TrackingContext
+from kdsweep.tracking.runs import TrackingContext
 
 DEFAULT_STORAGE = "kdsweep_results"
 REPORT_EVERY_S = 15  # the progress table; Tune's default of 5 s floods a log of a long sweep
@@ -36,14 +36,18 @@ def build_tuner(
     config: SweepConfig,
     data: ray.ObjectRef,
     teacher: ray.ObjectRef | None,
-    tracker: SweepTracker,
     tracking: TrackingContext,
 ) -> tune.Tuner:
     """Every trial gets the dataset and what it reads teacher logits from (a TeacherOutputs), both
     already in the object store: put there once, by the driver and by the teacher stage."""
     trainable = tune.with_resources(
         tune.with_parameters(
-            tune_trial, base=config.trial_base(), data=data, teacher=teacher, tracking=tracking, plugins=config.plugins
+            tune_trial,
+            template=trial_template(config),
+            data=data,
+            teacher=teacher,
+            tracking=tracking,
+            plugins=config.plugins,
         ),
         {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial},
     )
@@ -62,7 +66,7 @@ def build_tuner(
         failure_config=FailureConfig(max_failures=config.resources.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=1),
         progress_reporter=_reporter(config),
-        callbacks=[CloseRuns(tracker, config.budget.epochs)],
+        callbacks=[CloseRuns(config.experiment_name)],
         verbose=1,
     )
     tune_config = tune.TuneConfig(

@@ -22,6 +22,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome
 from kdsweep.tracking.models import log_model
+from kdsweep.tracking.pending import Pending, describe
 
 TAG_ROLE = "kdsweep.role"  # parent | trial | teacher
 TAG_SWEEP = "kdsweep.sweep"
@@ -40,11 +41,13 @@ RESOLVED_CONFIG = "search_space/resolved.json"  # the validated SweepConfig, on 
 
 @dataclass(frozen=True)
 class TrackingContext:
-    """What a trial needs to find its run; sent to every trial with the Tune config."""
+    """What a trial needs to find its run; sent to every trial with the Tune config (not pickled into
+    Tune's experiment state: `tune.with_parameters` keeps it in the object store)."""
 
     uri: str
     experiment_id: str
     parent_run_id: str
+    patience_s: float = 300.0  # how long a trial waits at its end for an unreachable tracking server
 
 
 def _versions() -> dict[str, str]:
@@ -79,6 +82,17 @@ def flat_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
         else:
             out[name] = str(value)
     return out
+
+
+def every_page(fetch) -> list:
+    """All pages of an MLflow search (a page holds at most 1000): `fetch(page_token=...)` returns one."""
+    items, token = [], None
+    while True:
+        page = fetch(page_token=token)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -146,7 +160,7 @@ class SweepTracker:
                 self.client.log_artifact(self.parent_run_id, config.space_file, "search_space")
             resolved = config.model_dump_json(indent=2, exclude={"run": {"tracking_uri"}})  # may carry credentials
             self.client.log_text(self.parent_run_id, resolved, RESOLVED_CONFIG)
-        return TrackingContext(self.uri, self.experiment_id, self.parent_run_id)
+        return TrackingContext(self.uri, self.experiment_id, self.parent_run_id, config.run.tracking_patience_s)
 
     def link_teacher(self, teacher_run_id: str, reference: dict[str, float], node_id: str | None = None) -> None:
         """The teacher's reference metrics on the parent, so students can be compared with it, and the
@@ -168,6 +182,25 @@ class SweepTracker:
             self.client.set_tag(run_id, TAG_ERROR, error[:MAX_TAG_VAL_LENGTH])
         self.client.set_terminated(run_id, status=MLFLOW_STATUS[outcome])
 
+    def trial_runs(self) -> dict[str, tuple[str, str, str | None, int, bool]]:
+        """This sweep's child runs: trial id -> (run id, MLflow status, outcome tag, last epoch, has a model)."""
+        found = every_page(
+            lambda page_token: self.client.search_runs(
+                [self.experiment_id], f"tags.`{TAG_PARENT}` = '{self.parent_run_id}'", page_token=page_token
+            )
+        )
+        return {
+            run.data.tags[TAG_TRIAL_ID]: (
+                run.info.run_id,
+                run.info.status,
+                run.data.tags.get(TAG_OUTCOME),
+                int(run.data.metrics.get("epoch", 0)),
+                TAG_MODEL_URI in run.data.tags,
+            )
+            for run in found
+            if TAG_TRIAL_ID in run.data.tags
+        }
+
     def run_for_trial(self, trial_id: str) -> str | None:
         found = find_trial_run(self.client, self.experiment_id, trial_id)
         return found.info.run_id if found else None
@@ -180,39 +213,64 @@ class SweepTracker:
 
 
 class TrialTracker:
-    """The child run of one trial: found by trial id (a retry continues it), else created."""
+    """The child run of one trial: found by trial id (a retry continues it), else created.
 
-    def __init__(self, context: TrackingContext, trial_id: str, run_name: str, params: dict[str, Any]) -> None:
+    Every call goes through a `Pending` queue: while the tracking server is unreachable the trial
+    trains on, and what it logged arrives when the server is back (or is named in `unsaved()`).
+    """
+
+    def __init__(
+        self, context: TrackingContext, trial_id: str, run_name: str, params: dict[str, Any], log=print
+    ) -> None:
         self.context = context
         self.client = MlflowClient(context.uri)
-        found = find_trial_run(self.client, context.experiment_id, trial_id)
+        self.run_id: str | None = None
         self.logged_epoch = 0
+        self.has_model = False
+        self.pending = Pending(log)
+        self.pending.add("the trial's run", lambda: self._open(trial_id, run_name, params))
+
+    def _open(self, trial_id: str, run_name: str, params: dict[str, Any]) -> None:
+        found = find_trial_run(self.client, self.context.experiment_id, trial_id)
         if found:
-            self.run_id = found.info.run_id
-            self.client.update_run(self.run_id, status="RUNNING")
+            self.client.update_run(found.info.run_id, status="RUNNING")
             # A crash between logging an epoch and checkpointing it replays that epoch: log it once.
             self.logged_epoch = int(found.data.metrics.get("epoch", 0))
+            self.has_model = TAG_MODEL_URI in found.data.tags
+            self.run_id = found.info.run_id
             return
-        tags = {TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id, TAG_PARENT: context.parent_run_id}
-        run = self.client.create_run(context.experiment_id, tags=tags, run_name=run_name)
-        self.run_id = run.info.run_id
+        tags = {TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id, TAG_PARENT: self.context.parent_run_id}
+        run = self.client.create_run(self.context.experiment_id, tags=tags, run_name=run_name)
         flat = flat_params("", params)
-        self.client.log_batch(self.run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()])
+        self.client.log_batch(run.info.run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()])
+        self.run_id = run.info.run_id
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
         step = int(metrics["epoch"])
-        if step <= self.logged_epoch:
-            return
         batch = [
             Metric(k, float(v), now, step)
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         ]
-        self.client.log_batch(self.run_id, metrics=batch)
 
-    def log_student(self, student, data, confusion) -> str:
-        uri = log_model(self.context.uri, self.run_id, student, data)
-        self.client.set_tag(self.run_id, TAG_MODEL_URI, uri)
-        self.client.log_figure(self.run_id, confusion, "confusion_matrix_val.png")
-        return uri
+        def log() -> None:
+            if step > self.logged_epoch:
+                self.client.log_batch(self.run_id, metrics=batch)
+                self.logged_epoch = step
+
+        self.pending.add(f"metrics of epoch {step}", log)
+
+    def log_student(self, student, data, confusion) -> None:
+        def log() -> None:
+            uri = log_model(self.context.uri, self.run_id, student, data)
+            self.client.set_tag(self.run_id, TAG_MODEL_URI, uri)
+            self.client.log_figure(self.run_id, confusion, "confusion_matrix_val.png")
+            self.has_model = True
+
+        self.pending.add("the student model", log)
+
+    def finish(self, patience_s: float) -> str | None:
+        """Wait up to `patience_s` for what is still pending; what could not be stored, or None."""
+        self.pending.flush(patience_s)
+        return describe(self.pending.unsaved()) or None

@@ -1,0 +1,156 @@
+"""A sweep that is stopped part-way, with the default tracking store, and then resumed.
+
+The driver runs as a user runs it (`python -m kdsweep.search`, a subprocess in its own directory, so
+./mlflow.db is the default store there) against the session's Ray runtime; it is interrupted with
+Ctrl-C (SIGINT) or killed (SIGKILL) while trials run, then continued with `--resume`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from test_sweep import TINY_SPACE
+
+SPACE = {
+    **TINY_SPACE,
+    "data": {**TINY_SPACE["data"], "num_samples": 3000},  # epochs of about a second
+    "budget": {"epochs": 4, "num_samples": 4},
+    "scheduler": {"name": "none"},
+    "searcher": {"name": "random", "max_concurrent": 2, "seed": 2},
+}
+
+
+class Driver:
+    def __init__(self, tmp_path: Path, command: list[str], log_name: str) -> None:
+        self.log = tmp_path / log_name
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"},  # experiment state saved at every step
+            )
+
+    def wait(self, timeout: float = 300) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"the sweep did not end in {timeout:.0f}s:\n{self.log.read_text()[-5000:]}")
+
+
+def start(tmp_path: Path, ray_session, name: str) -> tuple[Driver, list[str]]:
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    args = ["--space", "space.yaml", "--name", name, "--storage", "results", "--output-json", f"{name}.json"]
+    args += ["--address", ray_session.get_runtime_context().gcs_address]
+    return Driver(tmp_path, [sys.executable, "-m", "kdsweep.search", *args], f"{name}.log"), args
+
+
+def epochs_reported(tmp_path: Path, name: str) -> dict[str, str]:
+    """Each trial's result.json (one line per reported epoch), by trial directory."""
+    return {p.parent.name: p.read_text() for p in (tmp_path / "results" / name).glob("*/result.json")}
+
+
+def wait_until(predicate, driver: Driver, what: str, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if driver.process.poll() is not None or time.time() > deadline:
+            pytest.fail(f"never saw {what}:\n{driver.log.read_text()[-5000:]}")
+        time.sleep(0.3)
+
+
+def trial_runs(tmp_path: Path, name: str):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # the default store of the sweep's directory
+    experiment = client.get_experiment_by_name(name)
+    return client, client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'")
+
+
+def assert_resumed_to_the_end(tmp_path: Path, name: str, command: list[str], before: dict[str, str]) -> None:
+    """--resume finishes the sweep: no finished trial rerun, one closed run per trial, every epoch logged
+    once, the champion chosen over the whole sweep."""
+    driver = Driver(tmp_path, command, f"{name}-resumed.log")
+    assert driver.wait() == 0, driver.log.read_text()[-5000:]
+    rows = json.loads((tmp_path / f"{name}.json").read_text())
+    assert len(rows) == 4 and all(row["status"] == "FINISHED" for row in rows), rows
+    after = epochs_reported(tmp_path, name)
+    for trial, text in before.items():
+        if text.count("\n") == SPACE["budget"]["epochs"]:
+            assert after[trial] == text, f"finished trial {trial} was run again"
+    client, runs = trial_runs(tmp_path, name)
+    assert len(runs) == 4 and len({r.data.tags["kdsweep.trial_id"] for r in runs}) == 4
+    assert all(r.info.status == "FINISHED" and r.data.tags["kdsweep.outcome"] == "FINISHED" for r in runs)
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == list(range(1, SPACE["budget"]["epochs"] + 1)), (run.info.run_name, steps)
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.run_id in {r.info.run_id for r in runs}
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+
+
+def test_ctrl_c_stops_the_sweep_closes_its_runs_and_prints_the_resume_command(ray_session, tmp_path):
+    driver, args = start(tmp_path, ray_session, "interrupted")
+    wait_until(
+        lambda: sum(text.count("\n") >= 1 for text in epochs_reported(tmp_path, "interrupted").values()) >= 2,
+        driver,
+        "two trials reporting",
+    )
+    driver.process.send_signal(signal.SIGINT)
+    assert driver.wait() == 130
+    log = driver.log.read_text()
+    resume = shlex.join(["python", "-m", "kdsweep.search", *args, "--resume"])
+    assert resume in log, log[-3000:]
+
+    rows = json.loads((tmp_path / "interrupted.json").read_text())
+    interrupted = [row for row in rows if row["status"] == "INTERRUPTED"]
+    assert interrupted and all(row["status"] in ("FINISHED", "INTERRUPTED") for row in rows), rows
+    sampled = {"small_cnn", "resnet8"}
+    assert all(row["config"]["student"] in sampled and "temperature" in row["config"] for row in interrupted)
+    client, runs = trial_runs(tmp_path, "interrupted")
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"], "no run is left RUNNING"
+    by_trial = {r.data.tags["kdsweep.trial_id"]: r for r in runs}
+    for row in interrupted:
+        if row["trial_id"] in by_trial:  # one that never started has no run
+            run = by_trial[row["trial_id"]]
+            assert run.info.status == "KILLED" and run.data.tags["kdsweep.outcome"] == "INTERRUPTED"
+    assert client.search_registered_models() == [], "an interrupted sweep registers nothing"
+    assert "champion" not in log
+    # Nothing Tune pickled into its experiment state (which may live on shared storage) holds where
+    # this invocation's tracking server listened.
+    served = next(line for line in log.splitlines() if line.startswith("MLflow: ")).rsplit(" at ", 1)[1]
+    state = [p for p in (tmp_path / "results" / "interrupted").iterdir() if p.is_file()]
+    assert state and not [p.name for p in state if served.encode() in p.read_bytes()]
+
+    before = epochs_reported(tmp_path, "interrupted")
+    assert_resumed_to_the_end(tmp_path, "interrupted", [sys.executable, *shlex.split(resume)[1:]], before)
+
+
+def test_a_killed_driver_is_finished_by_resume_and_its_open_runs_are_reconciled(ray_session, tmp_path):
+    driver, args = start(tmp_path, ray_session, "killed")
+    done = SPACE["budget"]["epochs"]
+
+    def one_finished_one_midway() -> bool:
+        epochs = [text.count("\n") for text in epochs_reported(tmp_path, "killed").values()]
+        return any(n >= done for n in epochs) and any(1 <= n < done - 1 for n in epochs)
+
+    wait_until(one_finished_one_midway, driver, "a finished trial and one part-way")
+    time.sleep(0.5)  # Tune saves its experiment state at every step (TUNE_GLOBAL_CHECKPOINT_S=0)
+    driver.process.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = epochs_reported(tmp_path, "killed")
+    assert 1 <= sum(text.count("\n") >= done for text in before.values()) < 4, "the driver must be killed part-way"
+    _, runs = trial_runs(tmp_path, "killed")
+    seen = [(r.info.run_name, r.info.status, r.data.metrics.get("epoch")) for r in runs]
+    assert [r for r in runs if r.info.status == "RUNNING"], f"a killed driver leaves runs open: {seen}, {before}"
+    assert_resumed_to_the_end(tmp_path, "killed", [sys.executable, "-m", "kdsweep.search", *args, "--resume"], before)

@@ -1,0 +1,121 @@
+"""The tracking server goes away mid-sweep. Trials train on; what they logged arrives when it is back,
+and when it does not come back in time, the leaderboard says exactly what MLflow lacks.
+
+A real `mlflow server` (sqlite) that the test stops and starts again on the same port and database;
+the sweep runs as a user runs it, `python -m kdsweep.search --tracking-uri http://...`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from test_interruption import Driver, epochs_reported, wait_until
+from test_sweep import TINY_SPACE
+
+from kdsweep.tracking.server import MlflowServer, free_port
+
+EPOCHS = 5
+SPACE = {
+    **TINY_SPACE,
+    "data": {**TINY_SPACE["data"], "num_samples": 3000},  # epochs of about a second
+    "budget": {"epochs": EPOCHS, "num_samples": 2},
+    "scheduler": {"name": "none"},
+    "searcher": {"name": "random", "max_concurrent": 2, "seed": 4},
+    "fixed": {**TINY_SPACE["fixed"], "student": "small_cnn"},
+    "search": {"width": {"choice": [4, 8]}, "temperature": {"uniform": [2.0, 6.0]}},
+}
+
+
+class Server:
+    """One tracking store, served on one port by a server process that can be stopped and started again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: MlflowServer | None = None
+
+    def start(self) -> None:
+        backend = f"sqlite:///{self.root / 'mlflow.db'}"
+        self.process = MlflowServer(backend, self.root / "artifacts", self.root / "server.log", port=self.port)
+        self.process.wait_ready()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = Server(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def sweep(tmp_path: Path, ray_session, server: Server, name: str, *extra: str) -> Driver:
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    args = ["--space", "space.yaml", "--name", name, "--storage", "results", "--output-json", f"{name}.json"]
+    args += ["--address", ray_session.get_runtime_context().gcs_address, "--tracking-uri", server.uri, *extra]
+    return Driver(tmp_path, [sys.executable, "-m", "kdsweep.search", *args], f"{name}.log")
+
+
+def reported(tmp_path: Path, name: str) -> list[int]:
+    """Epochs each trial has reported to Tune so far."""
+    return [text.count("\n") for text in epochs_reported(tmp_path, name).values()]
+
+
+def test_what_trials_log_while_the_server_is_away_arrives_when_it_is_back(ray_session, server, tmp_path):
+    driver = sweep(tmp_path, ray_session, server, "outage")
+    wait_until(
+        lambda: len(reported(tmp_path, "outage")) == 2 and min(reported(tmp_path, "outage")) >= 1,
+        driver,
+        "both trials reporting",
+    )
+    server.stop()
+    during = reported(tmp_path, "outage")
+    wait_until(lambda: sum(reported(tmp_path, "outage")) >= sum(during) + 2, driver, "trials training on, unlogged")
+    server.start()
+    assert driver.wait() == 0, driver.log.read_text()[-5000:]
+
+    log = driver.log.read_text()
+    assert "MLflow: could not store" in log and "MLflow: reachable again" in log
+    rows = json.loads((tmp_path / "outage.json").read_text())
+    assert len(rows) == 2 and all(row["status"] == "FINISHED" and not row["not_in_mlflow"] for row in rows)
+    client = MlflowClient(server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("outage").experiment_id], "tags.`kdsweep.role` = 'trial'")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" and "kdsweep.model_uri" in r.data.tags for r in runs)
+    for run in runs:  # every epoch arrived, once
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        assert steps == list(range(1, EPOCHS + 1)), (run.info.run_name, steps)
+    assert client.get_model_version_by_alias("outage", "champion").run_id in {r.info.run_id for r in runs}
+
+
+def test_a_server_that_stays_away_is_named_in_the_leaderboard_and_no_trial_fails_for_it(ray_session, server, tmp_path):
+    driver = sweep(tmp_path, ray_session, server, "gone", "--set", "run.tracking_patience_s=2")
+    wait_until(
+        lambda: len(reported(tmp_path, "gone")) == 2 and min(reported(tmp_path, "gone")) >= 1,
+        driver,
+        "both trials reporting",
+    )
+    server.stop()
+    started = time.time()
+    assert driver.wait() == 1, driver.log.read_text()[-5000:]
+    log = driver.log.read_text()
+    assert "stayed unreachable" in log and "nothing was selected or registered" in log
+    rows = json.loads((tmp_path / "gone.json").read_text())
+    assert len(rows) == 2 and all(row["status"] == "FINISHED" for row in rows), rows  # trained to the end
+    for row in rows:
+        assert f"{EPOCHS}" in row["not_in_mlflow"] and "the student model" in row["not_in_mlflow"], row
+        assert "its final status" in row["not_in_mlflow"]
+    assert time.time() - started < 240, "the patience bounds how long the sweep waits for the server"
+    server.start()  # what did arrive is consistent: runs with the epochs logged before the outage
+    client = MlflowClient(server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("gone").experiment_id], "tags.`kdsweep.role` = 'trial'")
+    for run in runs:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) < EPOCHS
