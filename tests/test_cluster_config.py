@@ -4,7 +4,7 @@
 Ray's JSON schema plus a few cross-field rules (`validate_config`). These tests run exactly those steps,
 skipping only the AWS-specific ones that call the cloud API, and then check the parts of the files this
 project relies on: the MLflow server on the head, the pinned install every node runs (cluster/setup-node.sh,
-cluster/requirements.txt), the GPU workers, the IAM policies and security group,
+cluster/requirements.txt), the GPU workers and the trials each runs, the IAM policies and security group,
 Ray's token and MLflow's login reaching every node (cluster/make-secrets.sh). The shell scripts run here
 with stubs for uv and curl; nothing reaches AWS or the network.
 """
@@ -15,6 +15,7 @@ import copy
 import importlib.util
 import ipaddress
 import json
+import math
 import os
 import re
 import shlex
@@ -38,6 +39,7 @@ MAKE_SECRETS = CLUSTER_DIR / "make-secrets.sh"
 AWS_POLICIES = CLUSTER_DIR / "aws"
 SECRETS_DIR = "~/.kdsweep-secrets"  # on the machine that runs `ray up`, made by make-secrets.sh
 README = ROOT / "README.md"
+SPACES = [ROOT / "search_spaces" / "cifar10.yaml", ROOT / "search_spaces" / "cifar100.yaml"]
 DB_URI = re.compile(r"^(sqlite|postgresql|mysql|mssql)(\+\w+)?://")
 # Instance types with exactly one GPU, for worker types that leave `resources` to AWS auto-detection.
 ONE_GPU_INSTANCE_TYPES = {"g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge", "g5.2xlarge", "g6.xlarge", "g6.2xlarge"}
@@ -429,6 +431,34 @@ def test_setup_script_fetches_the_pinned_uv_when_another_is_there(tmp_path):
     code, calls = run_setup_script(tmp_path, "0.0.1", venv_python=None)
     assert code != 0, "with no network the install fails, and so does the setup"
     assert calls == [f"curl -LsSf https://astral.sh/uv/{version}/install.sh"]
+
+
+# --------------------------------------------------------------------------- trials per GPU worker
+
+
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "eight": 8}
+
+
+def scaling_out_section() -> str:
+    text = README.read_text()
+    start = text.index("## Scaling out")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_trials_per_worker_fill_its_gpu_and_match_the_readme():
+    raw = load("aws")
+    (worker,) = [node for key, node in raw["available_node_types"].items() if key != raw["head_node_type"]]
+    cpus, gpus = worker["resources"]["CPU"], worker["resources"]["GPU"]
+    claimed = NUMBERS[re.search(r"each worker runs (\w+) trials", scaling_out_section()).group(1)]
+    for path in SPACES:
+        space = yaml.safe_load(path.read_text())
+        per_trial = space["resources"]
+        fit = min(
+            math.floor(cpus / per_trial["cpus_per_trial"] + 1e-9), math.floor(gpus / per_trial["gpus_per_trial"] + 1e-9)
+        )
+        assert fit * per_trial["gpus_per_trial"] == gpus, f"{path.name}: {fit} trials leave part of the GPU idle"
+        assert fit == claimed, f"{path.name}: {fit} trials per worker, the README says {claimed}"
+        assert fit * worker["max_workers"] == space["searcher"]["max_concurrent"], path.name
 
 
 # --------------------------------------------------------------------------- AWS: IAM and network
