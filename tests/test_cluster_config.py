@@ -3,13 +3,20 @@
 `ray up` loads the YAML, merges the provider defaults (`prepare_config`) and validates the result against
 Ray's JSON schema plus a few cross-field rules (`validate_config`). These tests run exactly those steps,
 skipping only the AWS-specific ones that call the cloud API, and then check the parts of the files this
-project relies on: the MLflow server on the head, the kdsweep install, the GPU workers. No network.
+project relies on: the MLflow server on the head, the pinned install every node runs (cluster/setup-node.sh,
+cluster/requirements.txt), the GPU workers and the trials each runs, the IAM policies and security group,
+Ray's token and MLflow's login reaching every node (cluster/make-secrets.sh). The shell scripts run here
+with stubs for uv and curl; nothing reaches AWS or the network.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import ipaddress
+import json
+import math
+import os
 import re
 import shlex
 import shutil
@@ -19,10 +26,20 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILES = {"aws": ROOT / "cluster.yaml", "local": ROOT / "cluster-local.yaml"}
+CLUSTER_DIR = ROOT / "cluster"  # copied to every node by file_mounts
+NODE_DIR = "~/kdsweep-cluster"  # ... to here
+SETUP_SCRIPT = CLUSTER_DIR / "setup-node.sh"
+REQUIREMENTS = CLUSTER_DIR / "requirements.txt"
+MAKE_SECRETS = CLUSTER_DIR / "make-secrets.sh"
+AWS_POLICIES = CLUSTER_DIR / "aws"
+SECRETS_DIR = "~/.kdsweep-secrets"  # on the machine that runs `ray up`, made by make-secrets.sh
+README = ROOT / "README.md"
+SPACES = [ROOT / "search_spaces" / "cifar10.yaml", ROOT / "search_spaces" / "cifar100.yaml"]
 DB_URI = re.compile(r"^(sqlite|postgresql|mysql|mssql)(\+\w+)?://")
 # Instance types with exactly one GPU, for worker types that leave `resources` to AWS auto-detection.
 ONE_GPU_INSTANCE_TYPES = {"g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge", "g5.2xlarge", "g6.xlarge", "g6.2xlarge"}
@@ -106,6 +123,8 @@ BROKEN_COPIES = [
     ("aws", "ssh_user not a string", _set("auth.ssh_user", ["ubuntu"]), SCHEMA_ERROR),
     ("local", "worker_ips not a list", _set("provider.worker_ips", "10.0.0.2,10.0.0.3"), SCHEMA_ERROR),
     ("local", "head_ip not a string", _set("provider.head_ip", 10), SCHEMA_ERROR),
+    ("aws", "rsync_filter not a list", _set("rsync_filter", ".gitignore"), SCHEMA_ERROR),
+    ("local", "rsync_exclude not a list", _set("rsync_exclude", ".git"), SCHEMA_ERROR),
     ("aws", "head_node_type not a node type", _set("head_node_type", "no_such_type"), ValueError),
     (
         "aws",
@@ -198,6 +217,35 @@ def test_mlflow_server_flags(name):
         assert "*" not in [h.strip() for h in allowed.split(",")], "--allowed-hosts must not allow every host"
 
 
+def test_mlflow_server_runs_as_kdsweeps_own_server_does(name):
+    """sqlite behind ONE server process with MLflow's job runner off (kdsweep.tracking.server's settings)."""
+    command = mlflow_server_command(load(name))
+    flags = mlflow_flags(command)
+    if flags["--backend-store-uri"].startswith("sqlite"):
+        assert flags.get("--workers") == "1", "several server processes writing one sqlite file: 'database is locked'"
+    prefix = command.split("nohup mlflow server", 1)[0]
+    assert re.search(r"\bMLFLOW_SERVER_ENABLE_JOB_EXECUTION=false\s", prefix), "turn MLflow's job runner off"
+
+
+def test_mlflow_server_requires_a_login(name):
+    """MLflow's basic-auth app, its admin account and CSRF key from files file_mounts copy (never the YAML),
+    its user database in ~/mlflow (the config names it relative to the server's working directory)."""
+    config = load(name)
+    command = mlflow_server_command(config)
+    assert mlflow_flags(command).get("--app-name") == "basic-auth"
+    prefix = command.split("nohup mlflow server", 1)[0]
+    auth_config = re.search(r'MLFLOW_AUTH_CONFIG_PATH="?\$\{HOME\}(/[^"\s]+)', prefix).group(1)
+    secret_key = re.search(r'MLFLOW_FLASK_SERVER_SECRET_KEY="?\$\(cat ~(/[^)"\s]+)\)', prefix).group(1)
+    for path in (auth_config, secret_key):
+        assert any(path.startswith(remote[1:].rstrip("/") + "/") for remote in config["file_mounts"]), (
+            f"~{path} is not copied to the nodes"
+        )
+    assert re.match(r"mkdir -p ~/mlflow && cd ~/mlflow && ", command), "start the server in ~/mlflow"
+    assert config["file_mounts"].get("~/.mlflow/credentials", "").startswith(SECRETS_DIR + "/"), (
+        "every node's MLflow clients need the login: ~/.mlflow/credentials"
+    )
+
+
 def test_ray_dashboard_not_on_all_interfaces(name):
     head_start = " ".join(load(name)["head_start_ray_commands"])
     assert "ray start --head" in head_start
@@ -220,27 +268,28 @@ def test_aws_security_group_keeps_ports_closed():
 # --------------------------------------------------------------------------- nodes and setup
 
 
-def installs_kdsweep(command: str) -> bool:
-    """`pip install` with a requirement named kdsweep (`kdsweep @ git+...`, `kdsweep==...`) or a path to a checkout."""
-    if "pip install" not in command:
-        return False
-    args = shlex.split(command.split("pip install", 1)[1])
-    return any(re.match(r"kdsweep(\[[^\]]*\])?\s*(@|==|>=|~=|$)", a) or re.search(r"(^|/)kdsweep/?$", a) for a in args)
-
-
-def test_every_node_installs_kdsweep_torch_and_storage(name):
+def test_every_node_runs_the_one_setup_script_and_gets_the_storage(name):
     config = launcher_validate(load(name))  # merged: setup_commands are prepended to head/worker setup
+    assert config["file_mounts"].get(NODE_DIR) == "cluster", f"copy cluster/ to {NODE_DIR} on every node"
     for key in ("head_setup_commands", "worker_setup_commands"):
         commands = config[key]
-        assert any(installs_kdsweep(c) for c in commands), f"{key} must pip install kdsweep"
-        assert any(re.search(r"pip install .*\btorch\b", c) for c in commands), f"{key} must install torch"
-        assert any(re.search(r"\bray\[[^\]]*\]", c) for c in commands), f"{key} must install ray"
+        assert f"bash {NODE_DIR}/setup-node.sh" in commands, f"{key} must run the setup script"
         assert any("KDSWEEP_STORAGE=" in c for c in commands), f"{key} must set the shared Tune storage"
     storage = re.search(r"KDSWEEP_STORAGE=([^'\"\s]+)", " ".join(config["setup_commands"])).group(1)
     if name == "aws":
         assert storage.startswith("s3://"), "on AWS the Tune storage must be shared: s3://..."
     else:
         assert storage.startswith(("/", "s3://", "gs://")), storage
+
+
+def test_nothing_but_the_setup_script_installs_packages(name):
+    """One place for every version: a `pip install` in a YAML file would be a second, per-node-type one."""
+    raw = load(name)
+    keys = ["initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands"]
+    keys += ["head_start_ray_commands", "worker_start_ray_commands"]
+    for key in keys:
+        for command in raw.get(key) or []:
+            assert not re.search(r"\b(pip|uv|conda)\b.*\binstall\b", command), f"{key} installs: {command}"
 
 
 def test_aws_nodes():
@@ -271,6 +320,303 @@ def test_local_nodes():
     assert provider["head_ip"] and provider["worker_ips"]
     assert isinstance(raw.get("max_workers"), int) and 1 <= raw["max_workers"] <= len(provider["worker_ips"])
     assert raw["auth"]["ssh_user"]
+
+
+# --------------------------------------------------------------------------- versions, pinned in one place
+
+
+def requirements() -> list[Requirement]:
+    lines = (line.split("#", 1)[0].strip() for line in REQUIREMENTS.read_text().splitlines())
+    return [Requirement(line) for line in lines if line]
+
+
+def script_setting(key: str) -> str:
+    return re.search(rf"^{key}=(\S+)$", SETUP_SCRIPT.read_text(), re.MULTILINE).group(1)
+
+
+def test_requirements_pin_every_package_exactly():
+    found = {}
+    for requirement in requirements():
+        if requirement.name == "kdsweep":
+            assert requirement.url and re.search(r"^git\+\S+\.git@[\w.\-]+$", requirement.url), (
+                "install kdsweep from a git tag or commit: kdsweep @ git+https://...git@TAG"
+            )
+            continue
+        (specifier,) = requirement.specifier
+        assert specifier.operator == "==", f"{requirement}: pin it with =="
+        found[requirement.name.lower()] = (specifier.version, requirement.extras)
+    expected = {"torch": "2.14.1", "torchvision": "0.29.1", "ray": "2.60.0", "mlflow": "3.17.2"}
+    assert {name: found[name][0] for name in expected} == expected
+    assert {"default", "tune"} <= found["ray"][1], "ray[default] (the autoscaler, the Jobs API) and ray[tune]"
+    assert "auth" in found["mlflow"][1], "mlflow[auth]: the basic-auth app needs Flask-WTF"
+    assert "boto3" in found, "the head's autoscaler launches workers with boto3"
+
+
+def test_setup_script_pins_python_and_uv_to_the_patch_version():
+    assert re.fullmatch(r"3\.11\.\d+", script_setting("PYTHON_VERSION")), "pin Python's patch version"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", script_setting("UV_VERSION"))
+
+
+def test_the_launcher_ray_in_the_readme_is_the_clusters():
+    launcher = re.search(r'pip install "ray\[default\]==([\d.]+)"', README.read_text()).group(1)
+    assert launcher == next(str(r.specifier).removeprefix("==") for r in requirements() if r.name == "ray")
+
+
+def _stub(path: Path, body: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(0o755)
+
+
+# uv and curl as a node would run them, logged: uv reports the version the test asks for and, asked for a
+# venv, makes one whose python reports the pinned version; curl fails (no network here).
+UV_STUB = """echo "uv $*" >> "$STUB_LOG"
+if [ "$1" = --version ]; then echo "uv $STUB_UV_VERSION (stub)"; fi
+if [ "$1" = venv ]; then
+    venv="${@: -1}"; mkdir -p "$venv/bin"
+    printf '#!/bin/sh\\necho "Python %s"\\n' "$STUB_PYTHON_VERSION" > "$venv/bin/python"; chmod +x "$venv/bin/python"
+fi
+"""
+CURL_STUB = 'echo "curl $*" >> "$STUB_LOG"; exit 7\n'
+
+
+def run_setup_script(home: Path, uv_version: str, venv_python: str | None) -> tuple[int, list[str]]:
+    """Run cluster/setup-node.sh from the copy a node has, with stub uv/curl; (exit code, logged calls)."""
+    shutil.copytree(CLUSTER_DIR, home / "kdsweep-cluster", dirs_exist_ok=True)
+    _stub(home / ".local" / "bin" / "uv", UV_STUB)
+    _stub(home / "stubs" / "curl", CURL_STUB)
+    if venv_python:
+        _stub(home / "kdsweep-venv" / "bin" / "python", f'echo "Python {venv_python}"\n')
+    log = home / "calls.log"
+    log.unlink(missing_ok=True)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{home / 'stubs'}:{os.environ['PATH']}",
+        "STUB_LOG": str(log),
+        "STUB_UV_VERSION": uv_version,
+        "STUB_PYTHON_VERSION": script_setting("PYTHON_VERSION"),
+    }
+    script = home / "kdsweep-cluster" / "setup-node.sh"
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    calls = [c for c in log.read_text().splitlines() if c != "uv --version"] if log.exists() else []
+    return result.returncode, calls
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_setup_script_replaces_a_venv_of_another_python_and_installs_the_pins(tmp_path):
+    python = script_setting("PYTHON_VERSION")
+    code, calls = run_setup_script(tmp_path, script_setting("UV_VERSION"), venv_python="3.11.1")
+    assert code == 0
+    assert calls == [
+        f"uv venv --clear --seed --python {python} {tmp_path}/kdsweep-venv",
+        f"uv pip install --python {tmp_path}/kdsweep-venv/bin/python -r {tmp_path}/kdsweep-cluster/requirements.txt",
+    ]
+    bashrc = (tmp_path / ".bashrc").read_text()
+    assert 'export PATH="$HOME/kdsweep-venv/bin:$PATH"' in bashrc
+    assert "export RAY_AUTH_MODE=token" in bashrc.splitlines(), "drivers and the ray CLI on a node need token mode"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_setup_script_run_again_keeps_what_is_already_pinned(tmp_path):
+    for _ in range(2):
+        code, calls = run_setup_script(tmp_path, script_setting("UV_VERSION"), venv_python=None)
+        assert code == 0
+    assert [c.split()[1] for c in calls] == ["pip"], "the second run keeps uv and the venv, and installs the pins"
+    assert (tmp_path / ".bashrc").read_text().count("RAY_AUTH_MODE") == 1
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_setup_script_fetches_the_pinned_uv_when_another_is_there(tmp_path):
+    version = script_setting("UV_VERSION")
+    code, calls = run_setup_script(tmp_path, "0.0.1", venv_python=None)
+    assert code != 0, "with no network the install fails, and so does the setup"
+    assert calls == [f"curl -LsSf https://astral.sh/uv/{version}/install.sh"]
+
+
+# --------------------------------------------------------------------------- trials per GPU worker
+
+
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "eight": 8}
+
+
+def scaling_out_section() -> str:
+    text = README.read_text()
+    start = text.index("## Scaling out")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_trials_per_worker_fill_its_gpu_and_match_the_readme():
+    raw = load("aws")
+    (worker,) = [node for key, node in raw["available_node_types"].items() if key != raw["head_node_type"]]
+    cpus, gpus = worker["resources"]["CPU"], worker["resources"]["GPU"]
+    claimed = NUMBERS[re.search(r"each worker runs (\w+) trials", scaling_out_section()).group(1)]
+    for path in SPACES:
+        space = yaml.safe_load(path.read_text())
+        per_trial = space["resources"]
+        fit = min(
+            math.floor(cpus / per_trial["cpus_per_trial"] + 1e-9), math.floor(gpus / per_trial["gpus_per_trial"] + 1e-9)
+        )
+        assert fit * per_trial["gpus_per_trial"] == gpus, f"{path.name}: {fit} trials leave part of the GPU idle"
+        assert fit == claimed, f"{path.name}: {fit} trials per worker, the README says {claimed}"
+        assert fit * worker["max_workers"] == space["searcher"]["max_concurrent"], path.name
+
+
+# --------------------------------------------------------------------------- AWS: IAM and network
+
+
+def policy(name: str) -> dict:
+    return json.loads((AWS_POLICIES / name).read_text())
+
+
+def statements(document: dict, action: str) -> list[dict]:
+    """The Allow statements that grant this action."""
+    found = []
+    for statement in document["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if statement["Effect"] == "Allow" and action in actions:
+            found.append(statement)
+    return found
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def profile_names() -> dict[str, str]:
+    raw = load("aws")
+    return {
+        key: node["node_config"]["IamInstanceProfile"]["Arn"].rsplit("/", 1)[-1]
+        for key, node in raw["available_node_types"].items()
+    }
+
+
+def test_head_and_workers_have_their_own_instance_profiles():
+    """Ray gives the head its ray-autoscaler-v1 profile only when the head names none; workers must have theirs."""
+    raw = load("aws")
+    names = profile_names()
+    head = names.pop(raw["head_node_type"])
+    assert head != "ray-autoscaler-v1"
+    assert names and all(worker not in (head, "ray-autoscaler-v1") for worker in names.values())
+
+
+def test_head_may_pass_the_worker_role_and_no_other():
+    """Launching an instance with a profile needs iam:PassRole on its role (ray-project/ray#9327)."""
+    raw = load("aws")
+    workers = {v for k, v in profile_names().items() if k != raw["head_node_type"]}
+    (passing,) = statements(policy("head-policy.json"), "iam:PassRole")
+    roles = {arn.split(":role/", 1)[1] for arn in as_list(passing["Resource"])}
+    assert roles == workers, "the worker role and profile share a name (docs/cluster.md makes them so)"
+    assert passing["Condition"]["StringEquals"]["iam:PassedToService"] == "ec2.amazonaws.com"
+    (managing,) = [s for s in statements(policy("head-policy.json"), "ec2:TerminateInstances")]
+    assert managing["Condition"]["StringEquals"]["ec2:ResourceTag/ray-cluster-name"] == raw["cluster_name"]
+
+
+def test_workers_reach_only_the_tune_prefix_of_the_bucket():
+    raw = load("aws")
+    storage = re.search(r"KDSWEEP_STORAGE=s3://([^'\"\s]+)", " ".join(raw["setup_commands"])).group(1)
+    artifacts = mlflow_flags(mlflow_server_command(raw))["--artifacts-destination"].removeprefix("s3://")
+    worker = policy("worker-policy.json")
+    for statement in worker["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert all(a.startswith("s3:") and "*" not in a for a in as_list(statement["Action"])), statement["Sid"]
+    objects = [r for s in statements(worker, "s3:PutObject") for r in as_list(s["Resource"])]
+    assert sorted(objects) == [f"arn:aws:s3:::{storage}", f"arn:aws:s3:::{storage}/*"]
+    head_objects = {r for s in statements(policy("head-policy.json"), "s3:PutObject") for r in as_list(s["Resource"])}
+    assert {f"arn:aws:s3:::{storage}/*", f"arn:aws:s3:::{artifacts}/*"} <= head_objects, "Tune and MLflow's artifacts"
+    assert not any(artifacts.startswith(o.removeprefix("arn:aws:s3:::").rstrip("*/")) for o in objects), (
+        "workers upload artifacts through the MLflow server, never to its bucket prefix"
+    )
+
+
+def test_aws_nodes_use_your_security_group_not_rays_default():
+    """Ray creates a group (SSH open to 0.0.0.0/0, `_create_default_ssh_inbound_rules`) for any node type that
+    names no SecurityGroupIds (`_configure_security_group`); provider.security_group can only add rules to it."""
+    raw = load("aws")
+    for key, node in raw["available_node_types"].items():
+        assert node["node_config"].get("SecurityGroupIds"), f"{key}: name your security group"
+    assert "security_group" not in raw["provider"]
+
+
+# --------------------------------------------------------------------------- Ray's token and MLflow's login
+
+
+def test_every_ray_start_uses_token_authentication(name):
+    raw = load(name)
+    starts = [
+        c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in raw[key] if "ray start" in c
+    ]
+    assert len(starts) == 2
+    for command in starts:
+        assert re.search(r"\bRAY_AUTH_MODE=token\b[^;&|]*\bray start\b", command), command
+    token = raw["file_mounts"].get("~/.ray/auth_token", "")
+    assert token.startswith(SECRETS_DIR + "/"), "ship the token to ~/.ray/auth_token on every node"
+
+
+def mlflow_auth_config_reader():
+    """MLflow's own reader of the basic-auth config (mlflow/server/auth/config.py), loaded by its path:
+    importing its package needs Flask-WTF, which only the head installs (mlflow[auth])."""
+    import mlflow
+
+    spec = importlib.util.spec_from_file_location(
+        "mlflow_auth_config", Path(mlflow.__file__).parent / "server/auth/config.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.read_auth_config
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="make-secrets.sh needs openssl")
+def test_make_secrets_writes_every_secret_the_files_copy(tmp_path, monkeypatch):
+    env = {**os.environ, "HOME": str(tmp_path)}
+    for _ in range(2):  # the second run keeps what the first wrote
+        subprocess.run(["bash", str(MAKE_SECRETS)], env=env, check=True, capture_output=True, timeout=60)
+        if _ == 0:
+            first = {p: p.read_bytes() for p in (tmp_path / ".kdsweep-secrets").rglob("*") if p.is_file()}
+    assert {p: p.read_bytes() for p in first} == first
+    for name in CONFIG_FILES:
+        for remote, local in load(name)["file_mounts"].items():
+            if local.startswith(SECRETS_DIR):
+                assert (tmp_path / local.removeprefix("~/")).exists(), f"{name}: {local} for {remote}"
+    for path in [tmp_path / ".kdsweep-secrets", *first]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    assert re.fullmatch(r"[0-9a-f]{64}", (tmp_path / ".kdsweep-secrets" / "ray_auth_token").read_text())
+
+    # As on a node: the clients' login (~/.mlflow/credentials) is the admin the server creates.
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    (tmp_path / ".mlflow").mkdir()
+    shutil.copy(tmp_path / ".kdsweep-secrets" / "mlflow_credentials", tmp_path / ".mlflow" / "credentials")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(tmp_path / ".kdsweep-secrets/mlflow-server/basic_auth.ini"))
+    for variable in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    server, client = mlflow_auth_config_reader()(), read_mlflow_creds()
+    assert (client.username, client.password) == (server.admin_username, server.admin_password)
+    assert len(server.admin_password) >= 32
+    assert server.default_permission == "NO_PERMISSIONS"
+    assert server.database_uri == "sqlite:///basic_auth.db", "relative: in ~/mlflow, where the server starts"
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
+def test_rsync_excludes_keep_local_state_off_the_nodes(name, tmp_path):
+    """What `ray up` would copy of a checkout (the commented file_mounts alternative), with Ray's own rsync options."""
+    from ray.autoscaler._private.command_runner import SSHCommandRunner
+
+    raw = load(name)
+    checkout = tmp_path / "checkout"
+    wanted = ["kdsweep/__init__.py", "search_spaces/cifar10.yaml", ".gitignore"]
+    unwanted = [".git/HEAD", ".venv/bin/python", "mlruns/0/meta.yaml", "mlartifacts/1/model.pth", "mlflow.db"]
+    unwanted += ["kdsweep_results/sweep/result.json", "kdsweep/__pycache__/x.pyc"]
+    for relative in wanted + unwanted:
+        (checkout / relative).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / relative).write_text("x")
+    shutil.copy(ROOT / ".gitignore", checkout / ".gitignore")
+    options = {"rsync_exclude": raw.get("rsync_exclude"), "rsync_filter": raw.get("rsync_filter")}
+    args = SSHCommandRunner._create_rsync_filter_args(None, options)
+    subprocess.run(["rsync", "-a", *args, f"{checkout}/", f"{tmp_path / 'node'}/"], check=True, timeout=60)
+    copied = sorted(str(p.relative_to(tmp_path / "node")) for p in (tmp_path / "node").rglob("*") if p.is_file())
+    assert copied == sorted(wanted)
 
 
 # --------------------------------------------------------------------------- hygiene
@@ -318,3 +664,21 @@ def test_no_secrets_in_files(name):
     text = CONFIG_FILES[name].read_text()
     for pattern in SECRET_PATTERNS:
         assert not re.search(pattern, text), f"{CONFIG_FILES[name].name} matches secret pattern {pattern}"
+
+
+def test_no_secrets_in_the_files_copied_to_the_nodes():
+    """cluster/ ships to every node: templates and scripts only, no token or password in it."""
+    for path in sorted(p for p in CLUSTER_DIR.rglob("*") if p.is_file()):
+        text = path.read_text()
+        for pattern in [
+            *SECRET_PATTERNS,
+            r"\b[0-9a-f]{32,}\b",
+            r"(?m)^\s*(admin_password|mlflow_tracking_password)\s*=\s*\w",
+        ]:
+            assert not re.search(pattern, text), f"{path.relative_to(ROOT)} matches secret pattern {pattern}"
+
+
+def test_the_docs_the_files_point_to_exist():
+    for path in [*CONFIG_FILES.values(), README, *CLUSTER_DIR.rglob("*.sh"), REQUIREMENTS]:
+        for doc in re.findall(r"\bdocs/[\w./-]+\.md\b", path.read_text()):
+            assert (ROOT / doc).is_file(), f"{path.name} points to {doc}, which does not exist"
