@@ -101,25 +101,29 @@ def ship_model(
             f"PyTorch eager {pytorch:.3f} ms ({pytorch / latency:.1f}x)"
         )
         metrics |= {f"{spec.format}_latency_ms": latency, "pytorch_latency_ms": pytorch}
-        files = [exported]
-        int8 = None
-        if spec.quantize:
-            int8 = _quantize(source, exported, spec.latency_seconds)
+        int8 = _quantize(source, exported, spec.latency_seconds) if spec.quantize else None
+        if int8 is not None:
             log(_describe_int8(check.comparison, latency, exported, int8))
             metrics |= {
                 "onnx_int8_val_accuracy": int8.comparison.accuracy,
                 "onnx_int8_agreement": int8.comparison.agreement,
                 "onnx_int8_latency_ms": int8.latency_ms,
             }
-            files.append(int8.path)
+        files = [exported] + ([int8.path] if int8 else [])
         record_export(client, source.run_id, metrics, tags, files)
         artifacts = ", ".join(f"{ARTIFACT_DIR}/{path.name}" for path in files)
         log(f"logged on run {source.run_id}: {artifacts}, metrics {spec.format}_*, tag {check_tag(spec.format)}")
-        shutil.copyfile(exported, output)
-        if int8 is not None:
-            shutil.copyfile(int8.path, int8_path(output))
-            int8 = Int8Result(int8_path(output), int8.comparison, int8.latency_ms, int8.size_bytes)
+        int8 = _write(exported, int8, output)
     return Shipped(source.run_id, check, seconds, output, latency, pytorch, int8)
+
+
+def _write(exported: Path, int8: Int8Result | None, output: Path) -> Int8Result | None:
+    """The checked files to `output` (and its .int8 sibling), last: nothing there unless all went well."""
+    shutil.copyfile(exported, output)
+    if int8 is None:
+        return None
+    shutil.copyfile(int8.path, int8_path(output))
+    return Int8Result(int8_path(output), int8.comparison, int8.latency_ms, int8.size_bytes)
 
 
 def _export(format_name: str, source: ModelSource, path: Path, field: str) -> float:
