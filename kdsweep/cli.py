@@ -79,3 +79,43 @@ def teacher_fields(args: argparse.Namespace) -> dict:
         "lr": args.teacher_lr,
         "batch_size": args.teacher_batch_size,
     }
+
+
+def add_shipping(parser: ArgumentParser) -> None:
+    """The flags of an export, the same in `export` and `select --export`."""
+    from kdsweep.shipping.spec import DEFAULT_LATENCY_SECONDS, DEFAULT_TOLERANCE, QUANTIZATIONS
+
+    parser.add_argument(
+        "--output", default=None, metavar="PATH", help="where to write it (default: NAME-vVERSION or the run's name)"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"largest |logit difference| from PyTorch on the validation split (default: {DEFAULT_TOLERANCE:g})",
+    )
+    parser.add_argument(
+        "--quantize", default=None, choices=QUANTIZATIONS, help="also write a static int8 model (onnx only)"
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=DEFAULT_LATENCY_SECONDS,
+        help=f"how long to time batch-1 inference (default: {DEFAULT_LATENCY_SECONDS:g})",
+    )
+
+
+def ship_spec(args: argparse.Namespace, format_name: str, format_flag: str):
+    """The shipping flags as one validated ShipSpec (the output path is checked writable here)."""
+    from pathlib import Path
+
+    from kdsweep.shipping import ShipSpec
+
+    return ShipSpec(
+        format_name,
+        Path(args.output) if args.output else None,
+        args.tolerance,
+        args.quantize,
+        args.latency_seconds,
+        format_flag,
+    )

@@ -1,6 +1,8 @@
 """`python -m kdsweep.select`: a sweep's MLflow runs -> Pareto front -> the champion in the Model Registry.
 
-python -m kdsweep.select --max-latency-ms 1 --register edge-digits
+python -m kdsweep.select --max-latency-ms 1 --register edge-digits --export onnx
+
+With `--export`, the registered champion is then shipped as `python -m kdsweep.export` ships it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import argparse
 from mlflow.tracking import MlflowClient
 
 from kdsweep.champion import default_experiment, select_champion
-from kdsweep.cli import ArgumentParser, add_tracking_uri, run_command
+from kdsweep.cli import ArgumentParser, add_shipping, add_tracking_uri, run_command, ship_spec
+from kdsweep.errors import ConfigError
 from kdsweep.selection import Constraints
+from kdsweep.shipping import FORMATS, ship_model
 from kdsweep.tracking.server import open_store
 
 
@@ -28,19 +32,34 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--metric", default="val_accuracy", help="what makes the best student (default: val_accuracy)")
     p.add_argument("--mode", default="max", choices=["max", "min"], help="maximise or minimise --metric")
     p.add_argument("--register", default=None, metavar="NAME", help="registered model name (default: the experiment's)")
+    p.add_argument("--export", default=None, choices=list(FORMATS), help="then export the champion, as kdsweep.export")
+    add_shipping(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 with the champion's model URI printed last; 1 when no student meets the constraints."""
+    """0 with the champion's model URI printed last; 1 when no student meets the constraints, or when the
+    exported champion fails its check. An export is attempted only after registering, and a failed one
+    leaves the champion registered (exit 1 for a failed check, 2 for a model the exporter refuses)."""
+    if args.export is None and (args.output or args.quantize):
+        raise ConfigError("--export", "--output and --quantize need --export onnx or --export torchscript")
+    spec = ship_spec(args, args.export, "--export") if args.export else None  # before the work: --output writable
     constraints = Constraints(args.max_latency_ms, args.max_params, args.min_accuracy)
     with open_store(args.tracking_uri) as uri:
         experiment = args.experiment or default_experiment(MlflowClient(uri), args.parent_run_id)
         champion = select_champion(
             uri, experiment, args.parent_run_id, constraints, args.register, args.metric, args.mode
         )
-    if champion is None:
-        return 1
+        if champion is None:
+            return 1
+        if spec is not None:
+            try:
+                shipped = ship_model(uri, champion.model_uri, spec, field="--export")
+            except ConfigError as error:
+                kept = f"(the champion is registered all the same: {champion.model_uri})"
+                raise ConfigError(error.field, f"{error.problem} {kept}") from None
+            if not shipped.passed:
+                return 1
     print(champion.model_uri)
     return 0
 
