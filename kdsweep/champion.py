@@ -28,7 +28,7 @@ from kdsweep.plots import pareto_figure
 from kdsweep.plugins import import_plugins
 from kdsweep.selection import FRONT_METRICS, FRONT_SENSES, Constraints, TrialRun, front_of, rank, satisfies
 from kdsweep.tracking.models import load_logged_model
-from kdsweep.tracking.runs import RESOLVED_CONFIG, TAG_MODEL_URI, TAG_PARENT, TAG_ROLE, latest_parent
+from kdsweep.tracking.runs import RESOLVED_CONFIG, TAG_ERROR, TAG_MODEL_URI, TAG_PARENT, TAG_ROLE, latest_parent
 from kdsweep.trial import evaluate
 
 ALIAS = "champion"
@@ -54,6 +54,7 @@ def trial_run(run: Run) -> TrialRun:
         dict(run.data.params),
         dict(run.data.metrics),
         tags.get(TAG_MODEL_URI),
+        tags.get(TAG_ERROR),
     )
 
 
@@ -65,6 +66,7 @@ def leaderboard_of(ranked: list[TrialRun]) -> str:
             "config": run.params,
             "metrics": run.metrics,
             "status": run.outcome + (" (no model)" if run.outcome == Outcome.FINISHED and not run.model_uri else ""),
+            "error": run.error,
         }
         for position, run in enumerate(ranked, 1)
     ]

@@ -9,7 +9,7 @@ from typing import Any
 
 from kdsweep.config import SweepConfig
 from kdsweep.errors import one_line
-from kdsweep.outcome import Outcome, trial_outcome
+from kdsweep.outcome import Outcome, divergence_reason, trial_outcome
 from kdsweep.space import sampled
 from kdsweep.trial import TrialConfig
 
@@ -24,11 +24,12 @@ def leaderboard_rows(results, config: SweepConfig) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         metrics = dict(result.metrics or {})
+        outcome = trial_outcome(metrics, result.error is not None, config.budget.epochs)
         rows.append(
             {
                 "trial_id": metrics.get("trial_id"),  # Tune fills it in even before a trial's first report
-                "status": str(trial_outcome(metrics, result.error is not None, config.budget.epochs)),
-                "error": None if result.error is None else one_line(result.error, last=True),
+                "status": str(outcome),
+                "error": _error(result, outcome, metrics),
                 # What the sweep chose for this trial (fixed and sampled), validated; defaults stay implicit.
                 "config": TrialConfig.model_validate({**base, **sampled(result.config or {})}).model_dump(
                     exclude_unset=True
@@ -51,6 +52,13 @@ def leaderboard_rows(results, config: SweepConfig) -> list[dict[str, Any]]:
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     return rows
+
+
+def _error(result, outcome: Outcome, metrics: Mapping[str, Any]) -> str | None:
+    """The line under a failed trial: its exception's last line, or why it diverged."""
+    if result.error is not None:
+        return one_line(result.error, last=True)
+    return divergence_reason(metrics) if outcome is Outcome.DIVERGED else None
 
 
 def format_leaderboard(rows: list[dict[str, Any]]) -> str:

@@ -35,3 +35,8 @@ def trial_outcome(last: Mapping[str, Any], errored: bool, epochs: int) -> Outcom
     if last.get("diverged"):
         return Outcome.DIVERGED
     return Outcome.FINISHED if last.get("epoch", 0) >= epochs else Outcome.STOPPED
+
+
+def divergence_reason(last: Mapping[str, Any]) -> str:
+    """Why a DIVERGED trial stopped, for its MLflow run and the leaderboard (the loop checks train_loss)."""
+    return f"non-finite train_loss at epoch {int(last.get('epoch', 0))}"

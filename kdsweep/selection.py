@@ -59,6 +59,7 @@ class TrialRun:
     params: dict[str, str]
     metrics: dict[str, float]
     model_uri: str | None
+    error: str | None = None  # why it failed or diverged, as tagged on its run
 
     @property
     def is_candidate(self) -> bool:

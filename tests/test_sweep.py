@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import faults
@@ -173,6 +174,36 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(ray_ses
     assert len(runs) == 1
     history = MlflowClient(uri).get_metric_history(runs[0].info.run_id, "val_accuracy")
     assert sorted(m.step for m in history) == [1, 2, 3]
+
+
+def test_a_diverging_trial_is_diverged_with_its_reason_never_retried_and_logs_no_nan(ray_session, tmp_path, capsys):
+    space = {
+        **TINY_SPACE,
+        "budget": {"epochs": 2, "num_samples": 1},
+        "scheduler": {"name": "none"},
+        "resources": {"cpus_per_trial": 1, "max_failures": 2},  # retries allowed: a divergence must not use them
+        # lr 1e6 gives a NaN loss in the first epoch (lr 10 does not diverge on this data: BatchNorm absorbs it)
+        "fixed": {**TINY_SPACE["fixed"], "student": "resnet8", "alpha": 0.0, "lr": 1e6},
+        "search": {"temperature": {"choice": [4.0]}},
+    }
+    code, rows, uri = sweep(tmp_path, space, name="diverging")
+    assert code == 1  # no trial succeeded
+    [row] = rows
+    assert row["status"] == "DIVERGED" and row["error"] == "non-finite train_loss at epoch 1"
+    assert all(math.isfinite(value) for value in row["metrics"].values())
+    assert "DIVERGED\n      error: non-finite train_loss at epoch 1" in capsys.readouterr().out
+    trial_dir = Path(row["path"])
+    assert [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()] == [1]
+    assert not (trial_dir / "error.txt").exists()  # it ended; it did not fail (which would be retried)
+    [state] = trial_dir.parent.glob("experiment_state-*.json")  # Tune's own count of the trial's failures
+    assert [json.loads(meta)["num_failures"] for _, meta in json.loads(state.read_text())["trial_data"]] == [0]
+    [run] = child_runs(uri, "diverging")
+    assert run.info.status == "FINISHED" and run.data.tags["kdsweep.outcome"] == "DIVERGED"
+    assert run.data.tags["kdsweep.error"] == "non-finite train_loss at epoch 1"
+    client = MlflowClient(uri)
+    assert "train_loss" not in run.data.metrics and "val_accuracy" in run.data.metrics
+    for key in run.data.metrics:
+        assert all(math.isfinite(m.value) for m in client.get_metric_history(run.info.run_id, key)), key
 
 
 def bad(space_change: dict) -> dict:

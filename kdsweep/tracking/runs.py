@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
-from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome
+from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome, divergence_reason
 from kdsweep.tracking.models import log_model
 
 TAG_ROLE = "kdsweep.role"  # parent | trial | teacher
@@ -210,6 +210,8 @@ class TrialTracker:
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         ]
         self.client.log_batch(self.run_id, metrics=batch)
+        if metrics.get("diverged"):  # the driver closes the run as DIVERGED; only the trial knows why
+            self.client.set_tag(self.run_id, TAG_ERROR, divergence_reason(metrics))
 
     def log_student(self, student, data, confusion) -> str:
         uri = log_model(self.context.uri, self.run_id, student, data)
