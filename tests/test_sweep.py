@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import faults
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from kdsweep import search
 
@@ -260,6 +262,50 @@ def test_unreachable_tracking_server_exits_2_before_any_trial(tmp_path, capsys):
     assert code == 2
     assert "--tracking-uri: cannot reach the MLflow server at http://127.0.0.1:9" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def refused(tmp_path: Path, capsys, *flags: str, space: dict = TINY_SPACE) -> str:
+    """The one error line of a sweep refused before anything ran (nothing written where it would log)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["--space", str(write_space(tmp_path, space)), "--storage", str(tmp_path / "results")]
+    code = search.main([*argv, "--tracking-uri", uri, *flags])  # a flag given twice: the last one counts
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+    return err[0]
+
+
+# Tests run as root, where a chmod'ed directory still takes writes. What no one can write: a folder below
+# a regular file (it cannot be made) and /proc (no file can be created in it).
+@pytest.mark.parametrize("place", ["below-a-file", "proc"])
+@pytest.mark.parametrize("flag", ["--storage", "--tracking-uri"])
+def test_an_unwritable_storage_or_mlflow_folder_is_refused_before_anything_runs(tmp_path, capsys, flag, place):
+    (tmp_path / "file").write_text("")
+    folder = tmp_path / "file" / "sub" if place == "below-a-file" else Path("/proc/kdsweep")
+    error = refused(tmp_path, capsys, flag, str(folder) if flag == "--storage" else f"sqlite:///{folder}/mlflow.db")
+    expected = "which is a file, not a directory" if place == "below-a-file" else "cannot write the "
+    assert error.startswith(f"error: {flag}: ") and expected in error, error
+
+
+def test_a_full_disk_for_storage_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    from kdsweep import disk
+
+    full = shutil.disk_usage(tmp_path)._replace(free=5 * 2**20)
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: full)
+    error = refused(tmp_path, capsys)
+    assert error.startswith("error: --storage: only 5 MB free for the sweep's results on the disk of ")
+    assert error.endswith(f"at least {disk.MIN_FREE_MB} MB needed")
+
+
+def test_streaming_more_loader_workers_than_a_trial_has_cpus_is_refused(tmp_path, capsys):
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "tree" / split / cls).mkdir(parents=True)
+            for i in range(10):
+                Image.new("L", (8, 8), 20 * i).save(tmp_path / "tree" / split / cls / f"{i}.png")
+    data = {"name": str(tmp_path / "tree"), "image_size": 8, "memory_limit_mb": 0, "num_workers": 2}
+    error = refused(tmp_path, capsys, space={**TINY_SPACE, "data": data})  # cpus_per_trial: 1
+    assert error.startswith("error: data.num_workers: 2 loader processes per trial, but a trial has 1 CPUs")
 
 
 def test_resume_without_a_previous_sweep_is_bad_input(tmp_path, capsys):
