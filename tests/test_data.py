@@ -489,6 +489,21 @@ def test_image_folder_with_empty_train_is_a_dataset_config_error(tmp_path):
     assert caught.value.field == "data.name"
 
 
+@pytest.mark.parametrize("memory_limit_mb", [2048, 0])
+def test_image_folder_too_small_for_a_stratified_validation_split_is_a_config_error(tmp_path, memory_limit_mb):
+    _make_tree(tmp_path / "d", {"train": 3, "test": 1}, size=4)  # 0.1 of 6 images: 1 held out, 2 classes
+    spec = _folder_spec(tmp_path / "d", image_size=4, val_fraction=0.1, memory_limit_mb=memory_limit_mb)
+    with pytest.raises(ConfigError, match=r"0.1 of 6 samples cannot hold every class in both parts") as caught:
+        load_dataset(spec)
+    assert caught.value.field == "data.val_fraction"
+
+
+def test_a_synthetic_test_fraction_too_small_for_every_class_is_a_config_error():
+    with pytest.raises(ConfigError, match="cannot hold every class") as caught:
+        load_dataset(_synthetic(num_classes=10, num_samples=40, test_fraction=0.1))
+    assert caught.value.field == "data.test_fraction"
+
+
 # ---------------------------------------------------------------- torchvision datasets, network faked
 
 

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from kdsweep.data.augment import AugmentSpec
 from kdsweep.data.spec import DataSpec
-from kdsweep.data.splits import Batch, Dataset, FolderSplit, split_and_normalise
+from kdsweep.data.splits import Batch, Dataset, FolderSplit, split_and_normalise, stratified_indices
 from kdsweep.errors import ConfigError
 
 
@@ -88,9 +87,7 @@ class _Normalised(torch.utils.data.Dataset):
 
 def _streaming(spec: DataSpec, train, test, channels: int, augment: AugmentSpec) -> Dataset:
     targets = np.asarray(train.targets)
-    keep, held = train_test_split(
-        np.arange(len(targets)), test_size=spec.val_fraction, random_state=spec.seed + 1, stratify=targets
-    )
+    keep, held = stratified_indices(targets, spec.val_fraction, spec.seed + 1, "data.val_fraction")
     # Normalisation statistics from a seeded sample of the training split: exact enough, and cheap.
     sample = np.random.default_rng(spec.seed).choice(keep, size=min(1000, len(keep)), replace=False)
     stack = torch.stack([_to_tensor(train[int(i)][0], channels) for i in sample])
