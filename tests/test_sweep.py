@@ -237,6 +237,20 @@ def bad(space_change: dict) -> dict:
         ({"resources.gpus_per_trial": 1.5}, "resources.gpus_per_trial"),
         ({"search.beta.when": {"loss": "kdd"}}, "search.beta.when: loss never takes ['kdd']"),
         ({"search.lr": {"uniform": [0.1, 0.01]}}, "search.lr"),
+        ({"teacher.optimizer": "adam"}, "teacher.optimizer: Input should be 'sgd' or 'adamw'"),
+        ({"objective.metric": "val_acc"}, "objective.metric: unknown metric 'val_acc'; did you mean 'val_accuracy'?"),
+        (
+            {"objective.metric": "test_accuracy"},
+            "objective.metric: 'test_accuracy': trials are compared on the validation",
+        ),
+        (
+            {"fixed.measure_latency": False, "objective": {"metric": "latency_ms", "mode": "min"}},
+            "objective.metric: 'latency_ms' is reported only with measure_latency: true",
+        ),
+        (
+            {"search.alpha": {"choice": [0.0, 0.5]}, "objective.metric": "teacher_agreement"},
+            "objective.metric: 'teacher_agreement' is reported only by trials that distil",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_before_anything_runs(tmp_path, capsys, change, message):
