@@ -26,7 +26,16 @@ from kdsweep.leaderboard import format_leaderboard
 from kdsweep.outcome import TAG_OUTCOME, Outcome
 from kdsweep.plots import pareto_figure
 from kdsweep.plugins import import_plugins
-from kdsweep.selection import FRONT_METRICS, FRONT_SENSES, Constraints, TrialRun, front_of, rank, satisfies
+from kdsweep.selection import (
+    FRONT_METRICS,
+    FRONT_SENSES,
+    Constraints,
+    TrialRun,
+    check_selection_metric,
+    front_of,
+    rank,
+    satisfies,
+)
 from kdsweep.tracking.models import load_logged_model
 from kdsweep.tracking.runs import RESOLVED_CONFIG, TAG_ERROR, TAG_MODEL_URI, TAG_PARENT, TAG_ROLE, latest_parent
 from kdsweep.trial import evaluate
@@ -188,6 +197,7 @@ def select_champion(
     resolve through it when loading and registering.
     """
     constraints = constraints or Constraints()
+    check_selection_metric(metric)
     if mode not in ("max", "min"):
         raise ConfigError("--mode", f"'{mode}' is not 'max' or 'min'")
     client = MlflowClient(uri)

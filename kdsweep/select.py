@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from kdsweep.champion import default_experiment, select_champion
 from kdsweep.cli import ArgumentParser, add_tracking_uri, run_command
-from kdsweep.selection import Constraints
+from kdsweep.selection import Constraints, check_selection_metric
 from kdsweep.tracking.server import open_store
 
 
@@ -34,6 +34,7 @@ def build_parser() -> ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """0 with the champion's model URI printed last; 1 when no student meets the constraints."""
     constraints = Constraints(args.max_latency_ms, args.max_params, args.min_accuracy)
+    check_selection_metric(args.metric)  # before the store is opened
     with open_store(args.tracking_uri) as uri:
         experiment = args.experiment or default_experiment(MlflowClient(uri), args.parent_run_id)
         champion = select_champion(
