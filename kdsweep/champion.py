@@ -37,7 +37,15 @@ from kdsweep.selection import (
     satisfies,
 )
 from kdsweep.tracking.models import load_logged_model
-from kdsweep.tracking.runs import RESOLVED_CONFIG, TAG_ERROR, TAG_MODEL_URI, TAG_PARENT, TAG_ROLE, latest_parent
+from kdsweep.tracking.runs import (
+    RESOLVED_CONFIG,
+    TAG_ERROR,
+    TAG_MODEL_URI,
+    TAG_PARENT,
+    TAG_ROLE,
+    latest_parent,
+    tag_equals,
+)
 from kdsweep.trial import evaluate
 
 ALIAS = "champion"
@@ -205,7 +213,7 @@ def select_champion(
     parent = find_parent(client, experiment_name, parent_run_id)
     children = _every(
         lambda page_token: client.search_runs(
-            [parent.info.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'", page_token=page_token
+            [parent.info.experiment_id], tag_equals(TAG_PARENT, parent.info.run_id), page_token=page_token
         )
     )
     runs = [trial_run(run) for run in children]

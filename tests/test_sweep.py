@@ -208,6 +208,23 @@ def test_a_diverging_trial_is_diverged_with_its_reason_never_retried_and_logs_no
         assert all(math.isfinite(m.value) for m in client.get_metric_history(run.info.run_id, key)), key
 
 
+def test_a_sweep_named_with_quotes_runs_end_to_end_and_registers_its_champion(ray_session, tmp_path):
+    space = {
+        **TINY_SPACE,
+        "budget": {"epochs": 1, "num_samples": 1},
+        "scheduler": {"name": "none"},
+        "fixed": {**TINY_SPACE["fixed"], "alpha": 0.0, "measure_latency": False},  # no teacher: the point is the name
+        "search": {"student": {"choice": ["small_cnn"]}},
+    }
+    name = "o'brien's \"sweep\""
+    code, rows, uri = sweep(tmp_path, space, name=name)
+    assert code == 0 and rows[0]["status"] == "FINISHED" and rows[0]["champion"]
+    [run] = child_runs(uri, name)
+    assert run.info.run_id == rows[0]["mlflow_run_id"]
+    version = MlflowClient(uri).get_model_version_by_alias(name, "champion")
+    assert version.run_id == run.info.run_id
+
+
 def bad(space_change: dict) -> dict:
     space = json.loads(json.dumps(TINY_SPACE))
     for dotted, value in space_change.items():

@@ -81,6 +81,19 @@ def flat_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def tag_equals(tag: str, value: str) -> str:
+    """An MLflow search filter `tags.<tag> = <value>` that matches `value` exactly.
+
+    MLflow's filter grammar has no escapes (a quoted value is read as what lies between its quotes,
+    so `'it''s'` and `'it\\'s'` silently match nothing): a value is quoted with a quote character it
+    does not contain. Values with both kinds are not representable; kdsweep filters on ids and hashes.
+    """
+    quote = "'" if "'" not in value else '"'
+    if quote in value:
+        raise ValueError(f"an MLflow filter cannot match a value with both kinds of quote: {value!r}")
+    return f"tags.`{tag}` = {quote}{value}{quote}"
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     return experiment.experiment_id if experiment else client.create_experiment(name)
@@ -89,14 +102,14 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 def latest_parent(client: MlflowClient, experiment_ids: list[str]):
     """The most recent sweep's parent run in these experiments, or None."""
     found = client.search_runs(
-        experiment_ids, f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"], max_results=1
+        experiment_ids, tag_equals(TAG_ROLE, "parent"), order_by=["attributes.start_time DESC"], max_results=1
     )
     return found[0] if found else None
 
 
 def find_trial_run(client: MlflowClient, experiment_id: str, trial_id: str):
     """The run a Tune trial logs to, or None before the trial first started."""
-    found = client.search_runs([experiment_id], f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1)
+    found = client.search_runs([experiment_id], tag_equals(TAG_TRIAL_ID, trial_id), max_results=1)
     return found[0] if found else None
 
 
