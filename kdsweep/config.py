@@ -131,6 +131,15 @@ class Run(_Strict):
     select: bool = True  # choose, test and register the champion at the end
     register_name: str | None = None  # registered model name for the champion; default: the experiment name
 
+    @field_validator("name", "register_name")
+    @classmethod
+    def _no_path_separators(cls, value: str | None) -> str | None:
+        # The experiment name is a folder of the storage and, by default, the registered model's name,
+        # which MLflow refuses with '/' or ':' (only once the sweep has run, at selection).
+        if value is not None and ("/" in value or ":" in value):
+            raise ValueError(f"'{value}' may not contain '/' or ':' (it names a folder and a registered model)")
+        return value
+
 
 class SweepConfig(_Strict):
     data: DataSpec = DataSpec()

@@ -254,6 +254,7 @@ def bad(space_change: dict) -> dict:
         ({"resources.gpus_per_trial": 1.5}, "resources.gpus_per_trial"),
         ({"search.beta.when": {"loss": "kdd"}}, "search.beta.when: loss never takes ['kdd']"),
         ({"search.lr": {"uniform": [0.1, 0.01]}}, "search.lr"),
+        ({"run.register_name": "models:/edge"}, "run.register_name: 'models:/edge' may not contain '/' or ':'"),
         ({"teacher.optimizer": "adam"}, "teacher.optimizer: Input should be 'sgd' or 'adamw'"),
         ({"objective.metric": "val_acc"}, "objective.metric: unknown metric 'val_acc'; did you mean 'val_accuracy'?"),
         (
@@ -304,6 +305,10 @@ def refused(tmp_path: Path, capsys, *flags: str, space: dict = TINY_SPACE) -> st
     assert code == 2 and len(err) == 1, err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
     return err[0]
+
+
+def test_a_sweep_name_that_is_no_folder_name_is_refused_before_anything_runs(tmp_path, capsys):
+    assert refused(tmp_path, capsys, "--name", "team/sweep").startswith("error: run.name: 'team/sweep' may not contain")
 
 
 # Tests run as root, where a chmod'ed directory still takes writes. What no one can write: a folder below
