@@ -52,6 +52,10 @@ class Param(_Strict):
         values = self.values
         if not values:
             raise ValueError(f"'{self.domain}' needs at least one value")
+        if self.domain == "grid" and self.when:
+            # A grid multiplies the trials by its values; a conditional one would have to mean "only on
+            # some of them", which Tune's grid cannot say.
+            raise ValueError("a grid cannot be conditional (when:): use choice, or make the grid unconditional")
         if self.domain in ("uniform", "loguniform", "randint"):
             low, high = values
             if not low < high:

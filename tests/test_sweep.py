@@ -255,6 +255,10 @@ def bad(space_change: dict) -> dict:
         ({"search.beta.when": {"loss": "kdd"}}, "search.beta.when: loss never takes ['kdd']"),
         ({"search.lr": {"uniform": [0.1, 0.01]}}, "search.lr"),
         ({"run.register_name": "models:/edge"}, "run.register_name: 'models:/edge' may not contain '/' or ':'"),
+        (
+            {"search.width": {"grid": [4, 8], "when": {"student": "small_cnn"}}},
+            "search.width: a grid cannot be conditional (when:)",
+        ),
         ({"teacher.optimizer": "adam"}, "teacher.optimizer: Input should be 'sgd' or 'adamw'"),
         ({"objective.metric": "val_acc"}, "objective.metric: unknown metric 'val_acc'; did you mean 'val_accuracy'?"),
         (
