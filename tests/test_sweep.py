@@ -128,6 +128,30 @@ def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_sess
     assert faults.crashes() == 2
 
 
+def tune_draws(space: dict, seed: int, samples: int = 8) -> list[dict]:
+    """The configs Tune's random searcher (as the sweep builds it, seeded with searcher.seed) draws."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from kdsweep.config import SweepConfig
+    from kdsweep.space import tune_param_space
+
+    param_space = tune_param_space(SweepConfig.model_validate(space))
+    generator = BasicVariantGenerator(random_state=seed)
+    generator.add_configurations({"draws": {"run": lambda config: None, "config": param_space, "num_samples": samples}})
+    return [trial.config for trial in iter(generator.next_trial, None)]
+
+
+def test_conditional_parameters_are_drawn_where_they_apply_and_reproduced_by_searcher_seed():
+    first, again, other = tune_draws(TINY_SPACE, seed=1), tune_draws(TINY_SPACE, seed=1), tune_draws(TINY_SPACE, seed=2)
+    for config in first:
+        assert (config["width"] is not None) == (config["student"] == "small_cnn")
+        assert (config["beta"] is not None) == (config["loss"] == "dkd")
+    conditional = [(config["width"], config["beta"]) for config in first]
+    assert any(width for width, _ in conditional) and any(beta for _, beta in conditional)
+    assert conditional == [(config["width"], config["beta"]) for config in again]
+    assert conditional != [(config["width"], config["beta"]) for config in other]
+
+
 @pytest.mark.parametrize("name", ["default", "cifar10", "cifar100", "imagefolder"])
 def test_the_shipped_search_spaces_validate(name, tmp_path):
     from kdsweep.config import SPACES_DIR, load_config
