@@ -437,6 +437,22 @@ def test_image_folder_streaming_matches_in_memory_split_and_statistics(tree):
     assert torch.allclose(images, memory.train.images, atol=1e-4)
 
 
+def test_streamed_and_in_memory_training_crops_pad_with_the_same_value(tmp_path):
+    for split, count in (("train", 5), ("test", 2)):
+        for cls, level in (("a", 60), ("b", 200)):  # uniform images: a crop's border is the only other value
+            (tmp_path / "grey" / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.new("L", (8, 8), level).save(tmp_path / "grey" / split / cls / f"{i}.png")
+    values = {}
+    for memory_limit_mb in (2048, 0):
+        data = load_dataset(_folder_spec(tmp_path / "grey", image_size=8, memory_limit_mb=memory_limit_mb))
+        torch.manual_seed(0)  # the streamed crops' offsets come from torch's global generator
+        images = torch.cat([batch.images for batch, _ in train_batches(data, 4, epoch=1, shuffle_seed=0, device=CPU)])
+        values[memory_limit_mb] = set(torch.round(images, decimals=4).unique().tolist())
+    assert 0.0 in values[2048] and len(values[2048]) == 3  # the two levels, and the padding: the mean colour
+    assert values[0] == values[2048]
+
+
 def test_image_folder_of_grayscale_pngs_has_one_channel(tmp_path):
     arrays = _make_tree(tmp_path / "gray", {"train": 3, "val": 2}, mode="L")
     data = load_dataset(_folder_spec(tmp_path / "gray", val_fraction=0.34))

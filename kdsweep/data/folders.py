@@ -65,7 +65,11 @@ def _decode(folder: datasets.ImageFolder, channels: int) -> tuple[torch.Tensor, 
 
 
 class _Normalised(torch.utils.data.Dataset):
-    """Decode, (augment,) normalise one image in a worker process."""
+    """Decode, normalise, (augment) one image in a worker process.
+
+    Normalised first, as in-memory data is: a crop's padding is then 0 after normalisation (the mean
+    colour) in both, so the same tree trains the same whether it fits memory_limit_mb or streams.
+    """
 
     def __init__(self, folder, channels: int, mean, std, augment: AugmentSpec | None, image_size: int):
         self.folder, self.channels = folder, channels
@@ -82,7 +86,7 @@ class _Normalised(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         image, label = self.folder[index]
-        return self.normalise(self.augment(_to_tensor(image, self.channels))), label, index
+        return self.augment(self.normalise(_to_tensor(image, self.channels))), label, index
 
 
 def _streaming(spec: DataSpec, train, test, channels: int, augment: AugmentSpec) -> Dataset:
