@@ -34,8 +34,10 @@ def leaderboard_rows(results, config: SweepConfig) -> list[dict[str, Any]]:
                 "config": TrialConfig.model_validate({**base, **sampled(result.config or {})}).model_dump(
                     exclude_unset=True
                 ),
-                "metrics": {
-                    k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                "metrics": {  # finite numbers only: a diverged trial's NaN losses are no result
+                    k: v
+                    for k, v in metrics.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                 },
                 "node_id": metrics.get("node_id"),
                 "mlflow_run_id": metrics.get("mlflow_run_id"),

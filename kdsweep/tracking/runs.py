@@ -9,6 +9,7 @@ writes into the run it started, and uploads its student over HTTP when the store
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 from dataclasses import dataclass
@@ -217,10 +218,12 @@ class TrialTracker:
         step = int(metrics["epoch"])
         if step <= self.logged_epoch:
             return
+        # A non-finite value (a diverged epoch's losses) is no measurement: never logged, so that
+        # selection and MLflow's own search never compare one.
         batch = [
             Metric(k, float(v), now, step)
             for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         ]
         self.client.log_batch(self.run_id, metrics=batch)
         if metrics.get("diverged"):  # the driver closes the run as DIVERGED; only the trial knows why

@@ -121,9 +121,8 @@ def run_trial(
         metrics["epoch_seconds"] = time.perf_counter() - started
         diverged = not math.isfinite(train["train_loss"])
         if diverged:  # an outcome of the hyperparameters, not a crash: retrying would diverge again
-            # A NaN is no measurement: leave it out, so that nothing downstream (Tune, MLflow,
-            # selection) ever compares one. kdsweep.outcome.divergence_reason says what happened.
-            metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+            # The non-finite values stay in the report: Tune fails a trial whose report lacks the
+            # metric its scheduler ranks on (val_loss diverges too). MLflow and the leaderboard drop them.
             metrics["diverged"] = 1.0
         history.append(metrics)
         if report is not None:
