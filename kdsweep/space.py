@@ -48,7 +48,7 @@ class Conditional(Domain):
         trial = spec["config"] if isinstance(spec.get("config"), dict) else spec
         chosen = {}
         for key in self.param.when or {}:
-            value = dict.get(trial, key)  # not through Tune's access guard: it would resolve nothing here
+            value = dict.get(trial, key)  # the raw value: still a Domain (or a grid) until Tune draws it
             if isinstance(value, Domain) or (isinstance(value, dict) and "grid_search" in value):
                 raise RecursiveDependencyError(f"'{key}' is not drawn yet")
             chosen[key] = value
