@@ -26,9 +26,27 @@ from kdsweep.leaderboard import format_leaderboard
 from kdsweep.outcome import TAG_OUTCOME, Outcome
 from kdsweep.plots import pareto_figure
 from kdsweep.plugins import import_plugins
-from kdsweep.selection import FRONT_METRICS, FRONT_SENSES, Constraints, TrialRun, front_of, rank, satisfies
+from kdsweep.selection import (
+    FRONT_METRICS,
+    FRONT_SENSES,
+    Constraints,
+    TrialRun,
+    check_selection_metric,
+    front_of,
+    rank,
+    satisfies,
+)
 from kdsweep.tracking.models import load_logged_model
-from kdsweep.tracking.runs import RESOLVED_CONFIG, TAG_MODEL_URI, TAG_PARENT, TAG_ROLE, every_page, latest_parent
+from kdsweep.tracking.runs import (
+    RESOLVED_CONFIG,
+    TAG_ERROR,
+    TAG_MODEL_URI,
+    TAG_PARENT,
+    TAG_ROLE,
+    every_page,
+    latest_parent,
+    tag_equals,
+)
 from kdsweep.trial import evaluate
 
 ALIAS = "champion"
@@ -54,6 +72,7 @@ def trial_run(run: Run) -> TrialRun:
         dict(run.data.params),
         dict(run.data.metrics),
         tags.get(TAG_MODEL_URI),
+        tags.get(TAG_ERROR),
     )
 
 
@@ -65,6 +84,7 @@ def leaderboard_of(ranked: list[TrialRun]) -> str:
             "config": run.params,
             "metrics": run.metrics,
             "status": run.outcome + (" (no model)" if run.outcome == Outcome.FINISHED and not run.model_uri else ""),
+            "error": run.error,
         }
         for position, run in enumerate(ranked, 1)
     ]
@@ -175,6 +195,7 @@ def select_champion(
     resolve through it when loading and registering.
     """
     constraints = constraints or Constraints()
+    check_selection_metric(metric)
     if mode not in ("max", "min"):
         raise ConfigError("--mode", f"'{mode}' is not 'max' or 'min'")
     client = MlflowClient(uri)
@@ -182,7 +203,7 @@ def select_champion(
     parent = find_parent(client, experiment_name, parent_run_id)
     children = every_page(
         lambda page_token: client.search_runs(
-            [parent.info.experiment_id], f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'", page_token=page_token
+            [parent.info.experiment_id], tag_equals(TAG_PARENT, parent.info.run_id), page_token=page_token
         )
     )
     runs = [trial_run(run) for run in children]

@@ -16,12 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdsweep.data import DataSpec, check_dataset_name
-from kdsweep.errors import ConfigError, from_validation_error
+from kdsweep.errors import ConfigError, from_validation_error, unknown_name
 from kdsweep.losses import LossParams, needs_teacher
 from kdsweep.models import require_model
 from kdsweep.plugins import import_plugins
 from kdsweep.teachers import TeacherSpec
-from kdsweep.trial import TrialConfig
+from kdsweep.trial import TrialConfig, reported_metrics
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_SPACE = SPACES_DIR / "default.yaml"
@@ -52,6 +52,10 @@ class Param(_Strict):
         values = self.values
         if not values:
             raise ValueError(f"'{self.domain}' needs at least one value")
+        if self.domain == "grid" and self.when:
+            # A grid multiplies the trials by its values; a conditional one would have to mean "only on
+            # some of them", which Tune's grid cannot say.
+            raise ValueError("a grid cannot be conditional (when:): use choice, or make the grid unconditional")
         if self.domain in ("uniform", "loguniform", "randint"):
             low, high = values
             if not low < high:
@@ -133,6 +137,15 @@ class Run(_Strict):
     # How long a trial (and the driver, at the end) waits for an unreachable tracking server before
     # giving up on what it could not store (it is named in the leaderboard).
     tracking_patience_s: float = Field(default=300.0, ge=0)
+
+    @field_validator("name", "register_name")
+    @classmethod
+    def _no_path_separators(cls, value: str | None) -> str | None:
+        # The experiment name is a folder of the storage and, by default, the registered model's name,
+        # which MLflow refuses with '/' or ':' (only once the sweep has run, at selection).
+        if value is not None and ("/" in value or ":" in value):
+            raise ValueError(f"'{value}' may not contain '/' or ':' (it names a folder and a registered model)")
+        return value
 
 
 class SweepConfig(_Strict):
@@ -236,14 +249,44 @@ def validate_semantics(config: SweepConfig) -> None:
             "teacher.mode",
             "off but alpha can be > 0 (or loss dkd): search only alpha=0 with loss kd, or use cached/online",
         )
+    _validate_objectives(config)
+
+
+def _distils(config: SweepConfig) -> list[bool]:
+    """For each searched loss and bound of alpha: whether such a trial distils (alpha > 0, or dkd)."""
+    base = TrialConfig.model_validate(config.trial_base())
+    alphas = config.search["alpha"].values if "alpha" in config.search else [base.alpha]
+    losses = config.search["loss"].values if "loss" in config.search else [base.loss]
+    return [needs_teacher(loss, LossParams(base.temperature, alpha)) for loss in losses for alpha in alphas]
 
 
 def any_trial_needs_teacher(config: SweepConfig) -> bool:
     """Whether some sampled trial distils (alpha > 0, or dkd), so the sweep must prepare a teacher."""
+    return any(_distils(config))
+
+
+def _validate_objectives(config: SweepConfig) -> None:
+    """Every objective is a metric every trial reports: Tune fails a trial whose report lacks it."""
     base = TrialConfig.model_validate(config.trial_base())
-    alphas = config.search["alpha"].values if "alpha" in config.search else [base.alpha]
-    losses = config.search["loss"].values if "loss" in config.search else [base.loss]
-    return any(needs_teacher(loss, LossParams(base.temperature, alpha)) for loss in losses for alpha in alphas)
+    measures = config.search["measure_latency"].values if "measure_latency" in config.search else [base.measure_latency]
+    everywhere = reported_metrics(distils=all(_distils(config)), measures_cost=all(measures))
+    somewhere = reported_metrics(distils=True, measures_cost=True)
+    for index, objective in enumerate(config.objectives):
+        metric = objective.metric
+        if metric in everywhere:
+            continue
+        field = f"objective.{index}.metric" if isinstance(config.objective, list) else "objective.metric"
+        if metric.startswith("test_"):
+            raise ConfigError(
+                field, f"'{metric}': trials are compared on the validation split, never the test split (use val_...)"
+            )
+        if metric in somewhere:
+            if metric not in reported_metrics(distils=False, measures_cost=True):
+                why = "only by trials that distil (alpha > 0, or loss dkd), and some trials here do not"
+            else:
+                why = "only with measure_latency: true, and some trials here do not measure it"
+            raise ConfigError(field, f"'{metric}' is reported {why}")
+        raise ConfigError(field, unknown_name("metric", metric, list(somewhere)))
 
 
 def _validate_trial_values(config: SweepConfig) -> None:

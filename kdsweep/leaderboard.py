@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kdsweep.config import SweepConfig
-from kdsweep.outcome import Outcome, outcome_of, trial_error
+from kdsweep.outcome import Outcome, divergence_reason, outcome_of, trial_error
 from kdsweep.space import trial_template
 from kdsweep.trial import TrialConfig
 
@@ -23,15 +23,18 @@ def leaderboard_rows(trials, config: SweepConfig, lacking: dict[str, str] | None
     rows = []
     for trial in trials:
         metrics = dict(trial.last_result or {})
+        outcome = outcome_of(trial, config.budget.epochs)
         rows.append(
             {
                 "trial_id": trial.trial_id,
-                "status": str(outcome_of(trial, config.budget.epochs)),
-                "error": trial_error(trial),
+                "status": str(outcome),
+                "error": trial_error(trial) or (divergence_reason(metrics) if outcome is Outcome.DIVERGED else None),
                 # What the sweep chose for this trial (fixed and sampled), validated; defaults stay implicit.
                 "config": template.trial(trial.config or {}).model_dump(exclude_unset=True),
-                "metrics": {
-                    k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                "metrics": {  # finite numbers only: a diverged trial's NaN losses are no result
+                    k: v
+                    for k, v in metrics.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                 },
                 "node_id": metrics.get("node_id"),
                 "mlflow_run_id": metrics.get("mlflow_run_id"),

@@ -61,3 +61,8 @@ def trial_error(trial) -> str | None:
     """The error a Tune trial failed with, as one line (its traceback's last), or None."""
     path = Path(trial.error_file) if trial.error_file else None
     return one_line(path.read_text(), last=True) if path and path.exists() else None
+
+
+def divergence_reason(last: Mapping[str, Any]) -> str:
+    """Why a DIVERGED trial stopped, for its MLflow run and the leaderboard (the loop checks train_loss)."""
+    return f"non-finite train_loss at epoch {int(last.get('epoch', 0))}"

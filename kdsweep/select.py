@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from kdsweep.champion import default_experiment, select_champion
 from kdsweep.cli import ArgumentParser, add_shipping, add_tracking_uri, run_command, ship_spec
 from kdsweep.errors import ConfigError
-from kdsweep.selection import Constraints
+from kdsweep.selection import Constraints, check_selection_metric
 from kdsweep.shipping import FORMATS, ship_model
 from kdsweep.tracking.server import open_store
 
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--export", "--output and --quantize need --export onnx or --export torchscript")
     spec = ship_spec(args, args.export, "--export") if args.export else None  # before the work: --output writable
     constraints = Constraints(args.max_latency_ms, args.max_params, args.min_accuracy)
+    check_selection_metric(args.metric)  # before the store is opened
     with open_store(args.tracking_uri) as uri:
         experiment = args.experiment or default_experiment(MlflowClient(uri), args.parent_run_id)
         champion = select_champion(

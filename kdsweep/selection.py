@@ -24,6 +24,16 @@ _LIMITS = {
 }
 
 
+def check_selection_metric(metric: str) -> None:
+    """Trials are ranked on validation metrics: ranking on a test_ one would choose by the test split."""
+    if metric.startswith("test_"):
+        raise ConfigError(
+            "--metric",
+            f"'{metric}' is measured on the test split, which selection never reads (it is the champion's final "
+            "report): rank by a val_ metric",
+        )
+
+
 @dataclass(frozen=True)
 class Constraints:
     """Hard limits the champion must meet (None: no limit), checked where they enter, named by flag."""
@@ -59,6 +69,7 @@ class TrialRun:
     params: dict[str, str]
     metrics: dict[str, float]
     model_uri: str | None
+    error: str | None = None  # why it failed or diverged, as tagged on its run
 
     @property
     def is_candidate(self) -> bool:

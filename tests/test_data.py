@@ -437,6 +437,22 @@ def test_image_folder_streaming_matches_in_memory_split_and_statistics(tree):
     assert torch.allclose(images, memory.train.images, atol=1e-4)
 
 
+def test_streamed_and_in_memory_training_crops_pad_with_the_same_value(tmp_path):
+    for split, count in (("train", 5), ("test", 2)):
+        for cls, level in (("a", 60), ("b", 200)):  # uniform images: a crop's border is the only other value
+            (tmp_path / "grey" / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.new("L", (8, 8), level).save(tmp_path / "grey" / split / cls / f"{i}.png")
+    values = {}
+    for memory_limit_mb in (2048, 0):
+        data = load_dataset(_folder_spec(tmp_path / "grey", image_size=8, memory_limit_mb=memory_limit_mb))
+        torch.manual_seed(0)  # the streamed crops' offsets come from torch's global generator
+        images = torch.cat([batch.images for batch, _ in train_batches(data, 4, epoch=1, shuffle_seed=0, device=CPU)])
+        values[memory_limit_mb] = set(torch.round(images, decimals=4).unique().tolist())
+    assert 0.0 in values[2048] and len(values[2048]) == 3  # the two levels, and the padding: the mean colour
+    assert values[0] == values[2048]
+
+
 def test_image_folder_of_grayscale_pngs_has_one_channel(tmp_path):
     arrays = _make_tree(tmp_path / "gray", {"train": 3, "val": 2}, mode="L")
     data = load_dataset(_folder_spec(tmp_path / "gray", val_fraction=0.34))
@@ -487,6 +503,21 @@ def test_image_folder_with_empty_train_is_a_dataset_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read images") as caught:
         load_dataset(_folder_spec(tmp_path / "d", image_size=4))
     assert caught.value.field == "data.name"
+
+
+@pytest.mark.parametrize("memory_limit_mb", [2048, 0])
+def test_image_folder_too_small_for_a_stratified_validation_split_is_a_config_error(tmp_path, memory_limit_mb):
+    _make_tree(tmp_path / "d", {"train": 3, "test": 1}, size=4)  # 0.1 of 6 images: 1 held out, 2 classes
+    spec = _folder_spec(tmp_path / "d", image_size=4, val_fraction=0.1, memory_limit_mb=memory_limit_mb)
+    with pytest.raises(ConfigError, match=r"0.1 of 6 samples cannot hold every class in both parts") as caught:
+        load_dataset(spec)
+    assert caught.value.field == "data.val_fraction"
+
+
+def test_a_synthetic_test_fraction_too_small_for_every_class_is_a_config_error():
+    with pytest.raises(ConfigError, match="cannot hold every class") as caught:
+        load_dataset(_synthetic(num_classes=10, num_samples=40, test_fraction=0.1))
+    assert caught.value.field == "data.test_fraction"
 
 
 # ---------------------------------------------------------------- torchvision datasets, network faked

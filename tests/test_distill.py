@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from kdsweep.data import Batch, DataSpec, load_dataset
 from kdsweep.models import create_model
 from kdsweep.teachers import OnlineTeacher
-from kdsweep.trial import TrialConfig, evaluate, place, predict, run_trial
+from kdsweep.trial import TrialConfig, evaluate, place, predict, reported_metrics, run_trial
 
 TINY = {"student": "small_cnn", "width": 4, "epochs": 2, "batch_size": 32, "lr": 0.05, "measure_latency": False}
 
@@ -44,6 +44,13 @@ def test_trial_reports_every_epoch_with_all_metrics(tiny_data):
     assert reports[-1][1]["epoch"] == 2 and "student" in reports[-1][1]
     # train_loss is alpha * kd + (1 - alpha) * ce, averaged the same way
     assert metrics["train_loss"] == pytest.approx(0.9 * metrics["train_kd"] + 0.1 * metrics["train_ce"], rel=1e-6)
+
+
+@pytest.mark.parametrize(("distils", "measures_cost"), [(True, True), (False, False)])
+def test_a_trial_reports_exactly_the_metrics_an_objective_may_name(tiny_data, distils, measures_cost):
+    config = TrialConfig(**{**TINY, "epochs": 1, "alpha": 0.9 if distils else 0.0, "measure_latency": measures_cost})
+    result = run_trial(config, tiny_data, teacher=tiny_teacher(tiny_data) if distils else None)
+    assert set(result.metrics) == set(reported_metrics(distils, measures_cost))
 
 
 def test_alpha_zero_trains_without_a_teacher(tiny_data):

@@ -268,6 +268,7 @@ def test_no_feasible_candidate_exits_1_and_changes_no_model(selected, capsys):
         (["--experiment", "tiny", "--max-latency-ms", "fast"], "error: --max-latency-ms: invalid float value: 'fast'"),
         (["--experiment", "tiny", "--max-params", "-5"], "error: --max-params: must be a finite number >= 0, got -5.0"),
         (["--experiment", "tiny", "--metric", "val_acc"], "error: --metric: no candidate logged 'val_acc'"),
+        (["--metric", "test_accuracy"], "error: --metric: 'test_accuracy' is measured on the test split"),
         (["--parent-run-id", "0123456789abcdef"], "error: --parent-run-id: no run '0123456789abcdef'"),
     ],
 )
@@ -276,6 +277,13 @@ def test_bad_input_is_one_line_naming_the_flag_and_exits_2(selected, capsys, arg
     assert main(["--tracking-uri", sweep.uri, *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_selection_never_ranks_by_a_test_metric(selected):
+    sweep, _, _ = selected
+    with pytest.raises(ConfigError, match="'test_macro_f1' is measured on the test split") as caught:
+        select_champion(sweep.uri, "tiny", metric="test_macro_f1", log=lambda line: None)
+    assert caught.value.field == "--metric"
 
 
 def test_a_refused_file_store_is_a_one_line_error(tmp_path, monkeypatch, capsys):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from pathlib import Path
 
 import faults
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from kdsweep import search
 
@@ -125,6 +128,33 @@ def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_sess
     assert faults.crashes() == 2
 
 
+def tune_draws(space: dict, seed: int, samples: int = 8) -> list[dict]:
+    """What trials get from Tune's random searcher (as the sweep builds it, seeded with searcher.seed)."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from kdsweep.config import SweepConfig
+    from kdsweep.space import trial_template, tune_param_space
+
+    config = SweepConfig.model_validate(space)
+    generator = BasicVariantGenerator(random_state=seed)
+    generator.add_configurations(
+        {"draws": {"run": lambda config: None, "config": tune_param_space(config), "num_samples": samples}}
+    )
+    template = trial_template(config)
+    return [template.trial(trial.config).model_dump(exclude_unset=True) for trial in iter(generator.next_trial, None)]
+
+
+def test_conditional_parameters_are_drawn_where_they_apply_and_reproduced_by_searcher_seed():
+    first, again, other = tune_draws(TINY_SPACE, seed=1), tune_draws(TINY_SPACE, seed=1), tune_draws(TINY_SPACE, seed=2)
+    for config in first:
+        assert ("width" in config) == (config["student"] == "small_cnn")
+        assert ("beta" in config) == (config["loss"] == "dkd")
+    conditional = [(config.get("width"), config.get("beta")) for config in first]
+    assert any(width for width, _ in conditional) and any(beta for _, beta in conditional)
+    assert conditional == [(config.get("width"), config.get("beta")) for config in again]
+    assert conditional != [(config.get("width"), config.get("beta")) for config in other]
+
+
 @pytest.mark.parametrize("name", ["default", "cifar10", "cifar100", "imagefolder"])
 def test_the_shipped_search_spaces_validate(name, tmp_path):
     from kdsweep.config import SPACES_DIR, load_config
@@ -175,6 +205,54 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(ray_ses
     assert sorted(m.step for m in history) == [1, 2, 3]
 
 
+def test_a_diverging_trial_is_diverged_with_its_reason_never_retried_and_logs_no_nan(ray_session, tmp_path, capsys):
+    space = {
+        **TINY_SPACE,
+        "budget": {"epochs": 2, "num_samples": 1},
+        # ASHA ranks on val_loss, which diverges too: Tune must still get it in every report, or it fails the trial
+        "objective": {"metric": "val_loss", "mode": "min"},
+        "resources": {"cpus_per_trial": 1, "max_failures": 2},  # retries allowed: a divergence must not use them
+        # lr 1e6 gives a NaN loss in the first epoch (lr 10 does not diverge on this data: BatchNorm absorbs it)
+        "fixed": {**TINY_SPACE["fixed"], "student": "resnet8", "alpha": 0.0, "lr": 1e6},
+        "search": {"temperature": {"choice": [4.0]}},
+    }
+    code, rows, uri = sweep(tmp_path, space, name="diverging")
+    assert code == 1  # no trial succeeded
+    [row] = rows
+    assert row["status"] == "DIVERGED" and row["error"] == "non-finite train_loss at epoch 1"
+    assert all(math.isfinite(value) for value in row["metrics"].values())
+    assert "DIVERGED\n      error: non-finite train_loss at epoch 1" in capsys.readouterr().out
+    trial_dir = Path(row["path"])
+    assert [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()] == [1]
+    assert not (trial_dir / "error.txt").exists()  # it ended; it did not fail (which would be retried)
+    [state] = trial_dir.parent.glob("experiment_state-*.json")  # Tune's own count of the trial's failures
+    assert [json.loads(meta)["num_failures"] for _, meta in json.loads(state.read_text())["trial_data"]] == [0]
+    [run] = child_runs(uri, "diverging")
+    assert run.info.status == "FINISHED" and run.data.tags["kdsweep.outcome"] == "DIVERGED"
+    assert run.data.tags["kdsweep.error"] == "non-finite train_loss at epoch 1"
+    client = MlflowClient(uri)
+    assert "train_loss" not in run.data.metrics and "val_accuracy" in run.data.metrics
+    for key in run.data.metrics:
+        assert all(math.isfinite(m.value) for m in client.get_metric_history(run.info.run_id, key)), key
+
+
+def test_a_sweep_named_with_quotes_runs_end_to_end_and_registers_its_champion(ray_session, tmp_path):
+    space = {
+        **TINY_SPACE,
+        "budget": {"epochs": 1, "num_samples": 1},
+        "scheduler": {"name": "none"},
+        "fixed": {**TINY_SPACE["fixed"], "alpha": 0.0, "measure_latency": False},  # no teacher: the point is the name
+        "search": {"student": {"choice": ["small_cnn"]}},
+    }
+    name = "o'brien's \"sweep\""
+    code, rows, uri = sweep(tmp_path, space, name=name)
+    assert code == 0 and rows[0]["status"] == "FINISHED" and rows[0]["champion"]
+    [run] = child_runs(uri, name)
+    assert run.info.run_id == rows[0]["mlflow_run_id"]
+    version = MlflowClient(uri).get_model_version_by_alias(name, "champion")
+    assert version.run_id == run.info.run_id
+
+
 def bad(space_change: dict) -> dict:
     space = json.loads(json.dumps(TINY_SPACE))
     for dotted, value in space_change.items():
@@ -204,6 +282,25 @@ def bad(space_change: dict) -> dict:
         ({"resources.gpus_per_trial": 1.5}, "resources.gpus_per_trial"),
         ({"search.beta.when": {"loss": "kdd"}}, "search.beta.when: loss never takes ['kdd']"),
         ({"search.lr": {"uniform": [0.1, 0.01]}}, "search.lr"),
+        ({"run.register_name": "models:/edge"}, "run.register_name: 'models:/edge' may not contain '/' or ':'"),
+        (
+            {"search.width": {"grid": [4, 8], "when": {"student": "small_cnn"}}},
+            "search.width: a grid cannot be conditional (when:)",
+        ),
+        ({"teacher.optimizer": "adam"}, "teacher.optimizer: Input should be 'sgd' or 'adamw'"),
+        ({"objective.metric": "val_acc"}, "objective.metric: unknown metric 'val_acc'; did you mean 'val_accuracy'?"),
+        (
+            {"objective.metric": "test_accuracy"},
+            "objective.metric: 'test_accuracy': trials are compared on the validation",
+        ),
+        (
+            {"fixed.measure_latency": False, "objective": {"metric": "latency_ms", "mode": "min"}},
+            "objective.metric: 'latency_ms' is reported only with measure_latency: true",
+        ),
+        (
+            {"search.alpha": {"choice": [0.0, 0.5]}, "objective.metric": "teacher_agreement"},
+            "objective.metric: 'teacher_agreement' is reported only by trials that distil",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_before_anything_runs(tmp_path, capsys, change, message):
@@ -229,6 +326,54 @@ def test_unreachable_tracking_server_exits_2_before_any_trial(tmp_path, capsys):
     assert code == 2
     assert "--tracking-uri: cannot reach the MLflow server at http://127.0.0.1:9" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def refused(tmp_path: Path, capsys, *flags: str, space: dict = TINY_SPACE) -> str:
+    """The one error line of a sweep refused before anything ran (nothing written where it would log)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["--space", str(write_space(tmp_path, space)), "--storage", str(tmp_path / "results")]
+    code = search.main([*argv, "--tracking-uri", uri, *flags])  # a flag given twice: the last one counts
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+    return err[0]
+
+
+def test_a_sweep_name_that_is_no_folder_name_is_refused_before_anything_runs(tmp_path, capsys):
+    assert refused(tmp_path, capsys, "--name", "team/sweep").startswith("error: run.name: 'team/sweep' may not contain")
+
+
+# Tests run as root, where a chmod'ed directory still takes writes. What no one can write: a folder below
+# a regular file (it cannot be made) and /proc (no file can be created in it).
+@pytest.mark.parametrize("place", ["below-a-file", "proc"])
+@pytest.mark.parametrize("flag", ["--storage", "--tracking-uri"])
+def test_an_unwritable_storage_or_mlflow_folder_is_refused_before_anything_runs(tmp_path, capsys, flag, place):
+    (tmp_path / "file").write_text("")
+    folder = tmp_path / "file" / "sub" if place == "below-a-file" else Path("/proc/kdsweep")
+    error = refused(tmp_path, capsys, flag, str(folder) if flag == "--storage" else f"sqlite:///{folder}/mlflow.db")
+    expected = "which is a file, not a directory" if place == "below-a-file" else "cannot write the "
+    assert error.startswith(f"error: {flag}: ") and expected in error, error
+
+
+def test_a_full_disk_for_storage_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    from kdsweep import disk
+
+    full = shutil.disk_usage(tmp_path)._replace(free=5 * 2**20)
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: full)
+    error = refused(tmp_path, capsys)
+    assert error.startswith("error: --storage: only 5 MB free for the sweep's results on the disk of ")
+    assert error.endswith(f"at least {disk.MIN_FREE_MB} MB needed")
+
+
+def test_streaming_more_loader_workers_than_a_trial_has_cpus_is_refused(tmp_path, capsys):
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "tree" / split / cls).mkdir(parents=True)
+            for i in range(10):
+                Image.new("L", (8, 8), 20 * i).save(tmp_path / "tree" / split / cls / f"{i}.png")
+    data = {"name": str(tmp_path / "tree"), "image_size": 8, "memory_limit_mb": 0, "num_workers": 2}
+    error = refused(tmp_path, capsys, space={**TINY_SPACE, "data": data})  # cpus_per_trial: 1
+    assert error.startswith("error: data.num_workers: 2 loader processes per trial, but a trial has 1 CPUs")
 
 
 def test_resume_without_a_previous_sweep_is_bad_input(tmp_path, capsys):

@@ -93,6 +93,20 @@ def test_a_trained_teacher_is_reused_by_the_next_sweep_on_the_same_data(tiny_dat
     assert other_seed.source.startswith("trained:")
 
 
+def test_a_teacher_kept_under_a_path_with_quotes_has_one_mlflow_run(tiny_data, tmp_path):
+    from kdsweep.tracking.teacher_run import log_teacher
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path / "o'brien's \"teachers\""))
+    trained = prepare_teacher(spec, tiny_data, log=lambda _: None)
+    first, _ = log_teacher(uri, trained, tiny_data)
+    reused = prepare_teacher(spec, tiny_data, log=lambda _: None)  # the same file, found in the cache
+    assert reused.source.startswith("cache:") and "o'brien's" in reused.source
+    assert log_teacher(uri, reused, tiny_data)[0] == first
+    client = MlflowClient(uri)
+    assert len(client.search_runs([client.get_experiment_by_name("kdsweep-teachers").experiment_id])) == 1
+
+
 def test_the_cache_key_changes_with_everything_that_makes_the_teacher_and_nothing_else(tmp_path):
     base = DataSpec(name="synthetic", channels=1, image_size=8, num_classes=4, num_samples=160)
     spec = TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path))

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from kdsweep.data.augment import AugmentSpec
 from kdsweep.data.spec import DataSpec
-from kdsweep.data.splits import Batch, Dataset, FolderSplit, split_and_normalise
+from kdsweep.data.splits import Batch, Dataset, FolderSplit, split_and_normalise, stratified_indices
 from kdsweep.errors import ConfigError
 
 
@@ -66,7 +65,11 @@ def _decode(folder: datasets.ImageFolder, channels: int) -> tuple[torch.Tensor, 
 
 
 class _Normalised(torch.utils.data.Dataset):
-    """Decode, (augment,) normalise one image in a worker process."""
+    """Decode, normalise, (augment) one image in a worker process.
+
+    Normalised first, as in-memory data is: a crop's padding is then 0 after normalisation (the mean
+    colour) in both, so the same tree trains the same whether it fits memory_limit_mb or streams.
+    """
 
     def __init__(self, folder, channels: int, mean, std, augment: AugmentSpec | None, image_size: int):
         self.folder, self.channels = folder, channels
@@ -83,14 +86,12 @@ class _Normalised(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         image, label = self.folder[index]
-        return self.normalise(self.augment(_to_tensor(image, self.channels))), label, index
+        return self.augment(self.normalise(_to_tensor(image, self.channels))), label, index
 
 
 def _streaming(spec: DataSpec, train, test, channels: int, augment: AugmentSpec) -> Dataset:
     targets = np.asarray(train.targets)
-    keep, held = train_test_split(
-        np.arange(len(targets)), test_size=spec.val_fraction, random_state=spec.seed + 1, stratify=targets
-    )
+    keep, held = stratified_indices(targets, spec.val_fraction, spec.seed + 1, "data.val_fraction")
     # Normalisation statistics from a seeded sample of the training split: exact enough, and cheap.
     sample = np.random.default_rng(spec.seed).choice(keep, size=min(1000, len(keep)), replace=False)
     stack = torch.stack([_to_tensor(train[int(i)][0], channels) for i in sample])

@@ -13,6 +13,7 @@ from sklearn.model_selection import train_test_split
 
 from kdsweep.data.augment import AugmentSpec
 from kdsweep.data.spec import DataSpec
+from kdsweep.errors import ConfigError, one_line
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,12 @@ def split_and_normalise(
 ) -> Dataset:
     """Carve test (if the source has none) and validation from train, stratified and seeded; normalise."""
     if test_x is None:
-        train_x, test_x, train_y, test_y = _stratified(train_x, train_y, spec.test_fraction, spec.seed)
-    train_x, val_x, train_y, val_y = _stratified(train_x, train_y, spec.val_fraction, spec.seed + 1)
+        train_x, test_x, train_y, test_y = _stratified(
+            train_x, train_y, spec.test_fraction, spec.seed, "data.test_fraction"
+        )
+    train_x, val_x, train_y, val_y = _stratified(
+        train_x, train_y, spec.val_fraction, spec.seed + 1, "data.val_fraction"
+    )
     mean = train_x.mean(dim=(0, 2, 3))
     std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
 
@@ -137,7 +142,18 @@ def split_and_normalise(
     )
 
 
-def _stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int):
-    keep, held = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=y.numpy())
+def stratified_indices(labels: np.ndarray, fraction: float, seed: int, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) positions, stratified and seeded; too few samples to hold every class in both is
+    bad input of `field` (the fraction), not a traceback from scikit-learn."""
+    try:
+        return train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
+    except ValueError as error:
+        raise ConfigError(
+            field, f"{fraction:g} of {len(labels)} samples cannot hold every class in both parts ({one_line(error)})"
+        ) from None
+
+
+def _stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, field: str):
+    keep, held = stratified_indices(y.numpy(), fraction, seed, field)
     keep, held = torch.from_numpy(keep), torch.from_numpy(held)
     return x[keep], x[held], y[keep], y[held]

@@ -13,6 +13,7 @@ from ray.tune import ExperimentAnalysis
 from kdsweep.champion import select_champion
 from kdsweep.config import SweepConfig, any_trial_needs_teacher
 from kdsweep.data import Dataset, load_dataset
+from kdsweep.disk import check_writable_dir
 from kdsweep.errors import ConfigError, one_line
 from kdsweep.leaderboard import leaderboard_rows, print_leaderboard, write_json
 from kdsweep.outcome import Outcome
@@ -69,6 +70,9 @@ def prepare(config: SweepConfig) -> Prepared:
         raise ConfigError(
             "--resume", f"no sweep named '{config.experiment_name}' to resume under {storage_path(config)}"
         )
+    check_storage(config)
+    data = load_dataset(config.data)
+    check_data_workers(config, data)
     store = resolve_tracking_uri(config.run.tracking_uri)
     use_store(store)
     check_experiment_artifacts(config, store)
@@ -76,7 +80,6 @@ def prepare(config: SweepConfig) -> Prepared:
     host = tracking_host(config, store)
     node_types = cluster_node_types(ray)
     check_resources(config, node_types)
-    data = load_dataset(config.data)
     if config.run.address:
         check_folder_on_nodes(data, node_types, config)
     data_ref = ray.put(data)
@@ -84,6 +87,23 @@ def prepare(config: SweepConfig) -> Prepared:
     if any_trial_needs_teacher(config):
         teacher, outputs, node = teacher_stage(config, data, data_ref)
     return Prepared(data, data_ref, teacher, outputs, node, store, host)
+
+
+def check_storage(config: SweepConfig) -> None:
+    """Tune's storage on a disk of this machine (not a URI such as s3://) takes writes and has room."""
+    storage = storage_path(config)
+    if "://" not in storage or storage.startswith("file://"):
+        check_writable_dir("--storage", storage.removeprefix("file://"), "the sweep's results")
+
+
+def check_data_workers(config: SweepConfig, data: Dataset) -> None:
+    """A streamed folder is decoded by data.num_workers processes per trial, on the CPUs the trial owns."""
+    if not data.in_memory and data.spec.num_workers > config.resources.cpus_per_trial:
+        raise ConfigError(
+            "data.num_workers",
+            f"{data.spec.num_workers} loader processes per trial, but a trial has {config.resources.cpus_per_trial:g} "
+            "CPUs (resources.cpus_per_trial): lower it, or give trials more CPUs",
+        )
 
 
 def run_sweep(config: SweepConfig, resume_command: str = "") -> int:

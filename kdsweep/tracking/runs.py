@@ -9,6 +9,7 @@ writes into the run it started, and uploads its student over HTTP when the store
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
-from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome
+from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome, divergence_reason
 from kdsweep.tracking.models import log_model
 from kdsweep.tracking.pending import Pending, describe
 
@@ -95,6 +96,19 @@ def every_page(fetch) -> list:
             return items
 
 
+def tag_equals(tag: str, value: str) -> str:
+    """An MLflow search filter `tags.<tag> = <value>` that matches `value` exactly.
+
+    MLflow's filter grammar has no escapes (a quoted value is read as what lies between its quotes,
+    so `'it''s'` and `'it\\'s'` silently match nothing): a value is quoted with a quote character it
+    does not contain. Values with both kinds are not representable; kdsweep filters on ids and hashes.
+    """
+    quote = "'" if "'" not in value else '"'
+    if quote in value:
+        raise ValueError(f"an MLflow filter cannot match a value with both kinds of quote: {value!r}")
+    return f"tags.`{tag}` = {quote}{value}{quote}"
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     return experiment.experiment_id if experiment else client.create_experiment(name)
@@ -103,14 +117,14 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 def latest_parent(client: MlflowClient, experiment_ids: list[str]):
     """The most recent sweep's parent run in these experiments, or None."""
     found = client.search_runs(
-        experiment_ids, f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"], max_results=1
+        experiment_ids, tag_equals(TAG_ROLE, "parent"), order_by=["attributes.start_time DESC"], max_results=1
     )
     return found[0] if found else None
 
 
 def find_trial_run(client: MlflowClient, experiment_id: str, trial_id: str):
     """The run a Tune trial logs to, or None before the trial first started."""
-    found = client.search_runs([experiment_id], f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1)
+    found = client.search_runs([experiment_id], tag_equals(TAG_TRIAL_ID, trial_id), max_results=1)
     return found[0] if found else None
 
 
@@ -248,15 +262,19 @@ class TrialTracker:
     def log_epoch(self, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
         step = int(metrics["epoch"])
+        # A non-finite value (a diverged epoch's losses) is no measurement: never logged, so that
+        # selection and MLflow's own search never compare one.
         batch = [
             Metric(k, float(v), now, step)
             for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         ]
 
         def log() -> None:
             if step > self.logged_epoch:
                 self.client.log_batch(self.run_id, metrics=batch)
+                if metrics.get("diverged"):  # the driver closes the run as DIVERGED; only the trial knows why
+                    self.client.set_tag(self.run_id, TAG_ERROR, divergence_reason(metrics))
                 self.logged_epoch = step
 
         self.pending.add(f"metrics of epoch {step}", log)

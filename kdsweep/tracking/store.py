@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from kdsweep.disk import check_writable_dir
 from kdsweep.errors import ConfigError
 
 # MLflow prints a link after every run it touches and a progress bar for every download: noise in
@@ -44,7 +45,10 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def use_store(uri: str) -> None:
-    """Check the store is there, and make it the one `models:/` URIs (a teacher's) resolve against."""
+    """Check the store is there (a sqlite file: that its folder takes writes: the database, its journal,
+    the artifacts in ./mlruns), and make it the one `models:/` URIs (a teacher's) resolve against."""
+    if uri.startswith("sqlite:///"):
+        check_writable_dir("--tracking-uri", Path(uri.removeprefix("sqlite:///")).parent, "the MLflow database")
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from mlflow.entities import Metric, Param
@@ -9,7 +10,14 @@ from mlflow.tracking import MlflowClient
 
 from kdsweep.models import measure_cost
 from kdsweep.tracking.models import log_model
-from kdsweep.tracking.runs import REFERENCE_METRICS, TAG_ROLE, TAG_TEACHER_KEY, TEACHERS_EXPERIMENT, experiment_id
+from kdsweep.tracking.runs import (
+    REFERENCE_METRICS,
+    TAG_ROLE,
+    TAG_TEACHER_KEY,
+    TEACHERS_EXPERIMENT,
+    experiment_id,
+    tag_equals,
+)
 
 
 def log_teacher(uri: str, teacher, data) -> tuple[str, dict[str, float]]:
@@ -17,10 +25,12 @@ def log_teacher(uri: str, teacher, data) -> tuple[str, dict[str, float]]:
     teacher; returns its run id and the reference metrics students are compared with."""
     client = MlflowClient(uri)
     teachers = experiment_id(client, TEACHERS_EXPERIMENT)
-    key = teacher.source.split(":", 1)[-1]  # the teacher file: one run per file, however often reused
-    if key.startswith(("models:/", "runs:/")):  # already in MLflow: link to the run that logged it
-        return source_run_id(client, key), {"test_accuracy": teacher.meta.test_accuracy}
-    found = client.search_runs([teachers], f"tags.`{TAG_TEACHER_KEY}` = '{key}'", max_results=1)
+    origin = teacher.source.split(":", 1)[-1]  # the teacher file: one run per file, however often reused
+    if origin.startswith(("models:/", "runs:/")):  # already in MLflow: link to the run that logged it
+        return source_run_id(client, origin), {"test_accuracy": teacher.meta.test_accuracy}
+    # The file's path, hashed: a path may hold any character, a hash is safe in a search filter.
+    key = hashlib.sha256(origin.encode()).hexdigest()
+    found = client.search_runs([teachers], tag_equals(TAG_TEACHER_KEY, key), max_results=1)
     if found:
         reference = {k: found[0].data.metrics[k] for k in REFERENCE_METRICS if k in found[0].data.metrics}
         return found[0].info.run_id, reference

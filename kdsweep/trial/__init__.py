@@ -3,7 +3,7 @@
 from kdsweep.trial.config import TrialConfig
 from kdsweep.trial.device import autocast, model_device, pick_device, place
 from kdsweep.trial.evaluate import evaluate, predict
-from kdsweep.trial.loop import Report, TrialResult, run_trial
+from kdsweep.trial.loop import Report, TrialResult, reported_metrics, run_trial
 from kdsweep.trial.outputs import TeacherOutputs
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "pick_device",
     "place",
     "predict",
+    "reported_metrics",
     "run_trial",
 ]

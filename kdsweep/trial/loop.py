@@ -26,6 +26,29 @@ from kdsweep.trial.device import autocast, model_device, pick_device, place
 from kdsweep.trial.evaluate import evaluate
 from kdsweep.trial.outputs import TeacherOutputs
 
+# What run_trial reports every epoch: the names an objective may rank by, checked before a sweep starts.
+EPOCH_METRICS = (
+    "epoch",
+    "lr",
+    "epoch_seconds",
+    "train_loss",
+    "train_ce",
+    "train_kd",
+    "val_accuracy",
+    "val_macro_precision",
+    "val_macro_recall",
+    "val_macro_f1",
+    "val_loss",
+)
+DISTILLING_METRICS = ("teacher_agreement",)  # only from a trial that runs a teacher
+COST_METRICS = ("params", "flops", "latency_ms")  # only with measure_latency
+
+
+def reported_metrics(distils: bool, measures_cost: bool) -> tuple[str, ...]:
+    """The metrics of every report of a trial that distils (or not) and measures its cost (or not)."""
+    return EPOCH_METRICS + (DISTILLING_METRICS if distils else ()) + (COST_METRICS if measures_cost else ())
+
+
 # A report gets the epoch's metrics and a callable that returns the state to checkpoint (called
 # only by reporters that save checkpoints, so plain calls do not pay for copying state).
 Report = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
@@ -98,6 +121,8 @@ def run_trial(
         metrics["epoch_seconds"] = time.perf_counter() - started
         diverged = not math.isfinite(train["train_loss"])
         if diverged:  # an outcome of the hyperparameters, not a crash: retrying would diverge again
+            # The non-finite values stay in the report: Tune fails a trial whose report lacks the
+            # metric its scheduler ranks on (val_loss diverges too). MLflow and the leaderboard drop them.
             metrics["diverged"] = 1.0
         history.append(metrics)
         if report is not None:
