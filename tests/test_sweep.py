@@ -81,7 +81,7 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
         assert row["mlflow_run_id"]
     runs = child_runs(uri, "tiny")
     assert sorted(r.info.run_id for r in runs) == sorted(row["mlflow_run_id"] for row in rows)
-    finished = [r for r in runs if r.info.status == "FINISHED"]
+    finished = [r for r in runs if r.data.tags["kdsweep.outcome"] == "FINISHED"]
     assert finished and all("kdsweep.model_uri" in r.data.tags for r in finished)
     assert sum(row.get("champion", False) for row in rows) == 1
     client = MlflowClient(uri)
@@ -94,10 +94,9 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
         assert steps == list(range(1, int(row["metrics"]["epoch"]) + 1))
         assert run.data.metrics["val_accuracy"] == pytest.approx(row["metrics"]["val_accuracy"])
         assert {"train_ce", "train_kd", "lr", "teacher_agreement", "params", "latency_ms"} <= set(run.data.metrics)
-        stopped = row["status"] == "STOPPED"
-        assert (run.info.status == "KILLED") == stopped and (
-            run.data.tags.get("kdsweep.stopped_early") == "true"
-        ) == stopped
+        # An early stop is not a failure: FINISHED in MLflow, the outcome in its tag.
+        assert run.info.status == "FINISHED" and run.data.tags["kdsweep.outcome"] == row["status"]
+        assert (run.data.tags.get("kdsweep.stopped_early") == "true") == (row["status"] == "STOPPED")
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.data.tags["kdsweep.role"] == "parent" and parent.data.tags["dataset"] == "synthetic"
     assert "teacher_test_accuracy" in parent.data.metrics and "kdsweep.teacher_run_id" in parent.data.tags
