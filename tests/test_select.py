@@ -72,11 +72,11 @@ def make_sweep(uri: str, experiment: str, directory, data, students, trials: tup
     """A finished sweep as the driver and its trials record it, without Ray in between."""
     (directory / "tiny.yaml").write_text(SPACE)
     tracker = SweepTracker(uri, experiment)
-    context = tracker.start_parent(load_config(directory / "tiny.yaml"), resume=False)
+    context = tracker.start_parent(load_config(directory / "tiny.yaml"), data, resume=False)
     run_ids = {}
     for index, name in enumerate(trials):
         accuracy, latency, params, status, has_model = TRIALS[name]
-        trial = TrialTracker(context, f"trial_{index:05d}", name, {**TRIAL, "data": SPEC.model_dump()})
+        trial = TrialTracker(context, f"trial_{index:05d}", name, {**TRIAL, "data": SPEC.model_dump()}, data)
         result = students[name]
         trial.log_epoch({**result.metrics, "val_accuracy": accuracy, "latency_ms": latency, "params": params})
         if has_model:

@@ -81,7 +81,7 @@ def run_sweep(config: SweepConfig) -> int:
 def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str) -> int:
     data, teacher = prepared.data, prepared.teacher
     tracker = SweepTracker(uri, config.experiment_name)
-    tracking = tracker.start_parent(config, resume=config.run.resume)
+    tracking = tracker.start_parent(config, data, resume=config.run.resume)
     if teacher is not None:
         tracker.link_teacher(*log_teacher(uri, teacher, data))
     print(

@@ -55,7 +55,7 @@ def tune_trial(
     config = TrialConfig.model_validate({**base, **sampled(sampled_config), "num_threads": cpus})
     trial_id = context.get_trial_id()
     params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
-    tracker = TrialTracker(tracking, trial_id, run_name(config, trial_id), params) if tracking else None
+    tracker = TrialTracker(tracking, trial_id, run_name(config, trial_id), params, data) if tracking else None
     node_id = ray.get_runtime_context().get_node_id()
     resume_state = None
     checkpoint = tune.get_checkpoint()

@@ -20,7 +20,9 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
+from kdsweep.data import Dataset
 from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome
+from kdsweep.tracking.datasets import log_dataset
 from kdsweep.tracking.models import log_model
 
 TAG_ROLE = "kdsweep.role"  # parent | trial | teacher
@@ -34,6 +36,7 @@ TAG_ERROR = "kdsweep.error"
 TAG_PARENT = "mlflow.parentRunId"
 TEACHERS_EXPERIMENT = "kdsweep-teachers"
 REFERENCE_METRICS = ("test_accuracy", "params", "latency_ms")
+BEST_METRIC, BEST_EPOCH = "best_val_accuracy", "best_epoch"  # a trial's running best, next to the last value
 RESOLVED_CONFIG = "search_space/resolved.json"  # the validated SweepConfig, on the parent: what selection re-reads
 
 
@@ -112,7 +115,7 @@ class SweepTracker:
         self.experiment_name = experiment_name
         self.parent_run_id: str | None = None
 
-    def start_parent(self, config, resume: bool) -> TrackingContext:
+    def start_parent(self, config, data: Dataset, resume: bool) -> TrackingContext:
         if resume:
             previous = latest_parent(self.client, [self.experiment_id])
             if previous:
@@ -145,6 +148,7 @@ class SweepTracker:
                 self.client.log_artifact(self.parent_run_id, config.space_file, "search_space")
             resolved = config.model_dump_json(indent=2, exclude={"run": {"tracking_uri"}})  # may carry credentials
             self.client.log_text(self.parent_run_id, resolved, RESOLVED_CONFIG)
+            log_dataset(self.client, self.parent_run_id, data)
         return TrackingContext(self.uri, self.experiment_id, self.parent_run_id)
 
     def link_teacher(self, teacher_run_id: str, reference: dict[str, float]) -> None:
@@ -176,26 +180,36 @@ class SweepTracker:
 
 
 class TrialTracker:
-    """The child run of one trial: found by trial id (a retry continues it), else created."""
+    """The child run of one trial: found by trial id (a retry continues it), else created with its
+    parameters and its dataset."""
 
-    def __init__(self, context: TrackingContext, trial_id: str, run_name: str, params: dict[str, Any]) -> None:
+    def __init__(
+        self, context: TrackingContext, trial_id: str, run_name: str, params: dict[str, Any], data: Dataset
+    ) -> None:
         self.context = context
         self.client = MlflowClient(context.uri)
         found = find_trial_run(self.client, context.experiment_id, trial_id)
         self.logged_epoch = 0
+        self.best: tuple[float, int] | None = None  # (best val_accuracy so far, its epoch)
         if found:
             self.run_id = found.info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             # A crash between logging an epoch and checkpointing it replays that epoch: log it once.
-            self.logged_epoch = int(found.data.metrics.get("epoch", 0))
+            logged = found.data.metrics
+            self.logged_epoch = int(logged.get("epoch", 0))
+            if BEST_METRIC in logged:
+                self.best = (logged[BEST_METRIC], int(logged[BEST_EPOCH]))
             return
         tags = {TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id, TAG_PARENT: context.parent_run_id}
         run = self.client.create_run(context.experiment_id, tags=tags, run_name=run_name)
         self.run_id = run.info.run_id
         flat = flat_params("", params)
         self.client.log_batch(self.run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()])
+        log_dataset(self.client, self.run_id, data)
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
+        """The epoch's metrics at step=epoch, and the running best val_accuracy with its epoch: logged
+        every epoch, so a trial ASHA stops has them too."""
         now = int(time.time() * 1000)
         step = int(metrics["epoch"])
         if step <= self.logged_epoch:
@@ -205,6 +219,10 @@ class TrialTracker:
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         ]
+        if "val_accuracy" in metrics:
+            if self.best is None or metrics["val_accuracy"] > self.best[0]:  # ties keep the earlier epoch
+                self.best = (float(metrics["val_accuracy"]), step)
+            batch += [Metric(BEST_METRIC, self.best[0], now, step), Metric(BEST_EPOCH, self.best[1], now, step)]
         self.client.log_batch(self.run_id, metrics=batch)
 
     def log_student(self, student, data, confusion) -> str:
