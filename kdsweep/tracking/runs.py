@@ -24,6 +24,7 @@ from kdsweep.data import Dataset
 from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome
 from kdsweep.tracking.datasets import log_dataset
 from kdsweep.tracking.models import log_model
+from kdsweep.tracking.ui import CLASSIC_ML, EXPERIMENT_KIND_TAG
 
 TAG_ROLE = "kdsweep.role"  # parent | trial | teacher
 TAG_SWEEP = "kdsweep.sweep"
@@ -84,8 +85,13 @@ def flat_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment `name`, made if new, and marked as classic ML (one made elsewhere keeps its kind)."""
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is None:
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: CLASSIC_ML})
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, CLASSIC_ML)
+    return experiment.experiment_id
 
 
 def latest_parent(client: MlflowClient, experiment_ids: list[str]):
