@@ -53,10 +53,13 @@ def leaderboard_rows(results, config: SweepConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def format_leaderboard(rows: list[dict[str, Any]]) -> str:
+def format_leaderboard(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     """Rows with rank, run, config, metrics, status and error; `config` values may be typed (from Tune)
-    or strings (MLflow params). Each failed trial's error goes right under its line."""
+    or strings (MLflow params). Each failed trial's error goes right under its line (in markdown, in
+    its status cell)."""
     lines = [_cells(row) for row in rows]
+    if markdown:
+        return _markdown(rows, lines)
     table = [COLUMNS, *lines]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
@@ -65,6 +68,15 @@ def format_leaderboard(rows: list[dict[str, Any]]) -> str:
         out.append(line)
         if row.get("error"):
             out.append(f"      error: {row['error']}")
+    return "\n".join(out)
+
+
+def _markdown(rows: list[dict[str, Any]], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for row, cells in zip(rows, lines, strict=True):
+        if row.get("error"):
+            cells[-1] += f": {row['error']}"
+        out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(out)
 
 

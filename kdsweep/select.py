@@ -12,7 +12,9 @@ from mlflow.tracking import MlflowClient
 from kdsweep.champion import default_experiment, select_champion
 from kdsweep.cli import ArgumentParser, add_tracking_uri, run_command
 from kdsweep.selection import Constraints
+from kdsweep.summary import summarise_sweep
 from kdsweep.tracking.store import check_reachable, resolve_tracking_uri
+from kdsweep.tracking.ui import run_url, ui_base
 
 
 def build_parser() -> ArgumentParser:
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     champion = select_champion(uri, experiment, args.parent_run_id, constraints, args.register, args.metric, args.mode)
     if champion is None:
         return 1
+    summarise_sweep(uri, champion.parent_run_id, args.metric, args.mode, champion)
+    print(f"champion in MLflow's UI: {run_url(ui_base(uri)[0], champion.experiment_id, champion.run_id)}")
     print(champion.model_uri)
     return 0
 
