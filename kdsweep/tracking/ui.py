@@ -2,11 +2,12 @@
 
 MLflow 3 has two experiment views: the GenAI one (overview, traces) and the training one (the runs
 table). The experiment tag `mlflow.experimentKind` names the kind (`custom_model_development` is
-what the UI itself writes for "Machine learning"), and kdsweep sets it; but in MLflow 3.17 the UI
-does not read it when choosing the view: a workflow-type switch does ("GenAI apps & agents" or
-"Model training" in the UI), from the link's `?workflowType=machine_learning` (after the hash, on
-the `/runs` route) or else from what the browser last chose, and it defaults to GenAI. So every
-link kdsweep prints carries that query.
+the value the UI labels "Machine learning"), and kdsweep sets it; but MLflow 3.17's UI does
+not read it when choosing the view (that code sits behind a feature flag this build hard-wires to
+the switch): a workflow-type switch does ("GenAI" or "Model training" in the UI), from the link's
+`?workflowType=machine_learning` (after the hash), else from what the browser last chose
+(localStorage `mlflow.workflowType_v1`), else GenAI. So every link kdsweep prints carries that
+query. The sort (`orderByKey`, `orderByAsc`) is read from the query only on the `/runs` route.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from urllib.parse import quote, urlencode
 from kdsweep.tracking.store import display_uri
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-CLASSIC_ML = "custom_model_development"  # the value MLflow's UI writes for "Machine learning"
+CLASSIC_ML = "custom_model_development"  # the value MLflow's UI labels "Machine learning"
 TRAINING_VIEW = {"workflowType": "machine_learning"}
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
@@ -42,5 +43,5 @@ def experiment_url(base: str, experiment_id: str, order_by: str | None = None, m
 
 
 def run_url(base: str, experiment_id: str, run_id: str) -> str:
-    """One run's page; the query keeps the training view when the user goes back to the experiment."""
+    """One run's page; with the query, the page's side navigation (Runs, Models) stays in the training view."""
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{urlencode(TRAINING_VIEW)}"
