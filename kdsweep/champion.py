@@ -50,11 +50,14 @@ from kdsweep.tracking.runs import (
 from kdsweep.trial import evaluate
 
 ALIAS = "champion"
+PARETO_PLOT = "pareto_front.png"  # on the parent run
 Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class Champion:
+    experiment_id: str
+    parent_run_id: str  # the sweep's
     run_id: str
     run_name: str
     model_uri: str  # models:/NAME@champion
@@ -76,7 +79,7 @@ def trial_run(run: Run) -> TrialRun:
     )
 
 
-def leaderboard_of(ranked: list[TrialRun]) -> str:
+def leaderboard_of(ranked: list[TrialRun], markdown: bool = False) -> str:
     rows = [
         {
             "rank": position,
@@ -88,7 +91,7 @@ def leaderboard_of(ranked: list[TrialRun]) -> str:
         }
         for position, run in enumerate(ranked, 1)
     ]
-    return format_leaderboard(rows)
+    return format_leaderboard(rows, markdown)
 
 
 def sweep_config(client: MlflowClient, parent: Run) -> SweepConfig:
@@ -147,6 +150,16 @@ def find_parent(client: MlflowClient, experiment_name: str, parent_run_id: str |
     return run
 
 
+def sweep_runs(client: MlflowClient, parent: Run) -> list[TrialRun]:
+    """Every trial of the sweep under `parent`, as selection sees it."""
+    children = every_page(
+        lambda page_token: client.search_runs(
+            [parent.info.experiment_id], tag_equals(TAG_PARENT, parent.info.run_id), page_token=page_token
+        )
+    )
+    return [trial_run(run) for run in children]
+
+
 def evaluate_on_test(client: MlflowClient, run: TrialRun, parent: Run, log: Log) -> dict[str, float]:
     """Evaluate the chosen student on the test split once, and log it on its run (a rerun reuses it)."""
     if "test_accuracy" in run.metrics:
@@ -201,12 +214,7 @@ def select_champion(
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
     parent = find_parent(client, experiment_name, parent_run_id)
-    children = every_page(
-        lambda page_token: client.search_runs(
-            [parent.info.experiment_id], tag_equals(TAG_PARENT, parent.info.run_id), page_token=page_token
-        )
-    )
-    runs = [trial_run(run) for run in children]
+    runs = sweep_runs(client, parent)
     candidates = [run for run in runs if run.is_candidate]
     if candidates and not any(metric in run.metrics for run in candidates):
         known = ", ".join(sorted({k for run in candidates for k in run.metrics}))
@@ -224,7 +232,7 @@ def select_champion(
     )
     feasible = [run for run in candidates if satisfies(run.metrics, constraints) and metric in run.metrics]
     chosen = rank(feasible, metric, mode)[0] if feasible else None
-    client.log_figure(parent.info.run_id, pareto_figure(candidates, front, chosen, constraints), "pareto_front.png")
+    client.log_figure(parent.info.run_id, pareto_figure(candidates, front, chosen, constraints), PARETO_PLOT)
     if chosen is None:
         log(f"no champion: none of {len(candidates)} finished trials with a model meets {constraints.describe()}")
         return None
@@ -238,4 +246,12 @@ def select_champion(
         "kdsweep.metric": f"{metric} {mode}",
     }
     version = register_champion(client, chosen, name, tags, log)
-    return Champion(chosen.run_id, chosen.name, f"models:/{name}@{ALIAS}", version, {**chosen.metrics, **tested})
+    return Champion(
+        parent.info.experiment_id,
+        parent.info.run_id,
+        chosen.run_id,
+        chosen.name,
+        f"models:/{name}@{ALIAS}",
+        version,
+        {**chosen.metrics, **tested},
+    )

@@ -54,10 +54,13 @@ def leaderboard_rows(trials, config: SweepConfig, lacking: dict[str, str] | None
     return rows
 
 
-def format_leaderboard(rows: list[dict[str, Any]]) -> str:
+def format_leaderboard(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     """Rows with rank, run, config, metrics, status and error; `config` values may be typed (from Tune)
-    or strings (MLflow params). Each failed trial's error goes right under its line."""
+    or strings (MLflow params). Each failed trial's error goes right under its line (in markdown, in
+    its status cell)."""
     lines = [_cells(row) for row in rows]
+    if markdown:
+        return _markdown(rows, lines)
     table = [COLUMNS, *lines]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
@@ -68,6 +71,15 @@ def format_leaderboard(rows: list[dict[str, Any]]) -> str:
             out.append(f"      error: {row['error']}")
         if row.get("not_in_mlflow"):
             out.append(f"      not in MLflow: {row['not_in_mlflow']}")
+    return "\n".join(out)
+
+
+def _markdown(rows: list[dict[str, Any]], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for row, cells in zip(rows, lines, strict=True):
+        if row.get("error"):
+            cells[-1] += f": {row['error']}"
+        out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(out)
 
 

@@ -24,10 +24,12 @@ class Outcome(str, Enum):
 
 
 # What MLflow records for each outcome (its run statuses are fewer); the outcome itself goes in a tag.
+# A trial ASHA stopped ended as planned: FINISHED, not KILLED, which MLflow's UI draws as a failure
+# (the same red icon as FAILED). KILLED is left for a trial a user interrupted.
 MLFLOW_STATUS = {
     Outcome.FINISHED: "FINISHED",
     Outcome.DIVERGED: "FINISHED",
-    Outcome.STOPPED: "KILLED",
+    Outcome.STOPPED: "FINISHED",
     Outcome.ERROR: "FAILED",
     Outcome.INTERRUPTED: "KILLED",
 }

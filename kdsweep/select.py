@@ -16,7 +16,10 @@ from kdsweep.cli import ArgumentParser, add_shipping, add_tracking_uri, run_comm
 from kdsweep.errors import ConfigError
 from kdsweep.selection import Constraints, check_selection_metric
 from kdsweep.shipping import FORMATS, ship_model
+from kdsweep.summary import summarise_sweep
 from kdsweep.tracking.server import open_store
+from kdsweep.tracking.store import resolve_tracking_uri
+from kdsweep.tracking.ui import run_url, ui_base
 
 
 def build_parser() -> ArgumentParser:
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if champion is None:
             return 1
+        summarise_sweep(uri, champion.parent_run_id, args.metric, args.mode, champion)
         if spec is not None:
             try:
                 shipped = ship_model(uri, champion.model_uri, spec, field="--export")
@@ -61,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(error.field, f"{error.problem} {kept}") from None
             if not shipped.passed:
                 return 1
+    base = ui_base(resolve_tracking_uri(args.tracking_uri))[0]  # the store's own UI, not this command's server
+    print(f"champion in MLflow's UI: {run_url(base, champion.experiment_id, champion.run_id)}")
     print(champion.model_uri)
     return 0
 

@@ -79,7 +79,7 @@ def sweep(tmp_path_factory, digits) -> Sweep:
         uri = directory.as_uri() + "/mlruns"
         (directory / "digits.yaml").write_text(SPACE)
         tracker = SweepTracker(uri, "digits")
-        context = tracker.start_parent(load_config(directory / "digits.yaml"), resume=False)
+        context = tracker.start_parent(load_config(directory / "digits.yaml"), digits, resume=False)
         trained = run_trial(TrialConfig(**STUDENT, measure_latency=False, num_threads=1), digits).student
         torch.manual_seed(0)
         run_ids = []
@@ -89,7 +89,9 @@ def sweep(tmp_path_factory, digits) -> Sweep:
                 ("cummax", {"student": "cummax_cnn", "alpha": 0.0}, cummax_cnn(10, 1, 8), {"val_accuracy": 0.1}),
             ]
         ):
-            trial = TrialTracker(context, f"trial_{index:05d}", name, {**params, "data": digits.spec.model_dump()})
+            trial = TrialTracker(
+                context, f"trial_{index:05d}", name, {**params, "data": digits.spec.model_dump()}, digits
+            )
             trial.log_epoch({"epoch": 2, "params": 1000, "latency_ms": 1.0, **metrics})
             logits, labels = predict(student, digits, "val")
             trial.log_student(student, digits, confusion_figure(labels.numpy(), logits.argmax(1).numpy(), 10))

@@ -72,11 +72,11 @@ def make_sweep(uri: str, experiment: str, directory, data, students, trials: tup
     """A finished sweep as the driver and its trials record it, without Ray in between."""
     (directory / "tiny.yaml").write_text(SPACE)
     tracker = SweepTracker(uri, experiment)
-    context = tracker.start_parent(load_config(directory / "tiny.yaml"), resume=False)
+    context = tracker.start_parent(load_config(directory / "tiny.yaml"), data, resume=False)
     run_ids = {}
     for index, name in enumerate(trials):
         accuracy, latency, params, status, has_model = TRIALS[name]
-        trial = TrialTracker(context, f"trial_{index:05d}", name, {**TRIAL, "data": SPEC.model_dump()})
+        trial = TrialTracker(context, f"trial_{index:05d}", name, {**TRIAL, "data": SPEC.model_dump()}, data)
         result = students[name]
         trial.log_epoch({**result.metrics, "val_accuracy": accuracy, "latency_ms": latency, "params": params})
         if has_model:
@@ -313,3 +313,43 @@ def test_select_on_a_real_mlflow_server(mlflow_server, tmp_path, tiny_data, stud
         )
     client = MlflowClient(mlflow_server)
     assert "pareto_front.png" in [a.path for a in client.list_artifacts(sweep.parent_run_id)]
+
+
+# ---------------------------------------------------------------- the parent run's summary
+
+
+def test_the_parent_run_summarises_the_sweep_as_metrics_and_a_markdown_leaderboard(sweep, tiny_data):
+    from kdsweep.summary import NOTE_TAG, summarise_sweep
+
+    champion = select_champion(sweep.uri, "tiny", log=lambda line: None)
+    summarise_sweep(sweep.uri, sweep.parent_run_id, "val_accuracy", "max", champion)
+    parent = MlflowClient(sweep.uri).get_run(sweep.parent_run_id)
+    metrics = parent.data.metrics
+    assert {k: metrics[k] for k in ("trials", "trials_finished", "trials_stopped", "trials_error")} == {
+        "trials": 4,
+        "trials_finished": 3,
+        "trials_stopped": 1,
+        "trials_error": 0,
+    }
+    assert metrics["best_val_accuracy"] == 0.99  # the best any trial that finished or was stopped reached
+    assert metrics["champion_val_accuracy"] == 0.90 and "champion_test_accuracy" in metrics
+    note = parent.data.tags[NOTE_TAG]
+    assert "3 finished, 1 stopped early" in note and "`models:/tiny@champion`" in note
+    assert f"on **synthetic** (digest `{tiny_data.digest}`)" in note
+    table = [line for line in note.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| rank | run |") and len(table) == 2 + len(TRIALS)  # header, rule, trials
+    assert table[2].startswith("| 1 | accurate-slow |") and "| STOPPED |" in table[-1]
+    assert "`pareto_front.png`" in note and "importance.png" not in note  # only plots that are there
+
+
+def test_a_large_sweeps_description_is_cut_to_fit_mlflows_tag_limit():
+    from types import SimpleNamespace
+
+    from kdsweep.summary import NOTE_LIMIT, summary_note
+
+    runs = [trial_run(f"trial-{i:04d}", 0.5 + i / 1e4, 1.0, 1000) for i in range(500)]
+    parent = SimpleNamespace(inputs=None, data=SimpleNamespace(tags={}), info=SimpleNamespace(run_name="sweep-x"))
+    note = summary_note(parent, rank(runs, "val_accuracy", "max"), "val_accuracy", "max", None, "--no-select", [])
+    assert len(note) <= NOTE_LIMIT
+    assert "| 1 | trial-0499 |" in note and note.rstrip().endswith("more trials: see the runs table.")
+    assert "**No champion**: --no-select." in note

@@ -10,7 +10,7 @@ import ray
 from ray import tune
 from ray.tune import ExperimentAnalysis
 
-from kdsweep.champion import select_champion
+from kdsweep.champion import Champion, select_champion
 from kdsweep.config import SweepConfig, any_trial_needs_teacher
 from kdsweep.data import Dataset, load_dataset
 from kdsweep.disk import check_writable_dir
@@ -18,6 +18,7 @@ from kdsweep.errors import ConfigError, one_line
 from kdsweep.leaderboard import leaderboard_rows, print_leaderboard, write_json
 from kdsweep.outcome import Outcome
 from kdsweep.selection import Constraints
+from kdsweep.summary import summarise_sweep
 from kdsweep.sweep.callbacks import RunCloser
 from kdsweep.sweep.cluster import check_experiment_artifacts, check_folder_on_nodes, tracking_host
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
@@ -29,6 +30,7 @@ from kdsweep.tracking.runs import SweepTracker
 from kdsweep.tracking.server import tracking_service
 from kdsweep.tracking.store import QUIET_MLFLOW, display_uri, resolve_tracking_uri, use_store
 from kdsweep.tracking.teacher_run import log_teacher
+from kdsweep.tracking.ui import experiment_url, run_url, ui_base
 
 # Tune's classic reporter shows only the columns we pick; a checkpoint every epoch is the point
 # (resume from the last epoch), so Tune's warning about checkpoint sync time is noise. Workers of a
@@ -117,12 +119,16 @@ def run_sweep(config: SweepConfig, resume_command: str = "") -> int:
 def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_command: str = "") -> int:
     data, teacher = prepared.data, prepared.teacher
     tracker = SweepTracker(uri, config.experiment_name)
-    tracking = tracker.start_parent(config, resume=config.run.resume)
+    tracking = tracker.start_parent(config, data, resume=config.run.resume)
     if teacher is not None:
         tracker.link_teacher(*log_teacher(uri, teacher, data), prepared.teacher_node)
+    base, ui_command = ui_base(prepared.store)
+    primary = config.objectives[0]
+    sweep_link = experiment_url(base, tracking.experiment_id, primary.metric, primary.mode)
     print(
         f"sweep '{config.experiment_name}': {config.budget.num_samples} samples on {data.name}, "
-        f"storage {storage_path(config)}, MLflow {display_uri(uri)} (parent run {tracking.parent_run_id})",
+        f"storage {storage_path(config)}, MLflow {display_uri(uri)} (parent run {tracking.parent_run_id})\n"
+        f"MLflow UI: {sweep_link}" + (f"  (start it with: {ui_command})" if ui_command else ""),
         flush=True,
     )
     closer = RunCloser(tracker, tracking, config, data)
@@ -148,25 +154,36 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
         return 1
     succeeded = any(row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
     _finish(tracker, "FINISHED" if succeeded else "FAILED")
+    champion, no_champion = None, "selection skipped (--no-select)" if succeeded else "no trial succeeded"
     if succeeded and config.run.select:
-        primary = config.objectives[0]
-        champion = select_champion(
-            uri,
-            config.experiment_name,
-            tracking.parent_run_id,
-            Constraints(),
-            register=config.run.register_name,
-            metric=primary.metric,
-            mode=primary.mode,
-            show_table=False,
-        )
+        champion, no_champion = choose_champion(config, uri, tracking.parent_run_id), "no finished trial with a model"
         if champion is not None:
-            print(f"champion: {champion.run_name} -> {champion.model_uri}")
+            link = run_url(base, champion.experiment_id, champion.run_id)
+            print(f"champion: {champion.run_name} -> {champion.model_uri}  {link}")
             for row in rows:
                 row["champion"] = row.get("mlflow_run_id") == champion.run_id
-            if config.run.output_json:
-                write_json(rows, config.run.output_json)
+    # The hyperparameter-importance report (its own issue) goes here: it logs its plot on the
+    # parent run (summary.PLOTS names it) before the summary, which then lists it.
+    summarise_sweep(uri, tracking.parent_run_id, primary.metric, primary.mode, champion, no_champion)
+    print(f"the sweep in MLflow's UI: {sweep_link}")
+    if config.run.output_json:
+        write_json(rows, config.run.output_json)
     return 0 if succeeded else 1
+
+
+def choose_champion(config: SweepConfig, uri: str, parent_run_id: str) -> Champion | None:
+    """Rank the finished students by the primary objective and register the best (no constraints)."""
+    primary = config.objectives[0]
+    return select_champion(
+        uri,
+        config.experiment_name,
+        parent_run_id,
+        Constraints(),
+        register=config.run.register_name,
+        metric=primary.metric,
+        mode=primary.mode,
+        show_table=False,
+    )
 
 
 def _finish(tracker: SweepTracker, status: str) -> None:

@@ -86,7 +86,7 @@ def tune_trial(
 def open_trial_run(tracking: TrackingContext, trial_id: str, config: TrialConfig, data: Dataset) -> TrialTracker:
     """The trial's MLflow run (found by its trial id, else created with its parameters)."""
     params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
-    return TrialTracker(tracking, trial_id, run_name(config, trial_id), params)
+    return TrialTracker(tracking, trial_id, run_name(config, trial_id), params, data)
 
 
 def log_final_student(tracker: TrialTracker, config: TrialConfig, weights: dict, data: Dataset) -> None:

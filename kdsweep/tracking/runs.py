@@ -21,9 +21,12 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
+from kdsweep.data import Dataset
 from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome, divergence_reason
+from kdsweep.tracking.datasets import log_dataset
 from kdsweep.tracking.models import log_model
 from kdsweep.tracking.pending import Pending, describe
+from kdsweep.tracking.ui import CLASSIC_ML, EXPERIMENT_KIND_TAG
 
 TAG_ROLE = "kdsweep.role"  # parent | trial | teacher
 TAG_SWEEP = "kdsweep.sweep"
@@ -37,6 +40,7 @@ TAG_ERROR = "kdsweep.error"
 TAG_PARENT = "mlflow.parentRunId"
 TEACHERS_EXPERIMENT = "kdsweep-teachers"
 REFERENCE_METRICS = ("test_accuracy", "params", "latency_ms")
+BEST_METRIC, BEST_EPOCH = "best_val_accuracy", "best_epoch"  # a trial's running best, next to the last value
 RESOLVED_CONFIG = "search_space/resolved.json"  # the validated SweepConfig, on the parent: what selection re-reads
 
 
@@ -110,8 +114,13 @@ def tag_equals(tag: str, value: str) -> str:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment `name`, made if new, and marked as classic ML (one made elsewhere keeps its kind)."""
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is None:
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: CLASSIC_ML})
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, CLASSIC_ML)
+    return experiment.experiment_id
 
 
 def latest_parent(client: MlflowClient, experiment_ids: list[str]):
@@ -141,7 +150,7 @@ class SweepTracker:
         self.experiment_name = experiment_name
         self.parent_run_id: str | None = None
 
-    def start_parent(self, config, resume: bool) -> TrackingContext:
+    def start_parent(self, config, data: Dataset, resume: bool) -> TrackingContext:
         if resume:
             previous = latest_parent(self.client, [self.experiment_id])
             if previous:
@@ -174,6 +183,7 @@ class SweepTracker:
                 self.client.log_artifact(self.parent_run_id, config.space_file, "search_space")
             resolved = config.model_dump_json(indent=2, exclude={"run": {"tracking_uri"}})  # may carry credentials
             self.client.log_text(self.parent_run_id, resolved, RESOLVED_CONFIG)
+            log_dataset(self.client, self.parent_run_id, data)
         return TrackingContext(self.uri, self.experiment_id, self.parent_run_id, config.run.tracking_patience_s)
 
     def link_teacher(self, teacher_run_id: str, reference: dict[str, float], node_id: str | None = None) -> None:
@@ -227,29 +237,40 @@ class SweepTracker:
 
 
 class TrialTracker:
-    """The child run of one trial: found by trial id (a retry continues it), else created.
+    """The child run of one trial: found by trial id (a retry continues it), else created with its
+    parameters and its dataset.
 
     Every call goes through a `Pending` queue: while the tracking server is unreachable the trial
-    trains on, and what it logged arrives when the server is back (or is named in `unsaved()`).
+    trains on, and what it logged arrives, in order, when the server is back (or is named by `finish`).
     """
 
     def __init__(
-        self, context: TrackingContext, trial_id: str, run_name: str, params: dict[str, Any], log=print
+        self,
+        context: TrackingContext,
+        trial_id: str,
+        run_name: str,
+        params: dict[str, Any],
+        data: Dataset,
+        log=print,
     ) -> None:
         self.context = context
         self.client = MlflowClient(context.uri)
         self.run_id: str | None = None
         self.logged_epoch = 0
+        self.best: tuple[float, int] | None = None  # (best val_accuracy so far, its epoch)
         self.has_model = False
         self.pending = Pending(log)
-        self.pending.add("the trial's run", lambda: self._open(trial_id, run_name, params))
+        self.pending.add("the trial's run", lambda: self._open(trial_id, run_name, params, data))
 
-    def _open(self, trial_id: str, run_name: str, params: dict[str, Any]) -> None:
+    def _open(self, trial_id: str, run_name: str, params: dict[str, Any], data: Dataset) -> None:
         found = find_trial_run(self.client, self.context.experiment_id, trial_id)
         if found:
             self.client.update_run(found.info.run_id, status="RUNNING")
             # A crash between logging an epoch and checkpointing it replays that epoch: log it once.
-            self.logged_epoch = int(found.data.metrics.get("epoch", 0))
+            logged = found.data.metrics
+            self.logged_epoch = int(logged.get("epoch", 0))
+            if BEST_METRIC in logged:
+                self.best = (logged[BEST_METRIC], int(logged[BEST_EPOCH]))
             self.has_model = TAG_MODEL_URI in found.data.tags
             self.run_id = found.info.run_id
             return
@@ -257,9 +278,12 @@ class TrialTracker:
         run = self.client.create_run(self.context.experiment_id, tags=tags, run_name=run_name)
         flat = flat_params("", params)
         self.client.log_batch(run.info.run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()])
+        log_dataset(self.client, run.info.run_id, data)
         self.run_id = run.info.run_id
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
+        """The epoch's metrics at step=epoch, and the running best val_accuracy with its epoch: logged
+        every epoch, so a trial ASHA stops has them too."""
         now = int(time.time() * 1000)
         step = int(metrics["epoch"])
         # A non-finite value (a diverged epoch's losses) is no measurement: never logged, so that
@@ -270,12 +294,19 @@ class TrialTracker:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         ]
 
-        def log() -> None:
-            if step > self.logged_epoch:
-                self.client.log_batch(self.run_id, metrics=batch)
-                if metrics.get("diverged"):  # the driver closes the run as DIVERGED; only the trial knows why
-                    self.client.set_tag(self.run_id, TAG_ERROR, divergence_reason(metrics))
-                self.logged_epoch = step
+        def log() -> None:  # in order, after the run is open: the best so far is known then
+            if step <= self.logged_epoch:
+                return
+            best = []
+            accuracy = metrics.get("val_accuracy")
+            if accuracy is not None and math.isfinite(accuracy):
+                if self.best is None or accuracy > self.best[0]:  # ties keep the earlier epoch
+                    self.best = (float(accuracy), step)
+                best = [Metric(BEST_METRIC, self.best[0], now, step), Metric(BEST_EPOCH, self.best[1], now, step)]
+            self.client.log_batch(self.run_id, metrics=batch + best)
+            if metrics.get("diverged"):  # the driver closes the run as DIVERGED; only the trial knows why
+                self.client.set_tag(self.run_id, TAG_ERROR, divergence_reason(metrics))
+            self.logged_epoch = step
 
         self.pending.add(f"metrics of epoch {step}", log)
 

@@ -9,6 +9,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from kdsweep.models import measure_cost
+from kdsweep.tracking.datasets import log_dataset
 from kdsweep.tracking.models import log_model
 from kdsweep.tracking.runs import (
     REFERENCE_METRICS,
@@ -41,6 +42,7 @@ def log_teacher(uri: str, teacher, data) -> tuple[str, dict[str, float]]:
         run_name=f"teacher-{teacher.meta.arch}-{teacher.meta.dataset}",
     )
     run_id = run.info.run_id
+    log_dataset(client, run_id, data)
     now = int(time.time() * 1000)
     metrics = [
         Metric(k, float(v), now, int(m["epoch"]))

@@ -1,0 +1,124 @@
+"""The sweep's story on its parent run, as MLflow's UI shows it: metrics (the best value reached,
+the trials by outcome, the champion's metrics), the run's description (markdown: the counts, the
+champion, the leaderboard as a table) and the plots logged next to them.
+
+Written at the end of a sweep, and again by `python -m kdsweep.select` when it registers another
+champion; always from what MLflow holds, so a resumed sweep's summary counts every trial.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+
+from mlflow.entities import Metric, Run
+from mlflow.tracking import MlflowClient
+
+from kdsweep.champion import PARETO_PLOT, Champion, leaderboard_of, sweep_runs
+from kdsweep.outcome import Outcome
+from kdsweep.selection import TrialRun, rank
+from kdsweep.tracking.runs import TAG_SWEEP
+
+NOTE_TAG = "mlflow.note.content"  # a run's Description in MLflow's UI, rendered as markdown
+NOTE_LIMIT = 8000  # MLflow's longest tag value: the leaderboard is cut to fit
+CHAMPION_METRICS = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "params", "flops", "latency_ms")
+# The plots a sweep logs on its parent, with what each shows; the description lists those present.
+PLOTS = {
+    PARETO_PLOT: "validation accuracy against latency and size, the front and the champion marked",
+    # The hyperparameter-importance report (its own issue; not written yet) logs its figure under
+    # this name on the parent, before the summary is written (see sweep/run.py); it is listed then.
+    "importance.png": "how much each searched parameter moved the objective",
+}
+
+
+def summarise_sweep(
+    uri: str, parent_run_id: str, metric: str, mode: str, champion: Champion | None, no_champion: str = ""
+) -> None:
+    """Log the summary metrics on the parent and set its description; `no_champion` says why there
+    is none (selection skipped, nothing met the constraints)."""
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_run_id)
+    runs = rank(sweep_runs(client, parent), metric, mode)
+    now = int(time.time() * 1000)
+    metrics = summary_metrics(runs, metric, mode, champion)
+    client.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+    logged = {artifact.path for artifact in client.list_artifacts(parent_run_id)}
+    plots = [plot for plot in PLOTS if plot in logged]
+    client.set_tag(parent_run_id, NOTE_TAG, summary_note(parent, runs, metric, mode, champion, no_champion, plots))
+
+
+def summary_metrics(runs: list[TrialRun], metric: str, mode: str, champion: Champion | None) -> dict[str, float]:
+    """trials_<outcome> for every outcome; best_<metric>: the best value any trial that finished or
+    was stopped early reached at any epoch (its running best where logged, else its last value);
+    champion_<metric> for the champion's validation, test and cost metrics."""
+    counts = Counter(run.outcome for run in runs)
+    summary = {f"trials_{outcome.value.lower()}": float(counts[outcome]) for outcome in Outcome}
+    summary["trials"] = float(len(runs))
+    reached = [
+        run.metrics.get(f"best_{metric}", run.metrics.get(metric, math.nan))
+        for run in runs
+        if run.outcome in (Outcome.FINISHED, Outcome.STOPPED)
+    ]
+    reached = [value for value in reached if math.isfinite(value)]
+    if reached:
+        summary[f"best_{metric}"] = max(reached) if mode == "max" else min(reached)
+    if champion is not None:
+        for name in dict.fromkeys((metric, *CHAMPION_METRICS)):
+            if name in champion.metrics:
+                summary[f"champion_{name}"] = float(champion.metrics[name])
+    return summary
+
+
+def summary_note(
+    parent: Run,
+    ranked: list[TrialRun],
+    metric: str,
+    mode: str,
+    champion: Champion | None,
+    no_champion: str,
+    plots: list[str],
+) -> str:
+    """The description: one paragraph of counts, the champion, the leaderboard, the plots."""
+    counts = Counter(run.outcome for run in ranked)
+    inputs = parent.inputs.dataset_inputs if parent.inputs else []
+    data = f" on **{inputs[0].dataset.name}** (digest `{inputs[0].dataset.digest}`)" if inputs else ""
+    lines = [
+        f"**Sweep `{parent.data.tags.get(TAG_SWEEP, parent.info.run_name)}`**: {len(ranked)} trials{data}: "
+        f"{counts[Outcome.FINISHED]} finished, {counts[Outcome.STOPPED]} stopped early by the scheduler, "
+        f"{counts[Outcome.DIVERGED]} diverged, {counts[Outcome.ERROR]} failed. Ranked by `{metric}` ({mode}).",
+        "",
+    ]
+    if champion is not None:
+        shown = ", ".join(
+            f"{name} {_number(name, champion.metrics[name])}"
+            for name in dict.fromkeys((metric, *CHAMPION_METRICS))
+            if name in champion.metrics
+        )
+        lines.append(
+            f"**Champion**: `{champion.run_name}` ({shown}), registered as `{champion.model_uri}` "
+            f"(version {champion.version})."
+        )
+    else:
+        lines.append(f"**No champion**{f': {no_champion}' if no_champion else ''}.")
+    lines.append("")
+    tail = (
+        ["", "Plots (artifacts of this run): " + "; ".join(f"`{p}`: {PLOTS[p]}" for p in plots) + "."] if plots else []
+    )
+    lines += _fit(leaderboard_of(ranked, markdown=True).splitlines(), NOTE_LIMIT - len("\n".join(lines + tail)) - 80)
+    return "\n".join(lines + tail)
+
+
+def _fit(table: list[str], budget: int) -> list[str]:
+    """The header and as many rows as fit in `budget` characters, then how many were left out."""
+    kept, used = table[:2], len(table[0]) + len(table[1]) + 2
+    for row in table[2:]:
+        if used + len(row) + 1 > budget:
+            return [*kept, "", f"... and {len(table) - len(kept)} more trials: see the runs table."]
+        kept.append(row)
+        used += len(row) + 1
+    return kept
+
+
+def _number(name: str, value: float) -> str:
+    return f"{value:,.0f}" if name in ("params", "flops") else f"{value:.4g}"
