@@ -30,6 +30,17 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def no_tracking_uri_leak():
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which every later subprocess (a sweep
+    run as a user runs it) would inherit as its default store: each test module starts and ends clean."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_data():
     """4 classes of 1x8x8 synthetic images: a trial on it takes well under a second."""
