@@ -12,10 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import faults
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from test_interruption import Driver, epochs_reported, wait_until
+from test_interruption import PACE_S, Driver, epochs_reported, wait_until
 from test_sweep import TINY_SPACE
 
 from kdsweep.tracking.server import MlflowServer, free_port
@@ -23,11 +24,11 @@ from kdsweep.tracking.server import MlflowServer, free_port
 EPOCHS = 5
 SPACE = {
     **TINY_SPACE,
-    "data": {**TINY_SPACE["data"], "num_samples": 3000},  # epochs of about a second
+    "plugins": ["faults"],
     "budget": {"epochs": EPOCHS, "num_samples": 2},
     "scheduler": {"name": "none"},
     "searcher": {"name": "random", "max_concurrent": 2, "seed": 4},
-    "fixed": {**TINY_SPACE["fixed"], "student": "small_cnn"},
+    "fixed": {**TINY_SPACE["fixed"], "student": faults.PACED},
     "search": {"width": {"choice": [4, 8]}, "temperature": {"uniform": [2.0, 6.0]}},
 }
 
@@ -58,6 +59,7 @@ def server(tmp_path):
 
 
 def sweep(tmp_path: Path, ray_session, server: Server, name: str, *extra: str) -> Driver:
+    faults.pace(PACE_S)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
     args = ["--space", "space.yaml", "--name", name, "--storage", "results", "--output-json", f"{name}.json"]
     args += ["--address", ray_session.get_runtime_context().gcs_address, "--tracking-uri", server.uri, *extra]
