@@ -247,13 +247,13 @@ def validate_semantics(config: SweepConfig) -> None:
     if config.teacher.mode == "off" and any_trial_needs_teacher(config):
         raise ConfigError(
             "teacher.mode",
-            "off but alpha can be > 0 (or loss dkd): search only alpha=0 with loss kd, or use cached/online",
+            "off but alpha can be > 0 (or the loss is not kd): search only alpha=0 with loss kd, or use cached/online",
         )
     _validate_objectives(config)
 
 
 def _distils(config: SweepConfig) -> list[bool]:
-    """For each searched loss and bound of alpha: whether such a trial distils (alpha > 0, or dkd)."""
+    """For each searched loss and bound of alpha: whether such a trial distils (alpha > 0, or a loss other than kd)."""
     base = TrialConfig.model_validate(config.trial_base())
     alphas = config.search["alpha"].values if "alpha" in config.search else [base.alpha]
     losses = config.search["loss"].values if "loss" in config.search else [base.loss]
@@ -261,7 +261,7 @@ def _distils(config: SweepConfig) -> list[bool]:
 
 
 def any_trial_needs_teacher(config: SweepConfig) -> bool:
-    """Whether some sampled trial distils (alpha > 0, or dkd), so the sweep must prepare a teacher."""
+    """Whether some sampled trial distils (alpha > 0, or a loss other than kd), so the sweep must prepare a teacher."""
     return any(_distils(config))
 
 
@@ -282,7 +282,7 @@ def _validate_objectives(config: SweepConfig) -> None:
             )
         if metric in somewhere:
             if metric not in reported_metrics(distils=False, measures_cost=True):
-                why = "only by trials that distil (alpha > 0, or loss dkd), and some trials here do not"
+                why = "only by trials that distil (alpha > 0, or a loss other than kd), and some trials here do not"
             else:
                 why = "only with measure_latency: true, and some trials here do not measure it"
             raise ConfigError(field, f"'{metric}' is reported {why}")

@@ -45,8 +45,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--width", type=int, default=None, help="width of small_cnn")
     p.add_argument("--loss", default="kd", help=f"distillation loss: {', '.join(list_losses())}")
     p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--alpha", type=float, default=0.9, help="kd: weight of the soft term (0 = plain CE, no teacher)")
-    p.add_argument("--beta", type=float, default=8.0, help="dkd: weight of the non-target term")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.9,
+        help="kd: weight of the soft term (0 = plain CE, no teacher); dkd: TCKD; dist: inter",
+    )
+    p.add_argument("--beta", type=float, default=8.0, help="dkd: weight of the non-target term; dist: intra-class")
+    p.add_argument("--standardize", action="store_true", help="z-score the logits of the soft term (Sun et al. 2024)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=64)
@@ -71,6 +77,7 @@ def build(args: argparse.Namespace) -> tuple[DataSpec, TrialConfig, TeacherSpec]
             temperature=args.temperature,
             alpha=args.alpha,
             beta=args.beta,
+            standardize=args.standardize,
             epochs=args.epochs,
             lr=args.lr,
             batch_size=args.batch_size,

@@ -263,14 +263,14 @@ def test_get_loss_returns_registered_kd_and_dkd_functions():
 
 
 def test_list_losses_is_sorted_names():
-    assert list_losses() == ["dkd", "kd"]
+    assert list_losses() == ["dist", "dkd", "kd"]
 
 
 def test_unknown_loss_message_lists_choices_and_suggests_close_name():
     with pytest.raises(ValueError) as excinfo:
         get_loss("kdd")
     message = str(excinfo.value)
-    assert "unknown loss 'kdd'; did you mean 'kd'? (choose from: dkd, kd)" == message
+    assert "unknown loss 'kdd'; did you mean 'kd'? (choose from: dist, dkd, kd)" == message
 
 
 def test_unknown_loss_far_from_any_name_has_no_suggestion():
@@ -287,7 +287,7 @@ def test_register_loss_makes_function_selectable_by_name(monkeypatch):
         raise NotImplementedError
 
     assert get_loss("zero") is zero_terms
-    assert list_losses() == ["dkd", "kd", "zero"]
+    assert list_losses() == ["dist", "dkd", "kd", "zero"]
 
 
 @pytest.mark.parametrize(

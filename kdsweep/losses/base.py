@@ -15,9 +15,11 @@ class LossParams:
     """Hyper-parameters shared by all registered losses."""
 
     temperature: float
-    alpha: float  # kd: weight of the soft term; dkd: weight of TCKD
-    beta: float = 8.0  # dkd only: weight of NCKD
+    # Our alpha always weighs the (first) soft term; papers name their weights differently:
+    alpha: float  # kd: weight of the soft term; dkd: weight of TCKD (DKD's alpha); dist: inter-class (DIST's beta)
+    beta: float = 8.0  # dkd: weight of NCKD (DKD's beta); dist: intra-class (DIST's gamma); unused by kd
     warmup: float = 1.0  # dkd only: linear warm-up factor in [0, 1], see dkd_warmup()
+    standardize: bool = False  # every loss: z-score the logits of the soft term, see standardize.py
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class LossTerms:
 
     total: Tensor  # what is back-propagated
     ce: Tensor  # cross-entropy with the hard labels (unweighted)
-    kd: Tensor  # kd: T^2 * KL; dkd: warmup * (alpha*TCKD + beta*NCKD) * T^2
+    kd: Tensor  # kd: T^2 * KL; dkd: warmup * (alpha*TCKD + beta*NCKD) * T^2; dist: (alpha*inter + beta*intra) * T^2
 
 
 LossFn = Callable[[Tensor, Tensor | None, Tensor, LossParams], LossTerms]

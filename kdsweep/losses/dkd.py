@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdsweep.losses.base import LossParams, LossTerms, register_loss, require_teacher
+from kdsweep.losses.standardize import soft_logits
 
 
 def _dkd_log_probs(logits: Tensor, targets: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -36,12 +37,13 @@ def dkd_terms(student_logits: Tensor, teacher_logits: Tensor | None, targets: Te
       NCKD = KL(p̂_t || p̂_s) over the softmax of the non-target logits at temperature T,
     both batchmean. Splitting the KL this way lets NCKD ("dark knowledge")
     be weighted independently of the teacher's confidence in the target.
+    With params.standardize both KLs compare z-scored logits; CE keeps the raw ones.
     """
     teacher_logits = require_teacher(teacher_logits, "dkd")
     ce = F.cross_entropy(student_logits, targets)
     T = params.temperature
-    log_b_s, log_other_s = _dkd_log_probs(student_logits, targets, T)
-    log_b_t, log_other_t = _dkd_log_probs(teacher_logits, targets, T)
+    log_b_s, log_other_s = _dkd_log_probs(soft_logits(student_logits, params), targets, T)
+    log_b_t, log_other_t = _dkd_log_probs(soft_logits(teacher_logits, params), targets, T)
     tckd = F.kl_div(log_b_s, log_b_t, reduction="batchmean", log_target=True)
     nckd = F.kl_div(log_other_s, log_other_t, reduction="batchmean", log_target=True)
     # T^2 for the same gradient-scale reason as in soft_target_loss().

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdsweep.losses.base import LossParams, LossTerms, register_loss, require_teacher
+from kdsweep.losses.standardize import soft_logits
 
 
 def soft_target_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -28,13 +29,14 @@ def kd_terms(student_logits: Tensor, teacher_logits: Tensor | None, targets: Ten
     """Hinton et al. 2015: total = alpha * T^2 * KL + (1 - alpha) * CE.
 
     alpha weighs the soft term: alpha=0 is plain CE (the teacher may be None
-    and the kd term is 0), alpha=1 is pure soft-target training.
+    and the kd term is 0), alpha=1 is pure soft-target training. With
+    params.standardize the KL compares z-scored logits; CE keeps the raw ones.
     """
     ce = F.cross_entropy(student_logits, targets)
     if params.alpha == 0:
         return LossTerms(total=ce, ce=ce, kd=ce.new_zeros(()))
     teacher_logits = require_teacher(teacher_logits, "kd")
-    kd = soft_target_loss(student_logits, teacher_logits, params.temperature)
+    kd = soft_target_loss(soft_logits(student_logits, params), soft_logits(teacher_logits, params), params.temperature)
     total = params.alpha * kd + (1 - params.alpha) * ce
     return LossTerms(total=total, ce=ce, kd=kd)
 

@@ -19,9 +19,11 @@ class TrialConfig(BaseModel):
     pretrained: str | None = None  # torchvision weights to start from, e.g. IMAGENET1K_V1
     loss: str = "kd"  # a registered loss (kdsweep.losses)
     temperature: float = Field(default=4.0, gt=0)
-    alpha: float = Field(default=0.9, ge=0)  # kd: weight of the soft term, <= 1; dkd: TCKD weight
-    beta: float = Field(default=8.0, ge=0)  # dkd only: NCKD weight
+    # Loss weights as in kdsweep.losses.LossParams; the defaults are kd's alpha and dkd's beta (DIST uses 1 and 1).
+    alpha: float = Field(default=0.9, ge=0)  # kd: weight of the soft term, <= 1; dkd: TCKD; dist: inter-class
+    beta: float = Field(default=8.0, ge=0)  # dkd: NCKD weight; dist: intra-class weight
     dkd_warmup_epochs: int = Field(default=0, ge=0)
+    standardize: bool = False  # z-score the logits of every loss's soft term (Sun et al. 2024)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(default=0.05, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
@@ -49,7 +51,8 @@ class TrialConfig(BaseModel):
 
     @property
     def loss_params(self) -> LossParams:
-        return LossParams(temperature=self.temperature, alpha=self.alpha, beta=self.beta)
+        """The loss's parameters at full strength (the trial loop sets dkd's warm-up per epoch)."""
+        return LossParams(temperature=self.temperature, alpha=self.alpha, beta=self.beta, standardize=self.standardize)
 
     @property
     def needs_teacher(self) -> bool:

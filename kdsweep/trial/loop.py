@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -114,7 +114,7 @@ def run_trial(
         started = time.perf_counter()
         torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout etc.: a resumed epoch replays exactly
         lr = optimizer.param_groups[0]["lr"]
-        params = LossParams(config.temperature, config.alpha, config.beta, dkd_warmup(epoch, config.dkd_warmup_epochs))
+        params = replace(config.loss_params, warmup=dkd_warmup(epoch, config.dkd_warmup_epochs))
         train = train_one_epoch(student, data, config, epoch, view_epochs, optimizer, loss_fn, params, distill_from)
         scheduler.step()
         metrics = {"epoch": epoch, "lr": lr, **train, **evaluate(student, data, "val", teacher_val), **static}
