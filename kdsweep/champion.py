@@ -39,6 +39,7 @@ from kdsweep.selection import (
 from kdsweep.tracking.models import load_logged_model
 from kdsweep.tracking.runs import (
     RESOLVED_CONFIG,
+    TAG_BASELINE,
     TAG_ERROR,
     TAG_MODEL_URI,
     TAG_PARENT,
@@ -76,6 +77,7 @@ def trial_run(run: Run) -> TrialRun:
         dict(run.data.metrics),
         tags.get(TAG_MODEL_URI),
         tags.get(TAG_ERROR),
+        TAG_BASELINE in tags,
     )
 
 
@@ -84,6 +86,7 @@ def leaderboard_of(ranked: list[TrialRun], markdown: bool = False) -> str:
         {
             "rank": position,
             "run": run.name,
+            "role": "baseline" if run.baseline else "trial",
             "config": run.params,
             "metrics": run.metrics,
             "status": run.outcome + (" (no model)" if run.outcome == Outcome.FINISHED and not run.model_uri else ""),
@@ -201,11 +204,12 @@ def select_champion(
     mode: str = "max",
     log: Log = print,
     show_table: bool = True,
+    include_baselines: bool = False,
 ) -> Champion | None:
     """Rank the sweep's students, pick the best that meets `constraints`, test it once, register it.
 
-    Returns None when no student qualifies. Sets MLflow's global tracking URI: `models:/` URIs
-    resolve through it when loading and registering.
+    Scratch baselines compete only when `include_baselines`. Returns None when no student qualifies.
+    Sets MLflow's global tracking URI: `models:/` URIs resolve through it when loading and registering.
     """
     constraints = constraints or Constraints()
     check_selection_metric(metric)
@@ -215,14 +219,15 @@ def select_champion(
     mlflow.set_tracking_uri(uri)
     parent = find_parent(client, experiment_name, parent_run_id)
     runs = sweep_runs(client, parent)
-    candidates = [run for run in runs if run.is_candidate]
+    candidates = [run for run in runs if run.is_candidate and (include_baselines or not run.baseline)]
     if candidates and not any(metric in run.metrics for run in candidates):
         known = ", ".join(sorted({k for run in candidates for k in run.metrics}))
         raise ConfigError("--metric", f"no candidate logged '{metric}' (logged: {known})")
     front = front_of(candidates)
     log(
         f"sweep {parent.info.run_name} ({parent.info.run_id}) in '{experiment_name}': {len(runs)} trials, "
-        f"{len(candidates)} finished with a model; ranked by {metric} ({mode})"
+        f"{len(candidates)} finished with a model{'' if include_baselines else ' (scratch baselines aside)'}; "
+        f"ranked by {metric} ({mode})"
     )
     if show_table:  # the sweep has just printed its own
         log(leaderboard_of(rank(runs, metric, mode)))

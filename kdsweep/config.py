@@ -133,6 +133,9 @@ class Run(_Strict):
     output_json: str | None = None
     resume: bool = False
     select: bool = True  # choose, test and register the champion at the end
+    # Train each distinct student once without the teacher too (reused from earlier sweeps of the
+    # experiment), so that every distillation trial reports kd_gain and gap_closed.
+    baselines: bool = True
     register_name: str | None = None  # registered model name for the champion; default: the experiment name
     # How long a trial (and the driver, at the end) waits for an unreachable tracking server before
     # giving up on what it could not store (it is named in the leaderboard).

@@ -9,11 +9,25 @@ from typing import Any
 
 from kdsweep.config import SweepConfig
 from kdsweep.outcome import Outcome, divergence_reason, outcome_of, trial_error
-from kdsweep.space import trial_template
+from kdsweep.space import is_baseline, trial_template
 from kdsweep.trial import TrialConfig
 
 STATUS_ORDER = {Outcome.FINISHED: 0, Outcome.STOPPED: 1, Outcome.INTERRUPTED: 2, Outcome.DIVERGED: 3, Outcome.ERROR: 4}
-COLUMNS = ["rank", "run", "student", "T", "alpha", "loss", "val_acc", "f1", "params", "ms", "status"]
+COLUMNS = [
+    "rank",
+    "run",
+    "student",
+    "T",
+    "alpha",
+    "loss",
+    "val_acc",
+    "kd_gain",
+    "gap_closed",
+    "f1",
+    "params",
+    "ms",
+    "status",
+]
 
 
 def leaderboard_rows(trials, config: SweepConfig, lacking: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -27,6 +41,7 @@ def leaderboard_rows(trials, config: SweepConfig, lacking: dict[str, str] | None
         rows.append(
             {
                 "trial_id": trial.trial_id,
+                "role": "baseline" if is_baseline(trial.config or {}) else "trial",
                 "status": str(outcome),
                 "error": trial_error(trial) or (divergence_reason(metrics) if outcome is Outcome.DIVERGED else None),
                 # What the sweep chose for this trial (fixed and sampled), validated; defaults stay implicit.
@@ -71,6 +86,8 @@ def format_leaderboard(rows: list[dict[str, Any]], markdown: bool = False) -> st
             out.append(f"      error: {row['error']}")
         if row.get("not_in_mlflow"):
             out.append(f"      not in MLflow: {row['not_in_mlflow']}")
+        if (row.get("vs_scratch") or {}).get("note"):
+            out.append(f"      vs scratch: {row['vs_scratch']['note']}")
     return "\n".join(out)
 
 
@@ -91,19 +108,28 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
 
     width = value("width")
     student = str(value("student")) + (f"(w{width})" if width not in (None, "None") else "")
+    scratch = row.get("role") == "baseline"
     return [
         str(row["rank"]),
         str(row["run"]),
         student,
-        _number(value("temperature"), ".2f"),
-        _number(value("alpha"), ".2f"),
-        str(value("loss")),
+        "-" if scratch else _number(value("temperature"), ".2f"),
+        "-" if scratch else _number(value("alpha"), ".2f"),
+        "scratch" if scratch else str(value("loss")),
         _number(metrics.get("val_accuracy"), ".4f"),
+        _number(metrics.get("kd_gain"), "+.4f") + _at_epoch(row),
+        _number(metrics.get("gap_closed"), ".2f"),
         _number(metrics.get("val_macro_f1"), ".4f"),
         _number(metrics.get("params"), ",.0f"),
         _number(metrics.get("latency_ms"), ".2f"),
         str(row["status"]),
     ]
+
+
+def _at_epoch(row: Mapping[str, Any]) -> str:
+    """The epoch a trial was compared with its baseline at, when it stopped before its last."""
+    compared = (row.get("vs_scratch") or {}).get("epoch")
+    return f"@{compared}" if compared and str(compared) != str(row["config"].get("epochs")) else ""
 
 
 def _number(value: Any, spec: str) -> str:

@@ -55,6 +55,11 @@ def build_parser() -> ArgumentParser:
         help="run.register_name: the champion's registered name (default: the experiment name)",
     )
     p.add_argument("--no-select", action="store_true", help="skip choosing and registering a champion at the end")
+    p.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="do not train each student without the teacher (no kd_gain / gap_closed)",
+    )
     return p
 
 
@@ -77,6 +82,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
             "run.tracking_uri": args.tracking_uri,
             "run.register_name": args.register,
             "run.select": False if args.no_select else None,
+            "run.baselines": False if args.no_baselines else None,
         },
     )
 

@@ -34,6 +34,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--min-accuracy", type=float, default=None, help="only students with at least this val_accuracy")
     p.add_argument("--metric", default="val_accuracy", help="what makes the best student (default: val_accuracy)")
     p.add_argument("--mode", default="max", choices=["max", "min"], help="maximise or minimise --metric")
+    p.add_argument(
+        "--include-baselines",
+        action="store_true",
+        help="let the scratch baselines (students trained without the teacher) compete too",
+    )
     p.add_argument("--register", default=None, metavar="NAME", help="registered model name (default: the experiment's)")
     p.add_argument("--export", default=None, choices=list(FORMATS), help="then export the champion, as kdsweep.export")
     add_shipping(p)
@@ -52,7 +57,14 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args.tracking_uri) as uri:
         experiment = args.experiment or default_experiment(MlflowClient(uri), args.parent_run_id)
         champion = select_champion(
-            uri, experiment, args.parent_run_id, constraints, args.register, args.metric, args.mode
+            uri,
+            experiment,
+            args.parent_run_id,
+            constraints,
+            args.register,
+            args.metric,
+            args.mode,
+            include_baselines=args.include_baselines,
         )
         if champion is None:
             return 1

@@ -70,6 +70,7 @@ class TrialRun:
     metrics: dict[str, float]
     model_uri: str | None
     error: str | None = None  # why it failed or diverged, as tagged on its run
+    baseline: bool = False  # a scratch baseline: the student without the teacher
 
     @property
     def is_candidate(self) -> bool:

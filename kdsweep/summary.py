@@ -22,7 +22,18 @@ from kdsweep.tracking.runs import TAG_SWEEP
 
 NOTE_TAG = "mlflow.note.content"  # a run's Description in MLflow's UI, rendered as markdown
 NOTE_LIMIT = 8000  # MLflow's longest tag value: the leaderboard is cut to fit
-CHAMPION_METRICS = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "params", "flops", "latency_ms")
+CHAMPION_METRICS = (
+    "val_accuracy",
+    "val_macro_f1",
+    "test_accuracy",
+    "test_macro_f1",
+    "kd_gain",
+    "gap_closed",
+    "params",
+    "flops",
+    "latency_ms",
+)
+GAINS = ("kd_gain", "gap_closed")  # a distillation trial's, against its scratch baseline (kdsweep.gain)
 # The plots a sweep logs on its parent, with what each shows; the description lists those present.
 PLOTS = {
     PARETO_PLOT: "validation accuracy against latency and size, the front and the champion marked",
@@ -63,6 +74,11 @@ def summary_metrics(runs: list[TrialRun], metric: str, mode: str, champion: Cham
     reached = [value for value in reached if math.isfinite(value)]
     if reached:
         summary[f"best_{metric}"] = max(reached) if mode == "max" else min(reached)
+    summary["baselines"] = float(sum(run.baseline for run in runs))
+    for name in GAINS:
+        values = [run.metrics[name] for run in runs if name in run.metrics and math.isfinite(run.metrics[name])]
+        if values:
+            summary[f"best_{name}"] = max(values)
     if champion is not None:
         for name in dict.fromkeys((metric, *CHAMPION_METRICS)):
             if name in champion.metrics:
@@ -89,6 +105,15 @@ def summary_note(
         f"{counts[Outcome.DIVERGED]} diverged, {counts[Outcome.ERROR]} failed. Ranked by `{metric}` ({mode}).",
         "",
     ]
+    baselines = sum(run.baseline for run in ranked)
+    if baselines:
+        gaps = [run.metrics["gap_closed"] for run in ranked if "gap_closed" in run.metrics]
+        best = f"; the best closed {max(gaps):.0%} of the teacher-scratch gap" if gaps else ""
+        lines += [
+            f"**Does distillation pay?** {baselines} scratch baseline(s) (each student without the teacher, "
+            f"never champion); `kd_gain` and `gap_closed` compare each trial with its own{best}.",
+            "",
+        ]
     if champion is not None:
         shown = ", ".join(
             f"{name} {_number(name, champion.metrics[name])}"

@@ -41,9 +41,11 @@ def write_space(tmp_path: Path, space: dict, name: str = "space.yaml") -> Path:
 
 
 def sweep(
-    tmp_path: Path, space: dict, *extra: str, name: str = "tiny", uri: str | None = None
+    tmp_path: Path, space: dict, *extra: str, name: str = "tiny", uri: str | None = None, baselines: bool = False
 ) -> tuple[int, list[dict], str]:
+    """`python -m kdsweep.search` in-process; without scratch baselines unless a test is about them."""
     uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
+    extra = extra if baselines else (*extra, "--no-baselines")
     out = tmp_path / f"{name}.json"
     code = search.main(
         [
@@ -64,6 +66,41 @@ def sweep(
     return code, rows, uri
 
 
+def assert_baselines(trials: list[dict], baselines: list[dict], uri: str, val_size: int) -> None:
+    """One scratch baseline per distinct student, run to its last epoch (never stopped early), and each
+    trial compared with its own at the trial's last epoch: in the rows and in MLflow."""
+
+    def student(config: dict) -> tuple:
+        return config["student"], config.get("width")
+
+    epochs = TINY_SPACE["budget"]["epochs"]
+    assert sorted(student(b["config"]) for b in baselines) == sorted({student(t["config"]) for t in trials})
+    client = MlflowClient(uri)
+    teacher = client.get_run(client.get_run(trials[0]["mlflow_run_id"]).data.tags["mlflow.parentRunId"])
+    teacher = teacher.data.metrics["teacher_val_accuracy"]
+    for b in baselines:
+        assert b["config"]["alpha"] == 0 and "temperature" not in b["config"] and "kd_gain" not in b["metrics"]
+        assert b["status"] == "FINISHED" and b["metrics"]["epoch"] == epochs
+        assert "kdsweep.baseline" in client.get_run(b["mlflow_run_id"]).data.tags
+    for t in trials:
+        [b] = [b for b in baselines if student(b["config"]) == student(t["config"])]
+        history = {m.step: m.value for m in client.get_metric_history(b["mlflow_run_id"], "val_accuracy")}
+        epoch, compared = int(t["metrics"]["epoch"]), t["vs_scratch"]
+        assert compared["epoch"] == epoch and compared["baseline_val_accuracy"] == pytest.approx(history[epoch])
+        assert compared["teacher_val_accuracy"] == pytest.approx(teacher)
+        gain = t["metrics"]["val_accuracy"] - history[epoch]
+        run = client.get_run(t["mlflow_run_id"])
+        assert t["metrics"]["kd_gain"] == pytest.approx(gain) and run.data.metrics["kd_gain"] == pytest.approx(gain)
+        assert run.data.tags["kdsweep.vs_scratch_epoch"] == str(epoch)
+        if teacher - history[epoch] >= 1 / val_size:
+            gap = gain / (teacher - history[epoch])
+            assert t["metrics"]["gap_closed"] == pytest.approx(gap) and run.data.metrics["gap_closed"] == pytest.approx(
+                gap
+            )
+        else:
+            assert "gap_closed" not in t["metrics"] and "no better than scratch" in compared["note"]
+
+
 def child_runs(uri: str, experiment: str):
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
@@ -71,27 +108,32 @@ def child_runs(uri: str, experiment: str):
 
 
 def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_trial(ray_session, tmp_path, tiny_data):
-    code, rows, uri = sweep(tmp_path, TINY_SPACE)
+    code, rows, uri = sweep(tmp_path, TINY_SPACE, baselines=True)
     assert code == 0
-    assert len(rows) == 3
+    trials = [row for row in rows if row["role"] == "trial"]
+    baselines = [row for row in rows if row["role"] == "baseline"]
+    assert len(trials) == 3 and baselines
     assert {row["status"] for row in rows} <= {"FINISHED", "STOPPED"}
-    assert [row["rank"] for row in rows] == [1, 2, 3]
-    for row in rows:
+    assert [row["rank"] for row in rows] == list(range(1, len(rows) + 1))
+    for row in trials:
         config = row["config"]
         assert ("width" in config) == (config["student"] == "small_cnn")
         assert ("beta" in config) == (config["loss"] == "dkd")
         assert 0.5 <= config["alpha"] <= 1.0
         assert row["mlflow_run_id"]
+    assert_baselines(trials, baselines, uri, len(tiny_data.val))
     runs = child_runs(uri, "tiny")
     assert sorted(r.info.run_id for r in runs) == sorted(row["mlflow_run_id"] for row in rows)
     finished = [r for r in runs if r.data.tags["kdsweep.outcome"] == "FINISHED"]
     assert finished and all("kdsweep.model_uri" in r.data.tags for r in finished)
     assert sum(row.get("champion", False) for row in rows) == 1
+    assert not any(row.get("champion") for row in baselines), "a baseline is never champion unless asked"
     client = MlflowClient(uri)
     for run in runs:
         row = next(row for row in rows if row["mlflow_run_id"] == run.info.run_id)
         assert run.data.params["student"] == row["config"]["student"]
-        assert float(run.data.params["temperature"]) == pytest.approx(row["config"]["temperature"])
+        if row["role"] == "trial":
+            assert float(run.data.params["temperature"]) == pytest.approx(row["config"]["temperature"])
         assert run.data.params["lr"] == "0.05" and run.data.params["data.name"] == "synthetic"
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == list(range(1, int(row["metrics"]["epoch"]) + 1))
@@ -103,7 +145,8 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
         assert json.loads(used.dataset.profile)["train"] == len(tiny_data.train)
         assert {(t.key, t.value) for t in used.tags} == {("mlflow.data.context", "training")}
         assert run.data.metrics["val_accuracy"] == pytest.approx(row["metrics"]["val_accuracy"])
-        assert {"train_ce", "train_kd", "lr", "teacher_agreement", "params", "latency_ms"} <= set(run.data.metrics)
+        assert {"train_ce", "lr", "params", "latency_ms"} <= set(run.data.metrics)
+        assert ({"train_kd", "teacher_agreement"} <= set(run.data.metrics)) == (row["role"] == "trial")
         # An early stop is not a failure: FINISHED in MLflow, the outcome in its tag.
         assert run.info.status == "FINISHED" and run.data.tags["kdsweep.outcome"] == row["status"]
         assert (run.data.tags.get("kdsweep.stopped_early") == "true") == (row["status"] == "STOPPED")

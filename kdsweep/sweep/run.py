@@ -18,12 +18,14 @@ from kdsweep.errors import ConfigError, one_line
 from kdsweep.leaderboard import leaderboard_rows, print_leaderboard, write_json
 from kdsweep.outcome import Outcome
 from kdsweep.selection import Constraints
+from kdsweep.space import trial_template
 from kdsweep.summary import summarise_sweep
+from kdsweep.sweep.baselines import compare_with_baselines
 from kdsweep.sweep.callbacks import RunCloser
 from kdsweep.sweep.cluster import check_experiment_artifacts, check_folder_on_nodes, tracking_host
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
 from kdsweep.sweep.teacher_stage import teacher_stage
-from kdsweep.sweep.tuner import build_tuner, experiment_path, storage_path
+from kdsweep.sweep.tuner import Baselines, build_tuner, experiment_path, storage_path
 from kdsweep.teachers import Teacher
 from kdsweep.tracking.pending import FAIL_FAST
 from kdsweep.tracking.runs import SweepTracker
@@ -48,6 +50,7 @@ class Prepared:
     teacher: Teacher | None  # the teacher model, for its MLflow run
     teacher_outputs: ray.ObjectRef | None  # what trials read logits from, computed where they run
     teacher_node: str | None  # the node that computed them
+    teacher_accuracy: float | None  # its val_accuracy: what gap_closed closes
     store: str  # the MLflow store, before a private server fronts it
     tracking_host: str | None  # where that server listens (None: 127.0.0.1)
 
@@ -85,10 +88,10 @@ def prepare(config: SweepConfig) -> Prepared:
     if config.run.address:
         check_folder_on_nodes(data, node_types, config)
     data_ref = ray.put(data)
-    teacher = outputs = node = None
+    teacher = outputs = node = accuracy = None
     if any_trial_needs_teacher(config):
-        teacher, outputs, node = teacher_stage(config, data, data_ref)
-    return Prepared(data, data_ref, teacher, outputs, node, store, host)
+        teacher, outputs, node, accuracy = teacher_stage(config, data, data_ref)
+    return Prepared(data, data_ref, teacher, outputs, node, accuracy, store, host)
 
 
 def check_storage(config: SweepConfig) -> None:
@@ -121,7 +124,9 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
     tracker = SweepTracker(uri, config.experiment_name)
     tracking = tracker.start_parent(config, data, resume=config.run.resume)
     if teacher is not None:
-        tracker.link_teacher(*log_teacher(uri, teacher, data), prepared.teacher_node)
+        teacher_run_id, reference = log_teacher(uri, teacher, data)
+        reference["val_accuracy"] = prepared.teacher_accuracy  # what gap_closed closes
+        tracker.link_teacher(teacher_run_id, reference, prepared.teacher_node)
     base, ui_command = ui_base(prepared.store)
     primary = config.objectives[0]
     sweep_link = experiment_url(base, tracking.experiment_id, primary.metric, primary.mode)
@@ -131,14 +136,24 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
         f"MLflow UI: {sweep_link}" + (f"  (start it with: {ui_command})" if ui_command else ""),
         flush=True,
     )
+    baselines, earlier = None, {}
+    if config.run.baselines and prepared.teacher_accuracy is not None:  # without a teacher, all is scratch
+        earlier = tracker.finished_baselines()
+        baselines = Baselines(data.digest, frozenset(earlier))
     closer = RunCloser(tracker, tracking, config, data)
     closer.register(config.experiment_name)  # what Tune's restored callbacks close runs with
-    build_tuner(config, prepared.data_ref, prepared.teacher_outputs, tracking).fit()
+    build_tuner(config, prepared.data_ref, prepared.teacher_outputs, tracking, baselines).fit()
     # The trials as Tune last saved them: on Ctrl-C it saves the running ones as RUNNING (what --resume
     # continues) before it stops them, so a status other than TERMINATED or ERROR means interrupted.
     analysis = ExperimentAnalysis(experiment_path(config))
     lacking = closer.reconcile(analysis.trials, analysis.trial_dataframes)
     rows = leaderboard_rows(analysis.trials, config, lacking)
+    if baselines:
+        teacher_accuracy, resolution = prepared.teacher_accuracy, 1 / len(data.val)
+        frames = analysis.trial_dataframes
+        compare_with_baselines(
+            rows, analysis.trials, frames, trial_template(config), data.digest, earlier, teacher_accuracy, resolution
+        )
     print_leaderboard(rows, config)
     if config.run.output_json:
         write_json(rows, config.run.output_json)
@@ -152,6 +167,10 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
             "(rows marked 'not in MLflow'); nothing was selected or registered"
         )
         return 1
+    for row in rows:
+        if "kd_gain" in row["metrics"] and row.get("mlflow_run_id"):
+            gap = row["metrics"].get("gap_closed")
+            tracker.log_gains(row["mlflow_run_id"], row["metrics"]["kd_gain"], gap, row["vs_scratch"]["epoch"])
     succeeded = any(row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
     _finish(tracker, "FINISHED" if succeeded else "FAILED")
     champion, no_champion = None, "selection skipped (--no-select)" if succeeded else "no trial succeeded"

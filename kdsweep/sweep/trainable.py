@@ -20,18 +20,20 @@ from kdsweep.data import Dataset
 from kdsweep.models import create_model
 from kdsweep.plots import confusion_figure
 from kdsweep.plugins import import_plugins
-from kdsweep.space import TrialTemplate
+from kdsweep.space import TrialTemplate, baseline_key, is_baseline
 from kdsweep.tracking.pending import FAIL_FAST
-from kdsweep.tracking.runs import TrackingContext, TrialTracker
+from kdsweep.tracking.runs import TAG_BASELINE, TrackingContext, TrialTracker
 from kdsweep.tracking.store import QUIET_MLFLOW
 from kdsweep.trial import TeacherOutputs, TrialConfig, pick_device, place, predict, run_trial
 
 STATE_FILE = "state.pt"
 
 
-def run_name(config: TrialConfig, trial_id: str) -> str:
-    """e.g. resnet8-T4.0-a0.90-kd-7f3a: readable in the MLflow UI, unique within the sweep."""
+def run_name(config: TrialConfig, trial_id: str, baseline: bool = False) -> str:
+    """e.g. resnet8-T4.0-a0.90-kd-7f3a, resnet8-scratch-7f3a: readable in the MLflow UI, unique in the sweep."""
     student = config.student + (f"w{config.width}" if config.width else "")
+    if baseline:
+        return f"{student}-scratch-{trial_id[-4:]}"
     return f"{student}-T{config.temperature:.1f}-a{config.alpha:.2f}-{config.loss}-{trial_id[-4:]}"
 
 
@@ -55,7 +57,7 @@ def tune_trial(
     # was validated before Ray started, so a failure here is a bug, with its traceback).
     config = template.trial(sampled_config, num_threads=cpus)
     trial_id = context.get_trial_id()
-    tracker = open_trial_run(tracking, trial_id, config, data) if tracking else None
+    tracker = open_trial_run(tracking, trial_id, config, data, is_baseline(sampled_config)) if tracking else None
     node_id = ray.get_runtime_context().get_node_id()
     resume_state = None
     checkpoint = tune.get_checkpoint()
@@ -83,10 +85,14 @@ def tune_trial(
     run_trial(config, data, teacher=teacher, report=report, resume_state=resume_state)
 
 
-def open_trial_run(tracking: TrackingContext, trial_id: str, config: TrialConfig, data: Dataset) -> TrialTracker:
-    """The trial's MLflow run (found by its trial id, else created with its parameters)."""
+def open_trial_run(
+    tracking: TrackingContext, trial_id: str, config: TrialConfig, data: Dataset, baseline: bool = False
+) -> TrialTracker:
+    """The trial's MLflow run (found by its trial id, else created with its parameters; a baseline's
+    tagged with its key, by which a later sweep of the experiment finds it)."""
     params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
-    return TrialTracker(tracking, trial_id, run_name(config, trial_id), params, data)
+    tags = {TAG_BASELINE: baseline_key(config, data.digest)} if baseline else {}
+    return TrialTracker(tracking, trial_id, run_name(config, trial_id, baseline), params, data, tags=tags)
 
 
 def log_final_student(tracker: TrialTracker, config: TrialConfig, weights: dict, data: Dataset) -> None:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, RunConfig
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from kdsweep.config import SweepConfig
-from kdsweep.space import OptunaSpace, trial_template, tune_param_space
+from kdsweep.space import BASELINE, OptunaSpace, trial_template, tune_param_space
+from kdsweep.sweep.baselines import BaselinesFirst, BaselinesRunOut, drawn_points, with_baselines
 from kdsweep.sweep.callbacks import CloseRuns
 from kdsweep.sweep.trainable import tune_trial
 from kdsweep.tracking.runs import TrackingContext
@@ -32,11 +34,20 @@ def experiment_path(config: SweepConfig) -> str:
     return f"{storage_path(config).rstrip('/')}/{config.experiment_name}"
 
 
+@dataclass(frozen=True)
+class Baselines:
+    """Scratch baselines to schedule: of students on the dataset with this digest, but for those done."""
+
+    digest: str
+    done: frozenset[str]  # keys of baselines already trained in the experiment (reused)
+
+
 def build_tuner(
     config: SweepConfig,
     data: ray.ObjectRef,
     teacher: ray.ObjectRef | None,
     tracking: TrackingContext,
+    baselines: Baselines | None = None,
 ) -> tune.Tuner:
     """Every trial gets the dataset and what it reads teacher logits from (a TeacherOutputs), both
     already in the object store: put there once, by the driver and by the teacher stage."""
@@ -51,7 +62,7 @@ def build_tuner(
         ),
         {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial},
     )
-    searcher, param_space = _searcher(config)
+    searcher, param_space, num_samples = _searcher(config, baselines)
     if config.run.resume:
         return tune.Tuner.restore(
             experiment_path(config),
@@ -69,9 +80,7 @@ def build_tuner(
         callbacks=[CloseRuns(config.experiment_name)],
         verbose=1,
     )
-    tune_config = tune.TuneConfig(
-        num_samples=config.budget.num_samples, scheduler=_scheduler(config), search_alg=searcher
-    )
+    tune_config = tune.TuneConfig(num_samples=num_samples, scheduler=_scheduler(config), search_alg=searcher)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
@@ -79,7 +88,7 @@ def _scheduler(config: SweepConfig):
     if config.scheduler.name != "asha":
         return FIFOScheduler()
     primary = config.objectives[0]
-    return ASHAScheduler(
+    return BaselinesRunOut(
         metric=primary.metric,
         mode=primary.mode,
         max_t=config.budget.epochs,
@@ -88,13 +97,18 @@ def _scheduler(config: SweepConfig):
     )
 
 
-def _searcher(config: SweepConfig) -> tuple[Searcher, dict[str, Any]]:
-    """Optuna (define-by-run, its space inside the searcher) or random/grid (Tune's param_space)."""
+def _searcher(config: SweepConfig, baselines: Baselines | None) -> tuple[Searcher, dict[str, Any], int]:
+    """(the search algorithm, Tune's param_space, Tune's num_samples): Optuna (define-by-run, its space
+    inside the searcher) or random/grid (the trials drawn up front, baselines among them)."""
+    template = trial_template(config)
     if config.searcher.name != "optuna":
-        searcher = BasicVariantGenerator(
-            max_concurrent=config.searcher.max_concurrent or 0, random_state=config.searcher.seed
-        )
-        return searcher, tune_param_space(config)
+        points = drawn_points(tune_param_space(config), config.budget.num_samples, config.searcher.seed)
+        if baselines:
+            points = with_baselines(points, template, baselines.digest, set(baselines.done))
+        searcher = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=config.searcher.max_concurrent or 0)
+        # Keys only: every point sets its values (a domain here would make Tune check a baseline's
+        # scratch values against it, and warn).
+        return searcher, dict.fromkeys([*config.search, BASELINE]), len(points)
     from ray.tune.search.optuna import OptunaSearch
 
     metrics = [o.metric for o in config.objectives]
@@ -105,9 +119,13 @@ def _searcher(config: SweepConfig) -> tuple[Searcher, dict[str, Any]]:
         mode=modes if len(modes) > 1 else modes[0],
         seed=config.searcher.seed,
     )
+    num_samples = config.budget.num_samples
+    if baselines:  # the searcher says when it is done: Tune's count would include the baselines
+        searcher = BaselinesFirst(searcher, template, baselines.digest, set(baselines.done), num_samples)
+        num_samples = -1
     if config.searcher.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=config.searcher.max_concurrent)
-    return searcher, {}
+    return searcher, {}, num_samples
 
 
 def _reporter(config: SweepConfig) -> CLIReporter:

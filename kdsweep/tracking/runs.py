@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
@@ -37,6 +37,8 @@ TAG_TEACHER_RUN = "kdsweep.teacher_run_id"
 TAG_TEACHER_KEY = "kdsweep.teacher_key"
 TAG_TEACHER_NODE = "kdsweep.teacher_node_id"
 TAG_ERROR = "kdsweep.error"
+TAG_BASELINE = "kdsweep.baseline"  # on a scratch baseline's run: its key (kdsweep.space.baseline_key)
+TAG_COMPARED_AT = "kdsweep.vs_scratch_epoch"  # the epoch kd_gain and gap_closed compare
 TAG_PARENT = "mlflow.parentRunId"
 TEACHERS_EXPERIMENT = "kdsweep-teachers"
 REFERENCE_METRICS = ("test_accuracy", "params", "latency_ms")
@@ -225,6 +227,29 @@ class SweepTracker:
             if TAG_TRIAL_ID in run.data.tags
         }
 
+    def finished_baselines(self) -> dict[str, dict[int, float]]:
+        """The experiment's finished scratch baselines, any sweep's: key -> val_accuracy by epoch."""
+        found = every_page(
+            lambda page_token: self.client.search_runs(
+                [self.experiment_id], tag_equals(TAG_OUTCOME, str(Outcome.FINISHED)), page_token=page_token
+            )
+        )
+        return {
+            run.data.tags[TAG_BASELINE]: {
+                m.step: m.value for m in self.client.get_metric_history(run.info.run_id, "val_accuracy")
+            }
+            for run in found
+            if TAG_BASELINE in run.data.tags
+        }
+
+    def log_gains(self, run_id: str, kd_gain: float, gap_closed: float | None, epoch: int) -> None:
+        """What the teacher bought this trial, at the epoch where it was compared with its baseline."""
+        now = int(time.time() * 1000)
+        metrics = [Metric("kd_gain", kd_gain, now, epoch)]
+        if gap_closed is not None:
+            metrics.append(Metric("gap_closed", gap_closed, now, epoch))
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(TAG_COMPARED_AT, str(epoch))])
+
     def run_for_trial(self, trial_id: str) -> str | None:
         found = find_trial_run(self.client, self.experiment_id, trial_id)
         return found.info.run_id if found else None
@@ -252,6 +277,7 @@ class TrialTracker:
         params: dict[str, Any],
         data: Dataset,
         log=print,
+        tags: dict[str, str] | None = None,
     ) -> None:
         self.context = context
         self.client = MlflowClient(context.uri)
@@ -260,9 +286,9 @@ class TrialTracker:
         self.best: tuple[float, int] | None = None  # (best val_accuracy so far, its epoch)
         self.has_model = False
         self.pending = Pending(log)
-        self.pending.add("the trial's run", lambda: self._open(trial_id, run_name, params, data))
+        self.pending.add("the trial's run", lambda: self._open(trial_id, run_name, params, data, tags or {}))
 
-    def _open(self, trial_id: str, run_name: str, params: dict[str, Any], data: Dataset) -> None:
+    def _open(self, trial_id: str, run_name: str, params: dict[str, Any], data: Dataset, tags: dict[str, str]) -> None:
         found = find_trial_run(self.client, self.context.experiment_id, trial_id)
         if found:
             self.client.update_run(found.info.run_id, status="RUNNING")
@@ -274,7 +300,7 @@ class TrialTracker:
             self.has_model = TAG_MODEL_URI in found.data.tags
             self.run_id = found.info.run_id
             return
-        tags = {TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id, TAG_PARENT: self.context.parent_run_id}
+        tags = {**tags, TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id, TAG_PARENT: self.context.parent_run_id}
         run = self.client.create_run(self.context.experiment_id, tags=tags, run_name=run_name)
         flat = flat_params("", params)
         self.client.log_batch(run.info.run_id, params=[Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in flat.items()])

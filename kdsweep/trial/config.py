@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from kdsweep.losses import LossParams, get_loss, needs_teacher
 
+# What distillation adds to training a student. Its baseline (the same student trained from scratch)
+# has these at their defaults and alpha = 0: no teacher.
+DISTILLATION_FIELDS = ("loss", "temperature", "alpha", "beta", "dkd_warmup_epochs", "standardize")
+
 
 class TrialConfig(BaseModel):
     """The keys of a Tune config. Frozen: nothing downstream changes or re-validates it."""
@@ -53,6 +57,11 @@ class TrialConfig(BaseModel):
     def loss_params(self) -> LossParams:
         """The loss's parameters at full strength (the trial loop sets dkd's warm-up per epoch)."""
         return LossParams(temperature=self.temperature, alpha=self.alpha, beta=self.beta, standardize=self.standardize)
+
+    def scratch(self) -> TrialConfig:
+        """The same student with the same training, without the teacher: its baseline."""
+        kept = {k: v for k, v in self.model_dump(exclude_unset=True).items() if k not in DISTILLATION_FIELDS}
+        return TrialConfig.model_validate({**kept, "alpha": 0.0})
 
     @property
     def needs_teacher(self) -> bool:

@@ -1,0 +1,140 @@
+"""Scratch baselines: which trials share one, how they enter the Tune run, and the gain arithmetic.
+
+The sweep-level behaviour (one baseline per distinct student, reuse by a later sweep, early-stopped
+trials compared at their epoch, --no-baselines) is in test_sweep_baselines.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+from test_sweep import TINY_SPACE, write_space
+
+from kdsweep.config import load_config
+from kdsweep.gain import gain, versus_baseline
+from kdsweep.space import BASELINE, OptunaSpace, baseline_key, is_baseline, trial_template, tune_param_space
+from kdsweep.sweep.baselines import BaselinesFirst, drawn_points, with_baselines
+from kdsweep.trial import TrialConfig
+
+SPACE = {
+    **TINY_SPACE,
+    "budget": {"epochs": 3, "num_samples": 8},
+    "fixed": {"batch_size": 32},
+    "search": {
+        **TINY_SPACE["search"],
+        "lr": {"loguniform": [0.01, 0.1]},
+        "standardize": {"choice": [False, True]},
+    },
+}
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(write_space(tmp_path, SPACE))
+
+
+# ---------------------------------------------------------------- the arithmetic
+
+
+def test_gain_and_gap_closed_by_hand():
+    g = gain(accuracy=0.80, baseline=0.60, teacher=0.90, resolution=0.01, epoch=3)
+    assert g.kd_gain == pytest.approx(0.20) and g.gap_closed == pytest.approx(0.20 / 0.30) and g.note is None
+    worse = gain(accuracy=0.55, baseline=0.60, teacher=0.70, resolution=0.01, epoch=3)
+    assert worse.kd_gain == pytest.approx(-0.05) and worse.gap_closed == pytest.approx(-0.5)
+    assert gain(accuracy=0.9, baseline=0.6, teacher=0.9, resolution=0.01, epoch=3).gap_closed == pytest.approx(1.0)
+
+
+def test_a_teacher_no_better_than_scratch_closes_no_gap():
+    # Within one validation sample (0.01) of the baseline: not a gap worth dividing by.
+    for teacher in (0.605, 0.60, 0.50):
+        g = gain(accuracy=0.62, baseline=0.60, teacher=teacher, resolution=0.01, epoch=2)
+        assert g.kd_gain == pytest.approx(0.02) and g.gap_closed is None
+        assert "no better than scratch" in g.note
+    assert gain(accuracy=0.62, baseline=0.60, teacher=0.611, resolution=0.01, epoch=2).gap_closed is not None
+
+
+def test_a_trial_is_compared_with_its_baseline_at_its_own_epoch():
+    history = {1: 0.30, 2: 0.50, 3: 0.60}
+    stopped = versus_baseline(history, accuracy=0.45, epoch=1, teacher=0.90, resolution=0.01)
+    assert stopped.epoch == 1 and stopped.baseline == 0.30 and stopped.kd_gain == pytest.approx(0.15)
+    assert stopped.gap_closed == pytest.approx(0.15 / 0.60)
+    assert versus_baseline({1: 0.3}, 0.5, 3, 0.9, 0.01) == "its baseline reached epoch 1, not 3"
+
+
+# ---------------------------------------------------------------- which trials share a baseline
+
+
+def test_scratch_keeps_the_student_and_its_training_and_drops_the_teacher():
+    config = TrialConfig(
+        student="small_cnn", width=8, lr=0.02, loss="dkd", temperature=6.0, alpha=1.0, beta=4.0, standardize=True
+    )
+    scratch = config.scratch()
+    assert (scratch.student, scratch.width, scratch.lr) == ("small_cnn", 8, 0.02)
+    assert scratch.alpha == 0.0 and scratch.loss == "kd" and not scratch.needs_teacher
+    assert (scratch.temperature, scratch.beta, scratch.standardize) == (4.0, 8.0, False)  # the defaults
+    assert scratch.scratch() == scratch
+
+
+def test_trials_differing_only_in_distillation_and_a_continuous_setting_share_a_baseline(config):
+    template = trial_template(config)
+    a = {"student": "small_cnn", "width": 8, "temperature": 2.5, "alpha": 0.6, "loss": "kd", "beta": 3.0, "lr": 0.012}
+    b = {**a, "temperature": 5.0, "alpha": 0.9, "loss": "dkd", "beta": 7.0, "lr": 0.08, "standardize": True}
+    other_width = {**a, "width": 4}
+    resnet = {**a, "student": "resnet8"}  # its width does not apply: dropped
+    key = {name: baseline_key(template.baseline_of(p), "d") for name, p in [("a", a), ("b", b)]}
+    assert key["a"] == key["b"]
+    assert baseline_key(template.baseline_of(other_width), "d") != key["a"]
+    assert baseline_key(template.baseline_of(resnet), "d") == baseline_key(
+        template.baseline_of({**resnet, "width": 4}), "d"
+    )
+    assert baseline_key(template.baseline_of(a), "other data") != key["a"]
+    baseline = template.baseline_of(a)
+    assert baseline.lr == pytest.approx((0.01 * 0.1) ** 0.5)  # the middle of the loguniform range
+    assert baseline.alpha == 0 and baseline.batch_size == 32  # fixed settings kept
+    point = template.baseline_point(a)
+    assert is_baseline(point) and template.baseline_of(point) == baseline  # a baseline's baseline is itself
+
+
+def test_random_search_puts_one_baseline_in_front_of_each_new_student(config):
+    template = trial_template(config)
+    points = drawn_points(tune_param_space(config), 8, seed=3)
+    assert len(points) == 8 and points == drawn_points(tune_param_space(config), 8, seed=3)  # reproducible
+    scheduled = with_baselines(points, template, "d", set())
+    trials = [p for p in scheduled if not is_baseline(p)]
+    assert trials == points
+    keys = [baseline_key(template.baseline_of(p), "d") for p in points]
+    baselines = [p for p in scheduled if is_baseline(p)]
+    assert len(baselines) == len(set(keys)) >= 2
+    for i, point in enumerate(scheduled):  # each in front of the first trial it serves
+        if is_baseline(point):
+            key = baseline_key(template.baseline_of(point), "d")
+            served = [baseline_key(template.baseline_of(p), "d") for p in scheduled if not is_baseline(p)]
+            before = [baseline_key(template.baseline_of(p), "d") for p in scheduled[:i] if not is_baseline(p)]
+            assert key in served and key not in before
+    done = {keys[0]}
+    assert len([p for p in with_baselines(points, template, "d", done) if is_baseline(p)]) == len(set(keys)) - 1
+
+
+def test_optuna_gets_a_baseline_first_for_each_new_student_and_never_sees_its_result(config):
+    template = trial_template(config)
+    inner = OptunaSearch(space=OptunaSpace(config), metric="val_accuracy", mode="max", seed=0)
+    searcher = BaselinesFirst(inner, template, "d", set(), num_samples=5)
+    suggested, trial_ids = [], []
+    for n in range(40):
+        trial_id = f"t{n}"
+        config_n = searcher.suggest(trial_id)
+        if config_n == Searcher.FINISHED:
+            break
+        suggested.append(config_n)
+        trial_ids.append(trial_id)
+        searcher.on_trial_complete(trial_id, {"val_accuracy": 0.5, "training_iteration": 3})
+    trials = [c for c in suggested if not is_baseline(c)]
+    baselines = [c for c in suggested if is_baseline(c)]
+    assert len(trials) == 5, "num_samples counts the searcher's own trials, not the baselines"
+    students = {baseline_key(template.baseline_of(c), "d") for c in trials}
+    assert len(baselines) == len(students) and {baseline_key(template.trial(b), "d") for b in baselines} == students
+    # Optuna saw exactly its five trials completed, none of them a baseline (alpha 0 is outside its space).
+    completed = [t for t in inner._ot_study.trials if t.state.name == "COMPLETE"]
+    assert len(completed) == 5 and all(t.params["alpha"] >= 0.5 for t in completed)
+    assert all(BASELINE not in c or c[BASELINE] for c in suggested)
