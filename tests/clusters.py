@@ -295,6 +295,7 @@ class Sweep:
         *extra: str,
         select: bool = False,
     ):
+        """Without selection and scratch baselines, which are not what the cluster tests look at."""
         self.storage = tmp_path / "results"
         self.output = tmp_path / f"{name}.json"
         self.log = tmp_path / f"{name}.log"
@@ -317,6 +318,7 @@ class Sweep:
             "--output-json",
             str(self.output),
             *([] if select else ["--no-select"]),
+            "--no-baselines",
             *extra,
         ]
         with open(self.log, "w") as log:

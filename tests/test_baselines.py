@@ -1,11 +1,12 @@
 """Scratch baselines: which trials share one, how they enter the Tune run, and the gain arithmetic.
 
-The sweep-level behaviour (one baseline per distinct student, reuse by a later sweep, early-stopped
-trials compared at their epoch, --no-baselines) is in test_sweep_baselines.py.
+The sweep-level behaviour (one baseline per distinct student, in the rows and in MLflow, reused by a
+later sweep of the experiment, --no-baselines) is in test_sweep.py.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -14,7 +15,7 @@ from test_sweep import TINY_SPACE, write_space
 from kdsweep.config import load_config
 from kdsweep.gain import gain, versus_baseline
 from kdsweep.space import BASELINE, OptunaSpace, baseline_key, is_baseline, trial_template, tune_param_space
-from kdsweep.sweep.baselines import BaselinesFirst, drawn_points, with_baselines
+from kdsweep.sweep.baselines import BaselinesFirst, compare_with_baselines, drawn_points, with_baselines
 from kdsweep.trial import TrialConfig
 
 SPACE = {
@@ -138,3 +139,46 @@ def test_optuna_gets_a_baseline_first_for_each_new_student_and_never_sees_its_re
     completed = [t for t in inner._ot_study.trials if t.state.name == "COMPLETE"]
     assert len(completed) == 5 and all(t.params["alpha"] >= 0.5 for t in completed)
     assert all(BASELINE not in c or c[BASELINE] for c in suggested)
+
+
+def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baseline(config):
+    """Rows as the sweep builds them: a baseline per student, trials stopped at different epochs."""
+    template = trial_template(config)
+    small = {"student": "small_cnn", "width": 4, "temperature": 3.0, "alpha": 0.7, "loss": "kd", "lr": 0.02}
+    resnet = {**small, "student": "resnet8"}
+    configs = {
+        "b-small": template.baseline_point(small),
+        "b-resnet": template.baseline_point(resnet),
+        "stopped": small,
+        "finished": {**resnet, "temperature": 5.0},
+        "reused": {**small, "width": 8},
+        "orphan": {**resnet, "width": 99, "student": "small_cnn"},
+    }
+    trials = [type("Trial", (), {"trial_id": k, "config": v}) for k, v in configs.items()]
+    frame = {  # val_accuracy by epoch
+        "b-small": [0.30, 0.40, 0.50],
+        "b-resnet": [0.20, 0.60, 0.70],
+    }
+    frames = {k: pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": v}) for k, v in frame.items()}
+
+    def row(trial_id: str, epoch: int, accuracy: float) -> dict:
+        role = "baseline" if trial_id.startswith("b-") else "trial"
+        return {"trial_id": trial_id, "role": role, "metrics": {"epoch": epoch, "val_accuracy": accuracy}}
+
+    rows = [row("b-small", 3, 0.5), row("b-resnet", 3, 0.7), row("stopped", 1, 0.45), row("finished", 3, 0.75)]
+    rows += [row("reused", 2, 0.55), row("orphan", 2, 0.5)]
+    earlier = {baseline_key(template.baseline_of(configs["reused"]), "d"): {1: 0.1, 2: 0.35}}
+    compare_with_baselines(rows, trials, frames, template, "d", earlier, teacher=0.90, resolution=0.01)
+    by_id = {r["trial_id"]: r for r in rows}
+    stopped = by_id["stopped"]  # ASHA stopped it at epoch 1: the small CNN's baseline at epoch 1
+    assert stopped["vs_scratch"]["epoch"] == 1 and stopped["vs_scratch"]["baseline_val_accuracy"] == 0.30
+    assert stopped["metrics"]["kd_gain"] == pytest.approx(0.15)
+    assert stopped["metrics"]["gap_closed"] == pytest.approx(0.15 / 0.60)
+    finished = by_id["finished"]
+    assert finished["metrics"]["kd_gain"] == pytest.approx(0.05)
+    assert finished["metrics"]["gap_closed"] == pytest.approx(0.05 / 0.20)
+    reused = by_id["reused"]  # an earlier sweep's baseline of the same student
+    assert reused["vs_scratch"]["baseline_val_accuracy"] == 0.35 and reused["metrics"]["kd_gain"] == pytest.approx(0.2)
+    assert by_id["orphan"]["vs_scratch"] == {"note": "its baseline did not report"}
+    assert "kd_gain" not in by_id["orphan"]["metrics"]
+    assert all("kd_gain" not in by_id[b]["metrics"] for b in ("b-small", "b-resnet"))

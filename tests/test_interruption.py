@@ -32,6 +32,7 @@ SPACE = {
     "fixed": {**TINY_SPACE["fixed"], "student": faults.PACED},
     "search": {k: v for k, v in TINY_SPACE["search"].items() if k not in ("student", "width")},
 }
+TRIALS = SPACE["budget"]["num_samples"] + 1  # and the one student's scratch baseline
 
 
 class Driver:
@@ -87,13 +88,16 @@ def assert_resumed_to_the_end(tmp_path: Path, name: str, command: list[str], bef
     driver = Driver(tmp_path, command, f"{name}-resumed.log")
     assert driver.wait() == 0, driver.log.read_text()[-5000:]
     rows = json.loads((tmp_path / f"{name}.json").read_text())
-    assert len(rows) == 4 and all(row["status"] == "FINISHED" for row in rows), rows
+    assert len(rows) == TRIALS and all(row["status"] == "FINISHED" for row in rows), rows
+    assert [row["role"] for row in rows].count("baseline") == 1 and all(
+        "kd_gain" in row["metrics"] for row in rows if row["role"] == "trial"
+    )
     after = epochs_reported(tmp_path, name)
     for trial, text in before.items():
         if text.count("\n") == SPACE["budget"]["epochs"]:
             assert after[trial] == text, f"finished trial {trial} was run again"
     client, runs = trial_runs(tmp_path, name)
-    assert len(runs) == 4 and len({r.data.tags["kdsweep.trial_id"] for r in runs}) == 4
+    assert len(runs) == TRIALS and len({r.data.tags["kdsweep.trial_id"] for r in runs}) == TRIALS
     assert all(r.info.status == "FINISHED" and r.data.tags["kdsweep.outcome"] == "FINISHED" for r in runs)
     for run in runs:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
@@ -153,7 +157,7 @@ def test_a_killed_driver_is_finished_by_resume_and_its_open_runs_are_reconciled(
     driver.process.send_signal(signal.SIGKILL)
     driver.wait()
     before = epochs_reported(tmp_path, "killed")
-    assert 1 <= sum(text.count("\n") >= done for text in before.values()) < 4, "the driver must be killed part-way"
+    assert 1 <= sum(text.count("\n") >= done for text in before.values()) < TRIALS, "the driver must be killed part-way"
     _, runs = trial_runs(tmp_path, "killed")
     seen = [(r.info.run_name, r.info.status, r.data.metrics.get("epoch")) for r in runs]
     assert [r for r in runs if r.info.status == "RUNNING"], f"a killed driver leaves runs open: {seen}, {before}"

@@ -178,19 +178,17 @@ def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_sess
 
 
 def tune_draws(space: dict, seed: int, samples: int = 8) -> list[dict]:
-    """What trials get from Tune's random searcher (as the sweep builds it, seeded with searcher.seed)."""
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
+    """What trials get from random search (drawn as the sweep draws them, seeded with searcher.seed)."""
     from kdsweep.config import SweepConfig
     from kdsweep.space import trial_template, tune_param_space
+    from kdsweep.sweep.baselines import drawn_points
 
     config = SweepConfig.model_validate(space)
-    generator = BasicVariantGenerator(random_state=seed)
-    generator.add_configurations(
-        {"draws": {"run": lambda config: None, "config": tune_param_space(config), "num_samples": samples}}
-    )
     template = trial_template(config)
-    return [template.trial(trial.config).model_dump(exclude_unset=True) for trial in iter(generator.next_trial, None)]
+    return [
+        template.trial(point).model_dump(exclude_unset=True)
+        for point in drawn_points(tune_param_space(config), samples, seed)
+    ]
 
 
 def test_conditional_parameters_are_drawn_where_they_apply_and_reproduced_by_searcher_seed():
@@ -225,11 +223,37 @@ def test_optuna_multi_objective_sweep_on_digits(ray_session, mlflow_server, tmp_
         "searcher": {"name": "optuna", "max_concurrent": 2, "seed": 3},
         "budget": {"epochs": 1, "num_samples": 3},
     }
-    code, rows, uri = sweep(tmp_path, space, name="optuna", uri=mlflow_server)
+    code, rows, uri = sweep(tmp_path, space, name="optuna", uri=mlflow_server, baselines=True)
     assert code == 0
-    assert len(rows) == 3 and all(row["status"] == "FINISHED" for row in rows)
+    trials = [row for row in rows if row["role"] == "trial"]
+    students = {(row["config"]["student"], row["config"].get("width")) for row in trials}
+    assert len(trials) == 3 and len(rows) == 3 + len(students), "Optuna's 3 samples, and a baseline per student"
+    assert all(row["status"] == "FINISHED" for row in rows)
     assert all(row["metrics"]["latency_ms"] > 0 for row in rows)
-    assert all(("beta" in row["config"]) == (row["config"]["loss"] == "dkd") for row in rows)
+    assert all(("beta" in row["config"]) == (row["config"]["loss"] == "dkd") for row in trials)
+    assert all("kd_gain" in row["metrics"] for row in trials)
+
+
+def test_a_later_sweep_of_the_experiment_reuses_its_baselines(ray_session, tmp_path):
+    space = {
+        **TINY_SPACE,
+        "budget": {"epochs": 2, "num_samples": 2},
+        "scheduler": {"name": "none"},
+        "fixed": {**TINY_SPACE["fixed"], "student": "small_cnn", "width": 4},
+        "search": {"temperature": {"uniform": [2.0, 6.0]}, "alpha": {"uniform": [0.5, 1.0]}},
+    }
+    code, first, uri = sweep(tmp_path, space, name="again", baselines=True)
+    assert code == 0
+    [baseline] = [row for row in first if row["role"] == "baseline"]
+    later = tmp_path / "later"
+    later.mkdir()
+    code, second, _ = sweep(later, space, name="again", uri=uri, baselines=True)  # a new sweep, same experiment
+    assert code == 0 and [row["role"] for row in second] == ["trial", "trial"], "the baseline was not retrained"
+    for row in second:
+        assert row["vs_scratch"]["baseline_val_accuracy"] == pytest.approx(baseline["metrics"]["val_accuracy"])
+        assert row["metrics"]["kd_gain"] == pytest.approx(
+            row["metrics"]["val_accuracy"] - baseline["metrics"]["val_accuracy"]
+        )
 
 
 def test_a_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(ray_session, mlflow_server, tmp_path):
@@ -242,8 +266,9 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(ray_ses
         "fixed": {**TINY_SPACE["fixed"], "student": faults.MODEL},
         "search": {"temperature": {"uniform": [2.0, 6.0]}},
     }
-    code, rows, uri = sweep(tmp_path, space, name="retry", uri=mlflow_server)
+    code, rows, uri = sweep(tmp_path, space, name="retry", uri=mlflow_server)  # --no-baselines
     assert code == 0
+    assert len(rows) == 1 and rows[0]["role"] == "trial" and "kd_gain" not in rows[0]["metrics"]
     assert rows[0]["status"] == "FINISHED"
     results = [json.loads(line) for line in (Path(rows[0]["path"]) / "result.json").read_text().splitlines()]
     assert [r["epoch"] for r in results] == [1, 2, 3]  # epoch 1 was not trained again

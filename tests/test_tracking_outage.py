@@ -63,6 +63,7 @@ def sweep(tmp_path: Path, ray_session, server: Server, name: str, *extra: str) -
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
     args = ["--space", "space.yaml", "--name", name, "--storage", "results", "--output-json", f"{name}.json"]
     args += ["--address", ray_session.get_runtime_context().gcs_address, "--tracking-uri", server.uri, *extra]
+    args.append("--no-baselines")  # two trials training side by side, nothing else
     return Driver(tmp_path, [sys.executable, "-m", "kdsweep.search", *args], f"{name}.log")
 
 
