@@ -154,6 +154,8 @@ class Run(_Strict):
 class SweepConfig(_Strict):
     data: DataSpec = DataSpec()
     teacher: TeacherSpec = TeacherSpec()
+    # Several teachers, by name: `teacher` is then a trial parameter, searched (or fixed) like `student`.
+    teachers: dict[str, TeacherSpec] = {}
     objective: Objective | list[Objective] = Objective()
     budget: Budget = Budget()
     scheduler: Scheduler = Scheduler()
@@ -175,9 +177,18 @@ class SweepConfig(_Strict):
     def experiment_name(self) -> str:
         return self.run.name or (Path(self.space_file).stem if self.space_file else "kdsweep")
 
+    @property
+    def teacher_specs(self) -> dict[str, TeacherSpec]:
+        """Every teacher of the sweep by name: those of `teachers:`, else the one `teacher:`, named by its arch."""
+        return dict(self.teachers) or {self.teacher.arch: self.teacher}
+
     def trial_base(self) -> dict[str, Any]:
-        """The fixed part of every trial's config (searched keys are added per trial)."""
-        return {**self.fixed, "epochs": self.budget.epochs}
+        """The fixed part of every trial's config (searched keys are added per trial); a sweep's only
+        teacher is every trial's."""
+        base = {**self.fixed, "epochs": self.budget.epochs}
+        if "teacher" not in self.search and len(self.teacher_specs) == 1:
+            base.setdefault("teacher", next(iter(self.teacher_specs)))
+        return base
 
 
 # ---------------------------------------------------------------- loading
@@ -228,7 +239,7 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
 def validate_semantics(config: SweepConfig) -> None:
     """What pydantic's types cannot say: names exist, domains fit the trial, the combination works."""
     check_dataset_name(config.data.name)
-    require_model("teacher.arch", config.teacher.arch)
+    _validate_teachers(config)
     trial_fields = set(TrialConfig.model_fields)
     for section, keys in (("fixed", config.fixed), ("search", config.search)):
         for key in keys:
@@ -247,12 +258,40 @@ def validate_semantics(config: SweepConfig) -> None:
     _validate_trial_values(config)
     _validate_conditions(config)
     _validate_strategy(config)
-    if config.teacher.mode == "off" and any_trial_needs_teacher(config):
-        raise ConfigError(
-            "teacher.mode",
-            "off but alpha can be > 0 (or the loss is not kd): search only alpha=0 with loss kd, or use cached/online",
-        )
+    for name, spec in config.teacher_specs.items():
+        if spec.mode == "off" and any_trial_needs_teacher(config):
+            raise ConfigError(
+                f"teachers.{name}.mode" if config.teachers else "teacher.mode",
+                "off but alpha can be > 0 (or the loss is not kd): search only alpha=0 with loss kd, "
+                "or use cached/online",
+            )
     _validate_objectives(config)
+
+
+def _validate_teachers(config: SweepConfig) -> None:
+    """One `teacher:`, or several `teachers:` that trials choose from by name (search or fixed)."""
+    if config.teachers and "teacher" in config.model_fields_set:
+        raise ConfigError("teachers", "give one teacher (teacher:) or several by name (teachers:), not both")
+    for name, spec in config.teacher_specs.items():
+        require_model(f"teachers.{name}.arch" if config.teachers else "teacher.arch", spec.arch)
+    names = list(config.teacher_specs)
+    chosen = config.search.get("teacher")
+    if chosen is None and "teacher" not in config.fixed:
+        if len(names) > 1:
+            raise ConfigError(
+                "search.teacher", f"{len(names)} teachers: search over them (teacher: {{choice: {names}}}) or fix one"
+            )
+        return
+    if not config.teachers:
+        raise ConfigError(
+            "search.teacher" if chosen else "fixed.teacher", "name the teachers to choose from under teachers: first"
+        )
+    values = chosen.values if chosen is not None else [config.fixed["teacher"]]
+    if chosen is not None and chosen.domain not in ("choice", "grid"):
+        raise ConfigError("search.teacher", "is a name: search it with choice or grid")
+    for value in values:
+        if value not in names:
+            raise ConfigError("search.teacher" if chosen else "fixed.teacher", unknown_name("teacher", value, names))
 
 
 def _distils(config: SweepConfig) -> list[bool]:

@@ -131,12 +131,13 @@ def compare_with_baselines(
     template: TrialTemplate,
     digest: str,
     earlier: dict[str, dict[int, float]],
-    teacher: float,
+    teachers: dict[str, float],
     resolution: float,
 ) -> None:
     """Each distillation row gets kd_gain and gap_closed (in its metrics) and `vs_scratch` (the epoch,
     the baseline's accuracy there, or why there is no comparison). `frames`: Tune's results per trial
-    id; `earlier`: baselines of earlier sweeps of the experiment, by key."""
+    id; `earlier`: baselines of earlier sweeps of the experiment, by key; `teachers`: each teacher's
+    val_accuracy by name. A baseline serves every teacher: gap_closed is per (teacher, student) pair."""
     configs = {trial.trial_id: trial.config or {} for trial in trials}
     histories = dict(earlier)
     for row in rows:
@@ -152,6 +153,7 @@ def compare_with_baselines(
         if history is None:
             row["vs_scratch"] = {"note": "its baseline did not report"}
             continue
+        teacher = teachers[template.trial(configs[row["trial_id"]]).teacher]
         compared = versus_baseline(history, metrics["val_accuracy"], int(metrics["epoch"]), teacher, resolution)
         if isinstance(compared, str):
             row["vs_scratch"] = {"note": compared}

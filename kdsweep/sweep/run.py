@@ -24,9 +24,8 @@ from kdsweep.sweep.baselines import compare_with_baselines
 from kdsweep.sweep.callbacks import RunCloser
 from kdsweep.sweep.cluster import check_experiment_artifacts, check_folder_on_nodes, tracking_host
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
-from kdsweep.sweep.teacher_stage import teacher_stage
+from kdsweep.sweep.teacher_stage import StagedTeacher, teacher_stage
 from kdsweep.sweep.tuner import Baselines, build_tuner, experiment_path, storage_path
-from kdsweep.teachers import Teacher
 from kdsweep.tracking.pending import FAIL_FAST
 from kdsweep.tracking.runs import SweepTracker
 from kdsweep.tracking.server import tracking_service
@@ -47,10 +46,7 @@ class Prepared:
 
     data: Dataset
     data_ref: ray.ObjectRef  # the dataset in the object store, decoded once, shared by every trial
-    teacher: Teacher | None  # the teacher model, for its MLflow run
-    teacher_outputs: ray.ObjectRef | None  # what trials read logits from, computed where they run
-    teacher_node: str | None  # the node that computed them
-    teacher_accuracy: float | None  # its val_accuracy: what gap_closed closes
+    teachers: dict[str, StagedTeacher]  # by name; none when no trial distils
     store: str  # the MLflow store, before a private server fronts it
     tracking_host: str | None  # where that server listens (None: 127.0.0.1)
 
@@ -88,10 +84,8 @@ def prepare(config: SweepConfig) -> Prepared:
     if config.run.address:
         check_folder_on_nodes(data, node_types, config)
     data_ref = ray.put(data)
-    teacher = outputs = node = accuracy = None
-    if any_trial_needs_teacher(config):
-        teacher, outputs, node, accuracy = teacher_stage(config, data, data_ref)
-    return Prepared(data, data_ref, teacher, outputs, node, accuracy, store, host)
+    teachers = teacher_stage(config, data, data_ref) if any_trial_needs_teacher(config) else {}
+    return Prepared(data, data_ref, teachers, store, host)
 
 
 def check_storage(config: SweepConfig) -> None:
@@ -120,13 +114,13 @@ def run_sweep(config: SweepConfig, resume_command: str = "") -> int:
 
 
 def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_command: str = "") -> int:
-    data, teacher = prepared.data, prepared.teacher
+    data, teachers = prepared.data, prepared.teachers
     tracker = SweepTracker(uri, config.experiment_name)
     tracking = tracker.start_parent(config, data, resume=config.run.resume)
-    if teacher is not None:
-        teacher_run_id, reference = log_teacher(uri, teacher, data)
-        reference["val_accuracy"] = prepared.teacher_accuracy  # what gap_closed closes
-        tracker.link_teacher(teacher_run_id, reference, prepared.teacher_node)
+    for name, staged in teachers.items():
+        teacher_run_id, reference = log_teacher(uri, staged.teacher, data)
+        reference["val_accuracy"] = staged.val_accuracy  # what gap_closed closes
+        tracker.link_teacher(teacher_run_id, reference, staged.node_id, name if config.teachers else None)
     base, ui_command = ui_base(prepared.store)
     primary = config.objectives[0]
     sweep_link = experiment_url(base, tracking.experiment_id, primary.metric, primary.mode)
@@ -137,22 +131,23 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
         flush=True,
     )
     baselines, earlier = None, {}
-    if config.run.baselines and prepared.teacher_accuracy is not None:  # without a teacher, all is scratch
+    if config.run.baselines and teachers:  # without a teacher, every trial is scratch
         earlier = tracker.finished_baselines()
         baselines = Baselines(data.digest, frozenset(earlier))
     closer = RunCloser(tracker, tracking, config, data)
     closer.register(config.experiment_name)  # what Tune's restored callbacks close runs with
-    build_tuner(config, prepared.data_ref, prepared.teacher_outputs, tracking, baselines).fit()
+    outputs = {name: staged.outputs for name, staged in teachers.items()}
+    build_tuner(config, prepared.data_ref, outputs, tracking, baselines).fit()
     # The trials as Tune last saved them: on Ctrl-C it saves the running ones as RUNNING (what --resume
     # continues) before it stops them, so a status other than TERMINATED or ERROR means interrupted.
     analysis = ExperimentAnalysis(experiment_path(config))
     lacking = closer.reconcile(analysis.trials, analysis.trial_dataframes)
     rows = leaderboard_rows(analysis.trials, config, lacking)
     if baselines:
-        teacher_accuracy, resolution = prepared.teacher_accuracy, 1 / len(data.val)
-        frames = analysis.trial_dataframes
+        accuracy = {name: staged.val_accuracy for name, staged in teachers.items()}
+        frames, resolution = analysis.trial_dataframes, 1 / len(data.val)
         compare_with_baselines(
-            rows, analysis.trials, frames, trial_template(config), data.digest, earlier, teacher_accuracy, resolution
+            rows, analysis.trials, frames, trial_template(config), data.digest, earlier, accuracy, resolution
         )
     print_leaderboard(rows, config)
     if config.run.output_json:

@@ -9,6 +9,8 @@ read it; only the (small) teacher module comes back to the driver, to be logged 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import ray
 
 from kdsweep.config import SweepConfig
@@ -34,26 +36,42 @@ def val_accuracy(outputs: TeacherOutputs, data: Dataset) -> float:
     return float((logits.argmax(1).cpu() == data.val.labels).double().mean())
 
 
-def teacher_stage(config: SweepConfig, data: Dataset, data_ref: ray.ObjectRef, log=print):
-    """(the Teacher, a reference to what trials read logits from, the node that computed it, the
-    teacher's validation accuracy)."""
-    teacher = find_teacher(config.teacher, data, log)
+@dataclass(frozen=True)
+class StagedTeacher:
+    """One teacher of the sweep, ready: the model (for its MLflow run), what trials read its logits from
+    (in the object store), the node that computed them, and its validation accuracy (what gap_closed closes)."""
+
+    teacher: Teacher
+    outputs: ray.ObjectRef  # a TeacherOutputs
+    node_id: str
+    val_accuracy: float
+
+
+def teacher_stage(config: SweepConfig, data: Dataset, data_ref: ray.ObjectRef, log=print) -> dict[str, StagedTeacher]:
+    """Every teacher of the sweep, by name: each found or trained once, its logits cached once, all of
+    them at the same time (one task each, on a GPU when the trials use GPUs)."""
     gpus = 1 if config.resources.gpus_per_trial > 0 else 0
-    refs = _train_and_cache.options(num_cpus=config.resources.cpus_per_trial, num_gpus=gpus).remote(
-        config.teacher, teacher, data_ref, config.budget.epochs
-    )
-    teacher_ref, outputs_ref, node_ref, accuracy_ref = refs
-    try:
-        trained, node_id, accuracy = ray.get([teacher_ref, node_ref, accuracy_ref])
-    except ray.exceptions.RayTaskError as error:  # bad input found on the node (e.g. pretrained weights)
-        if isinstance(error.cause, ConfigError):
-            raise error.cause from None
-        raise
-    if teacher is None:
-        keep_trained(config.teacher, trained, data, log)
-    log(
-        f"teacher: {'trained and ' if teacher is None else ''}cached on node {node_id}{' (GPU)' if gpus else ''}, "
-        f"val_accuracy {accuracy:.4f}"
-    )
-    outputs: ray.ObjectRef[TeacherOutputs] = outputs_ref
-    return trained, outputs, node_id, accuracy
+    found, refs = {}, {}
+    for name, spec in config.teacher_specs.items():
+        found[name] = find_teacher(spec, data, log)
+        refs[name] = _train_and_cache.options(num_cpus=config.resources.cpus_per_trial, num_gpus=gpus).remote(
+            spec, found[name], data_ref, config.budget.epochs
+        )
+    staged = {}
+    for name, (teacher_ref, outputs_ref, node_ref, accuracy_ref) in refs.items():
+        try:
+            trained, node_id, accuracy = ray.get([teacher_ref, node_ref, accuracy_ref])
+        except ray.exceptions.RayTaskError as error:  # bad input found on the node (e.g. pretrained weights)
+            if isinstance(error.cause, ConfigError):
+                raise error.cause from None
+            raise
+        spec = config.teacher_specs[name]
+        if found[name] is None:
+            keep_trained(spec, trained, data, log)
+        what = f"teacher {name}" if config.teachers else "teacher"
+        log(
+            f"{what}: {'trained and ' if found[name] is None else ''}cached on node {node_id}"
+            f"{' (GPU)' if gpus else ''}, val_accuracy {accuracy:.4f}"
+        )
+        staged[name] = StagedTeacher(trained, outputs_ref, node_id, accuracy)
+    return staged

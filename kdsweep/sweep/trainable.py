@@ -1,7 +1,7 @@
 """One Tune trial: the sampled config validated once, then the shared trial function, reporting every epoch.
 
 Runs in a Ray worker process, possibly on another node: everything it needs arrives through
-`tune.with_parameters` (the dataset, the teacher's logit source, where to log) and the object store.
+`tune.with_parameters` (the dataset, the teachers' logit sources, where to log) and the object store.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def tune_trial(
     sampled_config: dict[str, Any],
     template: TrialTemplate,
     data: Dataset,
-    teacher: TeacherOutputs | None,
+    teachers: dict[str, ray.ObjectRef],
     tracking: TrackingContext | None,
     plugins: list[str],
 ) -> None:
@@ -71,8 +71,9 @@ def tune_trial(
         if tracker:
             tracker.log_epoch(metrics)
             # All before the last report: a scheduler may end the trial as soon as it sees it.
-            if metrics["epoch"] == config.epochs or metrics.get("diverged"):
-                if not metrics.get("diverged"):
+            ended_itself = metrics.get("diverged") or metrics.get("collapsed")  # no student worth shipping
+            if metrics["epoch"] == config.epochs or ended_itself:
+                if not ended_itself:
                     log_final_student(tracker, config, snapshot["student"], data)
                 unsaved = tracker.finish(tracking.patience_s)
                 if unsaved:  # the tracking server stayed away: say exactly what it does not have
@@ -82,6 +83,8 @@ def tune_trial(
             torch.save(snapshot, Path(directory) / STATE_FILE)
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(directory))
 
+    # Only the drawn teacher's logits come to this process, and none to a trial that does not distil.
+    teacher: TeacherOutputs | None = ray.get(teachers[config.teacher]) if config.needs_teacher else None
     run_trial(config, data, teacher=teacher, report=report, resume_state=resume_state)
 
 

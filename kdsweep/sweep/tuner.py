@@ -45,18 +45,18 @@ class Baselines:
 def build_tuner(
     config: SweepConfig,
     data: ray.ObjectRef,
-    teacher: ray.ObjectRef | None,
+    teachers: dict[str, ray.ObjectRef],
     tracking: TrackingContext,
     baselines: Baselines | None = None,
 ) -> tune.Tuner:
-    """Every trial gets the dataset and what it reads teacher logits from (a TeacherOutputs), both
-    already in the object store: put there once, by the driver and by the teacher stage."""
+    """Every trial gets the dataset and, by name, what it may read teacher logits from (TeacherOutputs),
+    all already in the object store: put there once, by the driver and by the teacher stage."""
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial,
             template=trial_template(config),
             data=data,
-            teacher=teacher,
+            teachers=teachers,
             tracking=tracking,
             plugins=config.plugins,
         ),

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from kdsweep.data import Dataset
-from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome, divergence_reason
+from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome, ending_reason
 from kdsweep.tracking.datasets import log_dataset
 from kdsweep.tracking.models import log_model
 from kdsweep.tracking.pending import Pending, describe
@@ -163,7 +163,7 @@ class SweepTracker:
                 TAG_ROLE: "parent",
                 TAG_SWEEP: self.experiment_name,
                 "dataset": config.data.name,
-                "teacher": config.teacher.arch,
+                "teacher": ", ".join(spec.arch for spec in config.teacher_specs.values()),
                 "space_file": config.space_file or "",
                 **_versions(),
             }
@@ -188,15 +188,18 @@ class SweepTracker:
             log_dataset(self.client, self.parent_run_id, data)
         return TrackingContext(self.uri, self.experiment_id, self.parent_run_id, config.run.tracking_patience_s)
 
-    def link_teacher(self, teacher_run_id: str, reference: dict[str, float], node_id: str | None = None) -> None:
+    def link_teacher(
+        self, teacher_run_id: str, reference: dict[str, float], node_id: str, name: str | None = None
+    ) -> None:
         """The teacher's reference metrics on the parent, so students can be compared with it, and the
-        node that prepared the teacher for this sweep (trained it, computed its logit cache)."""
-        self.client.set_tag(self.parent_run_id, TAG_TEACHER_RUN, teacher_run_id)
-        if node_id:
-            self.client.set_tag(self.parent_run_id, TAG_TEACHER_NODE, node_id)
+        node that prepared the teacher for this sweep (trained it, computed its logit cache). One of
+        several teachers is `name`d: kdsweep.teacher_run_id.NAME, teacher.NAME.val_accuracy, ..."""
+        suffix, prefix = (f".{name}", f"teacher.{name}.") if name else ("", "teacher_")
+        self.client.set_tag(self.parent_run_id, TAG_TEACHER_RUN + suffix, teacher_run_id)
+        self.client.set_tag(self.parent_run_id, TAG_TEACHER_NODE + suffix, node_id)
         now = int(time.time() * 1000)
         self.client.log_batch(
-            self.parent_run_id, metrics=[Metric(f"teacher_{k}", float(v), now, 0) for k, v in reference.items()]
+            self.parent_run_id, metrics=[Metric(f"{prefix}{k}", float(v), now, 0) for k, v in reference.items()]
         )
 
     def close_trial(self, run_id: str, outcome: Outcome, error: str | None = None) -> None:
@@ -330,8 +333,9 @@ class TrialTracker:
                     self.best = (float(accuracy), step)
                 best = [Metric(BEST_METRIC, self.best[0], now, step), Metric(BEST_EPOCH, self.best[1], now, step)]
             self.client.log_batch(self.run_id, metrics=batch + best)
-            if metrics.get("diverged"):  # the driver closes the run as DIVERGED; only the trial knows why
-                self.client.set_tag(self.run_id, TAG_ERROR, divergence_reason(metrics))
+            reason = ending_reason(metrics)
+            if reason:  # the driver closes the run as DIVERGED or COLLAPSED; only the trial knows why
+                self.client.set_tag(self.run_id, TAG_ERROR, reason)
             self.logged_epoch = step
 
         self.pending.add(f"metrics of epoch {step}", log)

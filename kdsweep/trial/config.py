@@ -10,7 +10,7 @@ from kdsweep.losses import LossParams, get_loss, needs_teacher
 
 # What distillation adds to training a student. Its baseline (the same student trained from scratch)
 # has these at their defaults and alpha = 0: no teacher.
-DISTILLATION_FIELDS = ("loss", "temperature", "alpha", "beta", "dkd_warmup_epochs", "standardize")
+DISTILLATION_FIELDS = ("teacher", "loss", "temperature", "alpha", "beta", "dkd_warmup_epochs", "standardize")
 
 
 class TrialConfig(BaseModel):
@@ -21,6 +21,7 @@ class TrialConfig(BaseModel):
     student: str = "resnet8"
     width: int | None = Field(default=None, gt=0)  # width-configurable students only
     pretrained: str | None = None  # torchvision weights to start from, e.g. IMAGENET1K_V1
+    teacher: str | None = None  # in a sweep: which of its teachers (by name) this trial distils from
     loss: str = "kd"  # a registered loss (kdsweep.losses)
     temperature: float = Field(default=4.0, gt=0)
     # Loss weights as in kdsweep.losses.LossParams; the defaults are kd's alpha and dkd's beta (DIST uses 1 and 1).
@@ -40,6 +41,7 @@ class TrialConfig(BaseModel):
     seed: int = 0
     num_threads: int | None = Field(default=None, gt=0)  # default: the CPUs this process may use
     measure_latency: bool = True
+    stop_at_chance: bool = True  # end the trial, COLLAPSED, when val accuracy is at chance after warm-up
 
     @field_validator("loss")
     @classmethod
