@@ -8,15 +8,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from kdsweep.config import SweepConfig
-from kdsweep.outcome import Outcome, divergence_reason, outcome_of, trial_error
+from kdsweep.outcome import Outcome, ending_reason, outcome_of, trial_error
 from kdsweep.space import is_baseline, trial_template
 from kdsweep.trial import TrialConfig
 
-STATUS_ORDER = {Outcome.FINISHED: 0, Outcome.STOPPED: 1, Outcome.INTERRUPTED: 2, Outcome.DIVERGED: 3, Outcome.ERROR: 4}
+STATUS_ORDER = {
+    Outcome.FINISHED: 0,
+    Outcome.STOPPED: 1,
+    Outcome.INTERRUPTED: 2,
+    Outcome.COLLAPSED: 3,
+    Outcome.DIVERGED: 4,
+    Outcome.ERROR: 5,
+}
 COLUMNS = [
     "rank",
     "run",
     "student",
+    "teacher",
     "T",
     "alpha",
     "loss",
@@ -43,7 +51,7 @@ def leaderboard_rows(trials, config: SweepConfig, lacking: dict[str, str] | None
                 "trial_id": trial.trial_id,
                 "role": "baseline" if is_baseline(trial.config or {}) else "trial",
                 "status": str(outcome),
-                "error": trial_error(trial) or (divergence_reason(metrics) if outcome is Outcome.DIVERGED else None),
+                "error": trial_error(trial) or ending_reason(metrics),
                 # What the sweep chose for this trial (fixed and sampled), validated; defaults stay implicit.
                 "config": template.trial(trial.config or {}).model_dump(exclude_unset=True),
                 "metrics": {  # finite numbers only: a diverged trial's NaN losses are no result
@@ -113,6 +121,7 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         str(row["rank"]),
         str(row["run"]),
         student,
+        "-" if scratch else str(value("teacher") or "-"),
         "-" if scratch else _number(value("temperature"), ".2f"),
         "-" if scratch else _number(value("alpha"), ".2f"),
         "scratch" if scratch else str(value("loss")),
@@ -146,7 +155,8 @@ def print_leaderboard(rows: list[dict[str, Any]], config: SweepConfig) -> None:
     interrupted = f", {counts[Outcome.INTERRUPTED]} interrupted" if counts[Outcome.INTERRUPTED] else ""
     print(
         f"\nleaderboard ({objective.metric}, {objective.mode}; {counts[Outcome.FINISHED]} finished, "
-        f"{counts[Outcome.STOPPED]} stopped early, {counts[Outcome.DIVERGED]} diverged, "
+        f"{counts[Outcome.STOPPED]} stopped early, {counts[Outcome.COLLAPSED]} collapsed to chance, "
+        f"{counts[Outcome.DIVERGED]} diverged, "
         f"{counts[Outcome.ERROR]} failed{interrupted})"
     )
     print(format_leaderboard([{**row, "run": row["trial_id"]} for row in rows]))

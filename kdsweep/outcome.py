@@ -16,6 +16,7 @@ class Outcome(str, Enum):
     FINISHED = "FINISHED"  # ran its whole budget
     STOPPED = "STOPPED"  # cut short by the scheduler (ASHA): not a failure, but no model to ship
     DIVERGED = "DIVERGED"  # a non-finite loss: an outcome of its hyperparameters, never retried
+    COLLAPSED = "COLLAPSED"  # val accuracy at chance level after its warm-up: ended, never retried
     ERROR = "ERROR"  # failed for good after its retries
     INTERRUPTED = "INTERRUPTED"  # the sweep was stopped (Ctrl-C) or lost its driver before it ended: --resume
 
@@ -29,6 +30,7 @@ class Outcome(str, Enum):
 MLFLOW_STATUS = {
     Outcome.FINISHED: "FINISHED",
     Outcome.DIVERGED: "FINISHED",
+    Outcome.COLLAPSED: "FINISHED",
     Outcome.STOPPED: "FINISHED",
     Outcome.ERROR: "FAILED",
     Outcome.INTERRUPTED: "KILLED",
@@ -44,6 +46,8 @@ def trial_outcome(last: Mapping[str, Any], errored: bool, epochs: int, ended: bo
         return Outcome.INTERRUPTED
     if last.get("diverged"):
         return Outcome.DIVERGED
+    if last.get("collapsed"):
+        return Outcome.COLLAPSED
     return Outcome.FINISHED if last.get("epoch", 0) >= epochs else Outcome.STOPPED
 
 
@@ -65,6 +69,14 @@ def trial_error(trial) -> str | None:
     return one_line(path.read_text(), last=True) if path and path.exists() else None
 
 
-def divergence_reason(last: Mapping[str, Any]) -> str:
-    """Why a DIVERGED trial stopped, for its MLflow run and the leaderboard (the loop checks train_loss)."""
-    return f"non-finite train_loss at epoch {int(last.get('epoch', 0))}"
+def ending_reason(last: Mapping[str, Any]) -> str | None:
+    """Why a trial ended itself (DIVERGED, COLLAPSED: the loop checks train_loss and val_accuracy), for its
+    MLflow run and the leaderboard; None for any other trial."""
+    if last.get("diverged"):
+        return f"non-finite train_loss at epoch {int(last.get('epoch', 0))}"
+    if last.get("collapsed"):
+        return (
+            f"val_accuracy {last.get('val_accuracy', float('nan')):.4f} at chance level "
+            f"(<= {last.get('chance_level', float('nan')):.4f}) at epoch {int(last.get('epoch', 0))}, after its warm-up"
+        )
+    return None

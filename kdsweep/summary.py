@@ -102,7 +102,8 @@ def summary_note(
     lines = [
         f"**Sweep `{parent.data.tags.get(TAG_SWEEP, parent.info.run_name)}`**: {len(ranked)} trials{data}: "
         f"{counts[Outcome.FINISHED]} finished, {counts[Outcome.STOPPED]} stopped early by the scheduler, "
-        f"{counts[Outcome.DIVERGED]} diverged, {counts[Outcome.ERROR]} failed. Ranked by `{metric}` ({mode}).",
+        f"{counts[Outcome.COLLAPSED]} collapsed to chance, {counts[Outcome.DIVERGED]} diverged, "
+        f"{counts[Outcome.ERROR]} failed. Ranked by `{metric}` ({mode}).",
         "",
     ]
     baselines = sum(run.baseline for run in ranked)

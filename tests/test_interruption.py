@@ -124,7 +124,11 @@ def test_ctrl_c_stops_the_sweep_closes_its_runs_and_prints_the_resume_command(ra
     rows = json.loads((tmp_path / "interrupted.json").read_text())
     interrupted = [row for row in rows if row["status"] == "INTERRUPTED"]
     assert interrupted and all(row["status"] in ("FINISHED", "INTERRUPTED") for row in rows), rows
-    assert all(row["config"]["loss"] in ("kd", "dkd") and "temperature" in row["config"] for row in interrupted)
+    for row in interrupted:  # with their real parameters
+        if row["role"] == "trial":
+            assert row["config"]["loss"] in ("kd", "dkd") and "temperature" in row["config"]
+        else:
+            assert row["config"]["alpha"] == 0 and "loss" not in row["config"]
     client, runs = trial_runs(tmp_path, "interrupted")
     assert runs and not [r for r in runs if r.info.status == "RUNNING"], "no run is left RUNNING"
     by_trial = {r.data.tags["kdsweep.trial_id"]: r for r in runs}

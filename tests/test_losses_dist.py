@@ -127,6 +127,7 @@ def test_dist_is_registered_and_always_needs_a_teacher():
 
 
 TINY = {"student": "small_cnn", "width": 4, "epochs": 2, "batch_size": 32, "lr": 0.05, "measure_latency": False}
+TINY["stop_at_chance"] = False  # tiny data: near-chance accuracy is the rule here (test_collapse.py)
 
 
 def _tiny_teacher(data) -> nn.Module:

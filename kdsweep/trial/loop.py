@@ -21,6 +21,7 @@ from kdsweep.data import Dataset, train_batches
 from kdsweep.losses import LossFn, LossParams, dkd_warmup, get_loss
 from kdsweep.models import create_model, load_pretrained, measure_cost
 from kdsweep.seeds import epoch_seed
+from kdsweep.trial.collapse import chance_level, judged_from
 from kdsweep.trial.config import TrialConfig
 from kdsweep.trial.device import autocast, model_device, pick_device, place
 from kdsweep.trial.evaluate import evaluate
@@ -108,6 +109,7 @@ def run_trial(
     teacher_val = distill_from.eval_logits(data, "val", device) if distill_from else None
     static = {"params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms} if cost else {}
     loss_fn = get_loss(config.loss)
+    chance = chance_level(data.val.labels)
     history: list[dict[str, float]] = []
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, config.epochs + 1):
@@ -124,10 +126,18 @@ def run_trial(
             # The non-finite values stay in the report: Tune fails a trial whose report lacks the
             # metric its scheduler ranks on (val_loss diverges too). MLflow and the leaderboard drop them.
             metrics["diverged"] = 1.0
+        collapsed = (
+            config.stop_at_chance
+            and not diverged
+            and epoch >= judged_from(config)
+            and metrics["val_accuracy"] <= chance
+        )
+        if collapsed:  # learned nothing after its warm-up: the rest of its budget is better spent elsewhere
+            metrics.update(collapsed=1.0, chance_level=chance)
         history.append(metrics)
         if report is not None:
             report(metrics, _checkpoint(student, optimizer, scheduler, epoch))
-        if diverged:
+        if diverged or collapsed:
             break
     return TrialResult(metrics, student, history)
 
