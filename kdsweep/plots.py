@@ -1,4 +1,5 @@
-"""The figures kdsweep logs (matplotlib, headless): a confusion matrix per student, the Pareto front per sweep."""
+"""The figures kdsweep logs (matplotlib, headless): a confusion matrix per student, the Pareto front and the
+parameter importances per sweep."""
 
 from __future__ import annotations
 
@@ -48,4 +49,28 @@ def pareto_figure(
     axes.set(xlabel="latency_ms (lower is better)", ylabel="val_accuracy", title=constraints.describe())
     axes.margins(0.15)
     axes.legend(fontsize=8)
+    return figure
+
+
+def importance_figure(scopes: list[tuple[str, dict[str, float]]], metric: str) -> Figure:
+    """One horizontal bar chart per scope (its title, then parameter -> importance), the largest on top."""
+    figure = Figure(figsize=(6, 1.0 + sum(0.35 * len(values) + 0.8 for _, values in scopes)))
+    heights = [len(values) + 1.5 for _, values in scopes]
+    axes_list = figure.subplots(len(scopes), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for axes, (title, values) in zip(axes_list, scopes, strict=True):
+        names = list(values)[::-1]
+        axes.barh(names, [values[name] for name in names], color="tab:blue")
+        for y, name in enumerate(names):
+            axes.annotate(
+                f"{values[name]:.2f}",
+                (values[name], y),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+            )
+        axes.set_xlim(0, 1.1)
+        axes.set_title(title, fontsize=9, loc="left")
+    axes_list[-1].set_xlabel(f"importance for {metric} (fANOVA; sums to 1 per panel)")
+    figure.tight_layout()
     return figure

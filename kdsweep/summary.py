@@ -37,9 +37,8 @@ GAINS = ("kd_gain", "gap_closed")  # a distillation trial's, against its scratch
 # The plots a sweep logs on its parent, with what each shows; the description lists those present.
 PLOTS = {
     PARETO_PLOT: "validation accuracy against latency and size, the front and the champion marked",
-    # The hyperparameter-importance report (its own issue; not written yet) logs its figure under
-    # this name on the parent, before the summary is written (see sweep/run.py); it is listed then.
-    "importance.png": "how much each searched parameter moved the objective",
+    # kdsweep.importance logs it on the parent before the summary is written (see sweep/run.py).
+    "importance.png": "how much each searched parameter moved the objective (the numbers: `importance.json`)",
 }
 
 

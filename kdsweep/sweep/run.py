@@ -15,6 +15,7 @@ from kdsweep.config import SweepConfig, any_trial_needs_teacher
 from kdsweep.data import Dataset, load_dataset
 from kdsweep.disk import check_writable_dir
 from kdsweep.errors import ConfigError, one_line
+from kdsweep.importance import report_importance
 from kdsweep.leaderboard import leaderboard_rows, print_leaderboard, write_json
 from kdsweep.outcome import Outcome
 from kdsweep.selection import Constraints
@@ -176,8 +177,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
             print(f"champion: {champion.run_name} -> {champion.model_uri}  {link}")
             for row in rows:
                 row["champion"] = row.get("mlflow_run_id") == champion.run_id
-    # The hyperparameter-importance report (its own issue) goes here: it logs its plot on the
-    # parent run (summary.PLOTS names it) before the summary, which then lists it.
+    report_importance(rows, config, uri, tracking.parent_run_id)  # its plot before the summary, which lists it
     summarise_sweep(uri, tracking.parent_run_id, primary.metric, primary.mode, champion, no_champion)
     print(f"the sweep in MLflow's UI: {sweep_link}")
     if config.run.output_json:
