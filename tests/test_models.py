@@ -14,6 +14,7 @@ from kdsweep.models import (
     create_model,
     list_models,
 )
+from kdsweep.models.cifar_wrn import WideResNet
 
 REQUIRED = [
     "resnet18",
@@ -30,6 +31,9 @@ REQUIRED = [
     "resnet8",
     "resnet20",
     "resnet8x4",
+    "wrn_40_2",
+    "wrn_16_2",
+    "wrn_40_1",
     "small_cnn",
 ]
 
@@ -221,3 +225,27 @@ def test_cifar_resnet_x4_widths_and_downsampling():
 def test_cifar_resnet_rejects_depth_not_6n_plus_2(depth):
     with pytest.raises(ValueError, match="6n\\+2"):
         CifarResNet(depth, (16, 16, 32, 64), 10, 3)
+
+
+@pytest.mark.parametrize(
+    "name, millions",  # on CIFAR-100, as tabulated by CRD (Tian et al. 2020) and DKD (Zhao et al. 2022)
+    [
+        ("wrn_40_2", 2.26),
+        ("wrn_16_2", 0.70),
+        ("wrn_40_1", 0.57),
+        ("resnet32x4", 7.43),
+        ("resnet8x4", 1.23),
+        ("resnet56", 0.86),
+        ("resnet20", 0.28),
+    ],
+)
+def test_the_benchmark_pairs_have_their_published_sizes(name, millions):
+    assert round(count_params(create_model(name, 100, 3, 32)) / 1e6, 2) == millions
+
+
+def test_a_wide_resnet_has_6n_plus_4_layers_and_k_times_the_widths():
+    model = create_model("wrn_40_2", 10, 3, 32)
+    assert len([m for m in model.modules() if m.__class__.__name__ == "WideBlock"]) == 3 * (40 - 4) // 6
+    assert model.fc.in_features == 64 * 2
+    with pytest.raises(ValueError, match="6n\\+4"):
+        WideResNet(41, 2, 10, 3)

@@ -1,10 +1,10 @@
 """Models by name: teachers and students for small images, and what each costs on the edge.
 
 `create_model(name, num_classes, in_channels, image_size, width=None)`; `list_models()`. Importing
-this package registers every builder (torchvision adapted, CIFAR ResNets, the small CNN).
+this package registers every builder (torchvision adapted, CIFAR ResNets and Wide ResNets, the small CNN).
 """
 
-from kdsweep.models import cifar_resnet, small_cnn, torchvision_small  # noqa: F401  (they register)
+from kdsweep.models import cifar_resnet, cifar_wrn, small_cnn, torchvision_small  # noqa: F401  (they register)
 from kdsweep.models.cifar_resnet import CifarResNet
 from kdsweep.models.cost import ModelCost, count_flops, count_params, cpu_latency_ms, measure_cost
 from kdsweep.models.pretrained import PretrainedUnavailable, load_pretrained
