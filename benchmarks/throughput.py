@@ -143,9 +143,7 @@ def timed(fn, *args) -> float:
 
 
 def measure(student: str, args: argparse.Namespace, data: Dataset, cache: TeacherLogitCache) -> dict[str, float]:
-    base = dict(
-        student=student, batch_size=args.batch_size, num_threads=args.threads, measure_latency=False, epochs=2
-    )
+    base = dict(student=student, batch_size=args.batch_size, num_threads=args.threads, measure_latency=False, epochs=2)
     ce, kd = TrialConfig(**base, alpha=0.0), TrialConfig(**base, alpha=0.9)
     _setup_process(ce, pick_device())  # what run_trial does first: threads, seed, deterministic algorithms on CPU
     torch.manual_seed(0)
