@@ -50,6 +50,12 @@ def parse_args() -> argparse.Namespace:
         help="slow epochs: synthetic 3x32x32 data (--samples images) instead of digits; pair with fewer --epochs",
     )
     p.add_argument("--samples", type=int, default=8000, help="--long: synthetic images (70%% train after val/test)")
+    p.add_argument(
+        "--bare",
+        choices=["per-core", "per-trial"],
+        default="per-core",
+        help="(b): one long-lived process per slot running its trials in turn, or a fresh process per trial",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directories (their paths are printed)")
     p.add_argument("--bare-trial", help=argparse.SUPPRESS)  # internal: one bare trial, config JSON
     return p.parse_args()
@@ -137,11 +143,16 @@ def bare_trial(config_json: str) -> None:
     trial = TrialConfig.model_validate(spec["trial"])
     t_imported = time.time()
     data = load_dataset(DataSpec.model_validate(spec["data"]))
-    t_start = time.time()
-    result = run_trial(trial, data)
-    t_end = time.time()
-    epochs = [h["epoch_seconds"] for h in result.history]
-    print(json.dumps({"main": t_main, "imported": t_imported, "start": t_start, "end": t_end, "epochs": epochs}))
+    trials, ready = [], time.time()  # ready: when this process could start its next trial
+    for _ in range(spec["count"]):
+        t_start = time.time()
+        result = run_trial(trial, data)
+        t_end = time.time()
+        epochs = [h["epoch_seconds"] for h in result.history]
+        trials.append({"main": t_main, "imported": t_imported, "ready": ready, "start": t_start, "end": t_end})
+        trials[-1]["epochs"] = epochs
+        ready = t_end
+    print(json.dumps(trials))
 
 
 def run_bare(args: argparse.Namespace, workdir: Path) -> dict:
@@ -153,13 +164,16 @@ def run_bare(args: argparse.Namespace, workdir: Path) -> dict:
 
     config = load_config(workdir / "space.yaml")
     trial = trial_template(config).trial({}, num_threads=max(1, int(config.resources.cpus_per_trial)))
-    spec = json.dumps({"trial": trial.model_dump(mode="json"), "data": config.data.model_dump(mode="json")})
-    command = [sys.executable, __file__, "--bare-trial", spec]
-    waiting, running, done = list(range(args.trials)), [], []
+    spec = {"trial": trial.model_dump(mode="json"), "data": config.data.model_dump(mode="json")}
+    if args.bare == "per-trial":  # a fresh process per trial, as Tune starts a fresh worker per trial
+        counts = [1] * args.trials
+    else:  # one long-lived process per slot, its share of the trials one after another
+        counts = [len(range(j, args.trials, args.concurrent)) for j in range(args.concurrent)]
+    waiting, running, done = list(counts), [], []
     started = time.time()
     while waiting or running:
         while waiting and len(running) < args.concurrent:
-            waiting.pop(0)
+            command = [sys.executable, __file__, "--bare-trial", json.dumps({**spec, "count": waiting.pop(0)})]
             proc = subprocess.Popen(command, cwd=workdir, env=env(), stdout=subprocess.PIPE, text=True)
             running.append((time.time(), proc))
         time.sleep(0.01)
@@ -168,7 +182,8 @@ def run_bare(args: argparse.Namespace, workdir: Path) -> dict:
                 out = proc.stdout.read()
                 if proc.returncode != 0:
                     raise SystemExit(f"a bare trial failed (exit {proc.returncode})")
-                done.append({"spawned": spawned, "exited": time.time(), **json.loads(out.strip().splitlines()[-1])})
+                exited = time.time()
+                done += [{"spawned": spawned, "exited": exited, **t} for t in json.loads(out.strip().splitlines()[-1])]
                 running.remove((spawned, proc))
     return {"wall": time.time() - started, "started": started, "trials": done}
 
@@ -176,44 +191,75 @@ def run_bare(args: argparse.Namespace, workdir: Path) -> dict:
 # ---------------------------------------------------------------- the breakdown
 
 
-def breakdown(a: dict, b: dict, concurrent: int) -> list[tuple[str, float, float]]:
-    """(what, sweep s, bare s): the sweep's timeline from its records, the bare one from its processes."""
-    t0 = a["started"]
-    reports = a["reports"]
+MARKS = [  # (the sweep's first output line containing this, what it tells)
+    ("Creating initial MLflow database", "MLflow store being created (python + imports before it)"),
+    ("Started a local Ray instance", "Ray runtime started"),
+    ("served at", "the sweep's private MLflow server up"),
+    ("sweep '", "parent MLflow run opened; Tune starts"),
+    ("Total run time", "Tune finished (after the last trial)"),
+    ("leaderboard (", "leaderboard printed"),
+    ("the sweep in MLflow", "last line: champion registered, summary written"),
+]
+
+
+def timeline(a: dict) -> list[tuple[str, float]]:
+    """The sweep's events, seconds after the command started, in order."""
+    t0, events = a["started"], []
+    for needle, what in MARKS:
+        hit = next((t for t, line in a["lines"] if needle in line), None)
+        if hit is not None:
+            events.append((what, hit - t0))
     runs = a["trial_runs"]
-    b0 = b["started"]
-    bare = sorted(b["trials"], key=lambda t: t["spawned"])
-    rows = [
-        (
-            "startup: command to first trial's start (sweep: its MLflow run opened)",
-            runs[0][0] - t0,
-            bare[0]["start"] - b0,
-        ),
-        ("  of which: to the sweep's parent MLflow run (imports, data, Ray, MLflow)", a["parent"][0] - t0, 0.0),
-        ("  of which: bare: python + imports (before data)", 0.0, bare[0]["imported"] - b0),
+    events.append(("first trial started (its MLflow run opened, in the worker)", runs[0][0] - t0))
+    events.append(("last trial ended (its MLflow run closed, before its last report)", max(e for _, e in runs) - t0))
+    events.append(("command exited", a["wall"]))
+    return sorted(events, key=lambda event: event[1])
+
+
+def bare_timeline(b: dict) -> list[tuple[str, float]]:
+    t0, trials = b["started"], b["trials"]
+    return [
+        ("first process: python + imports done", min(t["imported"] for t in trials) - t0),
+        ("first trial started (run_trial called)", min(t["start"] for t in trials) - t0),
+        ("last trial ended (run_trial returned)", max(t["end"] for t in trials) - t0),
+        ("last process exited", b["wall"]),
     ]
-    # Per epoch: the trial's own compute against Tune's time between reports.
+
+
+def median(values) -> float:
+    values = list(values)
+    return statistics.median(values) if values else float("nan")
+
+
+def breakdown(a: dict, b: dict, concurrent: int) -> list[tuple[str, float, float]]:
+    """(what, sweep s, bare s): per-trial and per-epoch figures from Tune's result.json and MLflow."""
+    reports, runs, bare = a["reports"], a["trial_runs"], b["trials"]
     inner = [r["epoch_seconds"] for trial in reports for r in trial]
     bare_inner = [s for t in bare for s in t["epochs"]]
-    between = [r["time_this_iter_s"] for trial in reports for r in trial[1:-1]]
-    rows += [
-        ("median epoch_seconds (the trial's own train + val)", statistics.median(inner), statistics.median(bare_inner)),
+    middle = [r for trial in reports for r in trial[1:-1]]
+    rows = [
+        ("median epoch_seconds (the trial's own train + val)", median(inner), median(bare_inner)),
         ("sum of epoch_seconds over all trials", sum(inner), sum(bare_inner)),
         (
-            "median per-report overhead, middle epochs (time_this_iter_s - epoch_seconds)",
-            statistics.median(r["time_this_iter_s"] - r["epoch_seconds"] for trial in reports for r in trial[1:-1]),
-            0.0,
-        ),
-        ("median time between reports, middle epochs (time_this_iter_s)", statistics.median(between), 0.0),
-        (
-            "median last-epoch extra (model upload, run end: time_this_iter_s - epoch_seconds)",
-            statistics.median(trial[-1]["time_this_iter_s"] - trial[-1]["epoch_seconds"] for trial in reports),
-            0.0,
+            "trial setup before epoch 1, median (sweep: first time_this_iter_s - epoch_seconds; bare: run_trial "
+            "time - its epochs)",
+            median(trial[0]["time_this_iter_s"] - trial[0]["epoch_seconds"] for trial in reports),
+            median(t["end"] - t["start"] - sum(t["epochs"]) for t in bare),
         ),
         (
-            "median first-report extra (trial setup in the worker)",
-            statistics.median(trial[0]["time_this_iter_s"] - trial[0]["epoch_seconds"] for trial in reports),
-            statistics.median(t["start"] - t["spawned"] for t in bare),
+            "per-report overhead, middle epochs, median (time_this_iter_s - epoch_seconds: log_epoch, checkpoint)",
+            median(r["time_this_iter_s"] - r["epoch_seconds"] for r in middle),
+            0.0,
+        ),
+        (
+            "per-report overhead, middle epochs, sum over all trials",
+            sum(r["time_this_iter_s"] - r["epoch_seconds"] for r in middle),
+            0.0,
+        ),
+        (
+            "last-epoch extra, median (time_this_iter_s - epoch_seconds: final model logged, run closed)",
+            median(trial[-1]["time_this_iter_s"] - trial[-1]["epoch_seconds"] for trial in reports),
+            0.0,
         ),
     ]
     # A slot freed -> the next trial started: trial k's end to trial k + C's start (both sides: the trial function).
@@ -224,19 +270,11 @@ def breakdown(a: dict, b: dict, concurrent: int) -> list[tuple[str, float, float
     if gaps and bare_gaps:
         rows.append(
             (
-                "median gap: a slot's trial ended -> the next trial started",
-                statistics.median(gaps),
-                statistics.median(bare_gaps),
+                "gap, median: a slot's trial ended -> the next trial started (sweep: MLflow run times)",
+                median(gaps),
+                median(bare_gaps),
             )
         )
-    last_end = max(e for _, e in runs)
-    rows.append(
-        (
-            "the end: last trial run ended -> command exited",
-            a["ended"] - last_end,
-            b["started"] + b["wall"] - max(t["end"] for t in bare),
-        )
-    )
     return rows
 
 
@@ -261,7 +299,8 @@ def main() -> None:
     data = f"synthetic 3x32x32, {args.samples} images" if args.long else "digits"
     print(
         f"{args.trials} trials x {args.epochs} epochs of {args.student}, alpha 0, on {data}, "
-        f"{args.concurrent} at a time; {args.rounds} round(s), sides alternating, fastest round of each side kept",
+        f"{args.concurrent} at a time; bare: {args.bare} process(es); {args.rounds} round(s), sides alternating, "
+        "fastest round of each side kept",
         flush=True,
     )
     results: dict[str, list[dict]] = {"sweep": [], "bare": []}
@@ -286,19 +325,22 @@ def main() -> None:
         f"| {a['wall']:.1f} | {b['wall']:.1f} | {a['wall'] / b['wall']:.2f} | {rounds_a} | {rounds_b} |"
     )
     print()
-    print("Breakdown of the fastest round of each side (seconds):")
+    print("Per trial and per epoch, fastest round of each side (seconds):")
     print()
     print("| what | (a) sweep | (b) bare |")
     print("|---|---|---|")
     for what, sa, sb in breakdown(a, b, args.concurrent):
         print(f"| {what} | {sa:.2f} | {sb:.2f} |")
-    marks = [
-        (t - a["started"], line) for t, line in a["lines"] if line.startswith(("sweep '", "champion:", "the sweep in"))
-    ]
-    print()
-    print("Sweep output lines, seconds after the command started:")
-    for t, line in marks:
-        print(f"  {t:6.1f}  {line[:110]}")
+    for side, events in (("(a) sweep", timeline(a)), ("(b) bare", bare_timeline(b))):
+        print()
+        print(f"Timeline of {side}, seconds after the command started:")
+        print()
+        print("| event | at s | since previous s |")
+        print("|---|---|---|")
+        previous = 0.0
+        for what, at in events:
+            print(f"| {what} | {at:.1f} | {at - previous:.1f} |")
+            previous = at
 
 
 if __name__ == "__main__":
