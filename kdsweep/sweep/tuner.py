@@ -80,7 +80,12 @@ def build_tuner(
         callbacks=[CloseRuns(config.experiment_name)],
         verbose=1,
     )
-    tune_config = tune.TuneConfig(num_samples=num_samples, scheduler=_scheduler(config), search_alg=searcher)
+    # A trial's worker process is reused by the next trial: a fresh one costs ~17 s of start-up and
+    # imports on 2 cores (benchmarks/RESULTS.md). run_trial sets every seed, its threads and
+    # determinism itself, and the rest (plugins, MLflow's settings) is the same for every trial.
+    tune_config = tune.TuneConfig(
+        num_samples=num_samples, scheduler=_scheduler(config), search_alg=searcher, reuse_actors=True
+    )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
