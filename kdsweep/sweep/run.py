@@ -167,7 +167,8 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
         if "kd_gain" in row["metrics"] and row.get("mlflow_run_id"):
             gap = row["metrics"].get("gap_closed")
             tracker.log_gains(row["mlflow_run_id"], row["metrics"]["kd_gain"], gap, row["vs_scratch"]["epoch"])
-    succeeded = any(row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
+    # A sweep of which only scratch baselines succeeded distilled nothing.
+    succeeded = any(row["role"] == "trial" and row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
     _finish(tracker, "FINISHED" if succeeded else "FAILED")
     champion, no_champion = None, "selection skipped (--no-select)" if succeeded else "no trial succeeded"
     if succeeded and config.run.select:
