@@ -27,7 +27,7 @@ SPACE = {
     "scheduler": {"name": "none"},
     "searcher": {"name": "random", "seed": 3},
     "resources": {"cpus_per_trial": 0.5, "max_failures": 1},
-    "fixed": {"batch_size": 32, "lr": 0.05, "student": "small_cnn"},
+    "fixed": {"batch_size": 32, "lr": 0.05, "student": "small_cnn", "stop_at_chance": False},
     "search": {"width": {"choice": [4, 8]}, "temperature": {"uniform": [2.0, 6.0]}},
 }
 

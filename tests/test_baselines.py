@@ -168,7 +168,7 @@ def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baselin
     rows = [row("b-small", 3, 0.5), row("b-resnet", 3, 0.7), row("stopped", 1, 0.45), row("finished", 3, 0.75)]
     rows += [row("reused", 2, 0.55), row("orphan", 2, 0.5)]
     earlier = {baseline_key(template.baseline_of(configs["reused"]), "d"): {1: 0.1, 2: 0.35}}
-    compare_with_baselines(rows, trials, frames, template, "d", earlier, teacher=0.90, resolution=0.01)
+    compare_with_baselines(rows, trials, frames, template, "d", earlier, {"small_cnn": 0.90}, resolution=0.01)
     by_id = {r["trial_id"]: r for r in rows}
     stopped = by_id["stopped"]  # ASHA stopped it at epoch 1: the small CNN's baseline at epoch 1
     assert stopped["vs_scratch"]["epoch"] == 1 and stopped["vs_scratch"]["baseline_val_accuracy"] == 0.30
