@@ -88,14 +88,17 @@ def format_leaderboard(rows: list[dict[str, Any]], markdown: bool = False) -> st
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
     out = [text[0], "-" * len(text[0])]
+    said: set[str] = set()  # a note shared by many rows (a teacher no better than scratch) is said once
     for row, line in zip(rows, text[1:], strict=True):
         out.append(line)
         if row.get("error"):
             out.append(f"      error: {row['error']}")
         if row.get("not_in_mlflow"):
             out.append(f"      not in MLflow: {row['not_in_mlflow']}")
-        if (row.get("vs_scratch") or {}).get("note"):
-            out.append(f"      vs scratch: {row['vs_scratch']['note']}")
+        note = (row.get("vs_scratch") or {}).get("note")
+        if note and note not in said:
+            said.add(note)
+            out.append(f"      vs scratch: {note}")
     return "\n".join(out)
 
 
