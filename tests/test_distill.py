@@ -14,8 +14,15 @@ from kdsweep.models import create_model
 from kdsweep.teachers import OnlineTeacher
 from kdsweep.trial import TrialConfig, evaluate, place, predict, reported_metrics, run_trial
 
-TINY = {"student": "small_cnn", "width": 4, "epochs": 2, "batch_size": 32, "lr": 0.05, "measure_latency": False}
-TINY["stop_at_chance"] = False  # tiny data: near-chance accuracy is the rule here (test_collapse.py)
+TINY = {
+    "student": "small_cnn",
+    "width": 4,
+    "epochs": 2,
+    "batch_size": 32,
+    "lr": 0.05,
+    "measure_latency": False,
+    "stop_at_chance": False,  # tiny data: near-chance accuracy is the rule here (test_collapse.py)
+}
 
 
 def tiny_model(data) -> torch.nn.Module:

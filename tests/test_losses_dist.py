@@ -7,10 +7,10 @@ import math
 import loss_references as ref
 import pytest
 import torch
-from torch import nn
+from test_distill import TINY, tiny_model
+from test_teacher_cache import Float16
 
 from kdsweep.losses import LossParams, dist_terms, dkd_terms, get_loss, kd_terms, list_losses, needs_teacher
-from kdsweep.models import create_model
 from kdsweep.teachers import OnlineTeacher, build_teacher_cache
 from kdsweep.trial import TrialConfig, run_trial
 
@@ -126,18 +126,9 @@ def test_dist_is_registered_and_always_needs_a_teacher():
         dist_terms(_t(STUDENT), None, _y(), LossParams(temperature=4.0, alpha=1.0))
 
 
-TINY = {"student": "small_cnn", "width": 4, "epochs": 2, "batch_size": 32, "lr": 0.05, "measure_latency": False}
-TINY["stop_at_chance"] = False  # tiny data: near-chance accuracy is the rule here (test_collapse.py)
-
-
-def _tiny_teacher(data) -> nn.Module:
-    torch.manual_seed(1)
-    return create_model("small_cnn", data.num_classes, data.in_channels, data.image_size, width=8).eval()
-
-
 def test_a_dist_trial_reports_finite_losses_with_ce_added_at_weight_one(tiny_data):
     config = TrialConfig(**TINY, loss="dist", temperature=4.0, alpha=1.0, beta=1.0)
-    result = run_trial(config, tiny_data, teacher=OnlineTeacher(_tiny_teacher(tiny_data)))
+    result = run_trial(config, tiny_data, teacher=OnlineTeacher(tiny_model(tiny_data)))
     assert [m["epoch"] for m in result.history] == [1, 2]
     for metrics in result.history:
         assert all(math.isfinite(metrics[k]) for k in ("train_loss", "train_ce", "train_kd", "val_loss"))
@@ -146,22 +137,11 @@ def test_a_dist_trial_reports_finite_losses_with_ce_added_at_weight_one(tiny_dat
         assert 0.0 < metrics["train_kd"] < 64.0
 
 
-class Float16(nn.Module):
-    """The teacher with its logits rounded as the cache stores them."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(images).half().float()
-
-
 def test_dist_trains_the_same_student_on_the_cache_as_on_the_online_teacher(tiny_data):
     # The intra-class term correlates columns across the batch: it is only right if the teacher's
     # rows are those of the student's batch, in its order. Both teachers answer for the trial's own
     # batches (the cache by sample index), so the runs agree to float rounding.
-    teacher = _tiny_teacher(tiny_data)
+    teacher = tiny_model(tiny_data)
     cache = build_teacher_cache(teacher, tiny_data, 2, torch.device("cpu"), 64.0, log=lambda _: None)
     config = TrialConfig(**TINY, loss="dist", alpha=1.0, beta=1.0)
     cached = run_trial(config, tiny_data, teacher=cache)
