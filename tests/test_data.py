@@ -184,6 +184,55 @@ def test_synthetic_is_seeded():
     assert not torch.equal(a.train.images, c.train.images)
 
 
+# ---------------------------------------------------------------- glyphs
+
+
+@pytest.fixture(scope="module")
+def glyph_images():
+    from kdsweep.data.glyphs import render
+
+    return render()
+
+
+def test_every_face_draws_every_glyph_class():
+    """A face without a glyph would draw the same empty box for several classes."""
+    from matplotlib import ft2font
+
+    from kdsweep.data.glyphs import CLASSES, font_paths
+
+    assert len(CLASSES) == len(set(CLASSES)) == 47
+    for path in font_paths():
+        face = ft2font.FT2Font(str(path))
+        assert [c for c in CLASSES if face.get_char_index(ord(c)) == 0] == [], path.name
+
+
+def test_glyphs_are_47_balanced_classes_of_16x16_characters(glyph_images):
+    images, labels = glyph_images
+    assert images.shape == (47 * 21 * 5, 1, 16, 16) and images.dtype == torch.float32
+    assert 0 <= images.min() and images.max() <= 1
+    assert torch.bincount(labels).tolist() == [21 * 5] * 47
+    # the characters' strokes stand out of the noise (noise alone: top-10 mean about 0.32)
+    top = images.flatten(1).topk(10, dim=1).values.mean(dim=1)
+    assert top.mean() > 0.75 and (top > 0.35).all()
+    # two renderings of one character in one face differ (size, offset, shear, rotation, noise)
+    assert not torch.equal(images[0], images[1])
+
+
+def test_glyphs_are_a_fixed_artefact_and_the_seed_only_splits_them(glyph_images):
+    from kdsweep.data.glyphs import render
+
+    again = render()
+    assert torch.equal(glyph_images[0], again[0]) and torch.equal(glyph_images[1], again[1])
+    a, b = load_dataset(DataSpec(name="glyphs", seed=0)), load_dataset(DataSpec(name="glyphs", seed=1))
+    assert a.input_shape == (1, 16, 16) and a.num_classes == 47 and a.in_memory
+    assert (len(a.train), len(a.val), len(a.test)) == (3553, 395, 987)
+    assert a.digest != b.digest
+    for data in (a, b):
+        for split in (data.train, data.val, data.test):
+            assert torch.bincount(split.labels, minlength=47).min() >= 8  # stratified: every class everywhere
+    assert "glyphs" in list_datasets()
+
+
 # ---------------------------------------------------------------- views
 
 

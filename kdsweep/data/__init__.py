@@ -6,7 +6,7 @@ index) only, so every trial of a sweep sees the same views in the same epoch. Im
 too large for memory stream through a DataLoader with worker processes.
 """
 
-from kdsweep.data import builtin, torchvision_data  # noqa: F401  (they register)
+from kdsweep.data import builtin, glyphs, torchvision_data  # noqa: F401  (they register)
 from kdsweep.data.augment import AugmentSpec, Views, apply_views, draw_views, view_epoch
 from kdsweep.data.batches import eval_batches, train_batches
 from kdsweep.data.registry import check_dataset_name, list_datasets, load_dataset, register_dataset
