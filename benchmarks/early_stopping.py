@@ -5,7 +5,7 @@ baselines and selection off, its own storage and store; per run it records the b
 accuracy a shippable (FINISHED) student reached and the trial-epochs spent. Goal (issue): ASHA within
 0.5 point of the full budget at <= 40% of its trial-epochs.
 
-    PYTHONPATH=. python benchmarks/early_stopping.py [--seeds 0 1 2] [--space PATH]
+    PYTHONPATH=. python benchmarks/early_stopping.py [--seeds 0 1 2] [--space PATH] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ import ray
 import torch
 
 
-def sweep(space: str, scheduler: str, seed: int, root: Path) -> dict[str, float]:
+def sweep(space: str, scheduler: str, seed: int, root: Path, overrides: list[str]) -> dict[str, float]:
     out = root / f"{scheduler}-{seed}.json"
     command = [sys.executable, "-m", "kdsweep.search", "--space", str(Path(space).resolve())]
     command += ["--name", f"es-{scheduler}-{seed}"]
+    command += [arg for override in overrides for arg in ("--set", override)]
     command += ["--set", f"scheduler.name={scheduler}", "--set", f"searcher.seed={seed}", "--no-baselines"]
     command += ["--no-select", "--storage", str(root / "results"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
     command += ["--output-json", str(out)]
@@ -49,16 +50,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="search_spaces/default.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to both sides' sweeps")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     versions = f"torch {torch.__version__}, ray {ray.__version__}"
     print(f"{os.cpu_count()} CPUs, {platform.machine()}, {versions}, commit {commit}")
-    print(f"space {args.space}, seeds {args.seeds}, baselines and selection off\n")
+    print(f"space {args.space} {' '.join(args.overrides)}, seeds {args.seeds}, baselines and selection off\n")
     results = []
     with tempfile.TemporaryDirectory(prefix="kdsweep-es-") as tmp:
         for seed in args.seeds:
-            asha = sweep(args.space, "asha", seed, Path(tmp))
-            full = sweep(args.space, "none", seed, Path(tmp))
+            asha = sweep(args.space, "asha", seed, Path(tmp), args.overrides)
+            full = sweep(args.space, "none", seed, Path(tmp), args.overrides)
             results.append((seed, asha, full))
     print(
         "| seed | ASHA best val | none best val | difference (points) | ASHA trial-epochs | none trial-epochs "
