@@ -405,6 +405,33 @@ def test_unreachable_tracking_server_exits_2_before_any_trial(tmp_path, capsys):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_bad_teacher_file_is_one_line_before_mlflow_or_ray_is_touched(tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    line = refused(tmp_path, capsys, space=bad({"teacher": {"checkpoint": str(tmp_path / "junk.pt")}}))
+    assert line.startswith("error: teacher.checkpoint: ") and "is not a readable checkpoint" in line
+
+
+def test_input_refused_after_the_private_server_launched_stops_that_server(ray_session, tmp_path, capsys):
+    """The private MLflow server starts while Ray does; input refused after that (torchvision weights a
+    teacher cannot take, found where it is trained) still exits 2, logs nothing, leaves no server behind."""
+    space = bad({"teacher": {"arch": "small_cnn", "epochs": 1, "weights": "IMAGENET9K"}})
+    code, rows, uri = sweep(tmp_path, space, name="refused-teacher")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: teacher.weights: "), err
+    assert MlflowClient(uri).search_experiments(filter_string="name = 'refused-teacher'") == []
+    assert list(tmp_path.glob(".mlflow-server-*.log")) == []
+    database = str(tmp_path / "mlflow.db").encode()
+    servers = [p for p in Path("/proc").glob("[0-9]*/cmdline") if _reads(p) and database in _reads(p)]
+    assert servers == [], "an mlflow server of this sweep is still running"
+
+
+def _reads(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""
+
+
 def refused(tmp_path: Path, capsys, *flags: str, space: dict = TINY_SPACE) -> str:
     """The one error line of a sweep refused before anything ran (nothing written where it would log)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

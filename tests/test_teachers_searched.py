@@ -11,7 +11,7 @@ from test_sweep import TINY_SPACE, sweep, write_space
 
 from kdsweep.config import load_config
 from kdsweep.errors import ConfigError
-from kdsweep.sweep.teacher_stage import teacher_stage
+from kdsweep.sweep.teacher_stage import find_teachers, teacher_stage
 from kdsweep.teachers import build_teacher_cache
 
 TWO = {
@@ -50,7 +50,9 @@ def test_teachers_that_cannot_be_chosen_are_refused_by_field(tmp_path, change, m
 
 def test_each_teacher_is_cached_exactly_as_alone(ray_session, tmp_path, tiny_data):
     config = load_config(write_space(tmp_path, TWO))
-    staged = teacher_stage(config, tiny_data, ray.put(tiny_data), log=lambda line: None)
+    found = find_teachers(config, tiny_data, in_store=False, log=lambda line: None)
+    assert found == {"cnn": None, "resnet": None}  # none exists yet: both are trained
+    staged = teacher_stage(config, tiny_data, ray.put(tiny_data), found, log=lambda line: None)
     assert sorted(staged) == ["cnn", "resnet"]
     caches = {name: ray.get(s.outputs) for name, s in staged.items()}
     for name, cache in caches.items():

@@ -25,11 +25,11 @@ from kdsweep.sweep.baselines import compare_with_baselines
 from kdsweep.sweep.callbacks import RunCloser
 from kdsweep.sweep.cluster import check_experiment_artifacts, check_folder_on_nodes, tracking_host
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
-from kdsweep.sweep.teacher_stage import StagedTeacher, teacher_stage
+from kdsweep.sweep.teacher_stage import StagedTeacher, find_teachers, teacher_stage
 from kdsweep.sweep.tuner import Baselines, build_tuner, experiment_path, storage_path
 from kdsweep.tracking.pending import FAIL_FAST
 from kdsweep.tracking.runs import SweepTracker
-from kdsweep.tracking.server import tracking_service
+from kdsweep.tracking.server import MlflowServer, launch_private_server, tracking_service
 from kdsweep.tracking.store import QUIET_MLFLOW, display_uri, resolve_tracking_uri, use_store
 from kdsweep.tracking.teacher_run import log_teacher
 from kdsweep.tracking.ui import experiment_url, run_url, ui_base
@@ -50,6 +50,7 @@ class Prepared:
     teachers: dict[str, StagedTeacher]  # by name; none when no trial distils
     store: str  # the MLflow store, before a private server fronts it
     tracking_host: str | None  # where that server listens (None: 127.0.0.1)
+    server: MlflowServer | None  # that server, launched and starting up (None: the store is a server)
 
 
 def start_ray(config: SweepConfig):
@@ -75,18 +76,30 @@ def prepare(config: SweepConfig) -> Prepared:
     check_storage(config)
     data = load_dataset(config.data)
     check_data_workers(config, data)
+    distils = any_trial_needs_teacher(config)
+    found = find_teachers(config, data, in_store=False) if distils else {}
     store = resolve_tracking_uri(config.run.tracking_uri)
     use_store(store)
     check_experiment_artifacts(config, store)
-    start_ray(config)
-    host = tracking_host(config, store)
-    node_types = cluster_node_types(ray)
-    check_resources(config, node_types)
-    if config.run.address:
-        check_folder_on_nodes(data, node_types, config)
-    data_ref = ray.put(data)
-    teachers = teacher_stage(config, data, data_ref) if any_trial_needs_teacher(config) else {}
-    return Prepared(data, data_ref, teachers, store, host)
+    found |= find_teachers(config, data, in_store=True) if distils else {}
+    # A sweep on this machine launches its private MLflow server now, so that the server's start-up
+    # (seconds: Python, MLflow, gunicorn) overlaps Ray's; a cluster's must listen on the head's address.
+    server = None if config.run.address else launch_private_server(store)
+    try:
+        start_ray(config)
+        host = tracking_host(config, store)
+        node_types = cluster_node_types(ray)
+        check_resources(config, node_types)
+        if config.run.address:
+            check_folder_on_nodes(data, node_types, config)
+        data_ref = ray.put(data)
+        teachers = teacher_stage(config, data, data_ref, found) if distils else {}
+    except BaseException:
+        if server is not None:
+            server.stop()
+            server.log_path.unlink(missing_ok=True)
+        raise
+    return Prepared(data, data_ref, teachers, store, host, server)
 
 
 def check_storage(config: SweepConfig) -> None:
@@ -110,7 +123,7 @@ def run_sweep(config: SweepConfig, resume_command: str = "") -> int:
     """0 when some trial finished, 1 when none did, 130 when interrupted (Ctrl-C: `resume_command` is
     printed); bad input raises ConfigError before anything runs."""
     prepared = prepare(config)
-    with tracking_service(prepared.store, prepared.tracking_host) as uri:
+    with tracking_service(prepared.store, prepared.tracking_host, server=prepared.server) as uri:
         return track_and_tune(config, prepared, uri, resume_command)
 
 

@@ -17,6 +17,7 @@ from kdsweep.config import SweepConfig
 from kdsweep.data import Dataset
 from kdsweep.errors import ConfigError
 from kdsweep.teachers import Teacher, TeacherSpec, teacher_outputs
+from kdsweep.teachers.from_mlflow import MLFLOW_SCHEMES
 from kdsweep.teachers.prepare import find_teacher, keep_trained
 from kdsweep.teachers.train import train_teacher
 from kdsweep.trial import TeacherOutputs, pick_device
@@ -47,13 +48,25 @@ class StagedTeacher:
     val_accuracy: float
 
 
-def teacher_stage(config: SweepConfig, data: Dataset, data_ref: ray.ObjectRef, log=print) -> dict[str, StagedTeacher]:
-    """Every teacher of the sweep, by name: each found or trained once, its logits cached once, all of
-    them at the same time (one task each, on a GPU when the trials use GPUs)."""
+def find_teachers(config: SweepConfig, data: Dataset, in_store: bool, log=print) -> dict[str, Teacher | None]:
+    """The sweep's teachers that exist already (None: to be trained), by name: those named by a file or
+    cached on disk (`in_store` False: checked before MLflow's store and Ray are touched, so that a bad
+    file is one line of bad input), or those in the MLflow store (`in_store` True)."""
+    return {
+        name: find_teacher(spec, data, log)
+        for name, spec in config.teacher_specs.items()
+        if (spec.checkpoint or "").startswith(MLFLOW_SCHEMES) == in_store
+    }
+
+
+def teacher_stage(
+    config: SweepConfig, data: Dataset, data_ref: ray.ObjectRef, found: dict[str, Teacher | None], log=print
+) -> dict[str, StagedTeacher]:
+    """Every teacher of the sweep, by name: each `found` (see `find_teachers`) or trained once, its logits
+    cached once, all of them at the same time (one task each, on a GPU when the trials use GPUs)."""
     gpus = 1 if config.resources.gpus_per_trial > 0 else 0
-    found, refs = {}, {}
+    refs = {}
     for name, spec in config.teacher_specs.items():
-        found[name] = find_teacher(spec, data, log)
         refs[name] = _train_and_cache.options(num_cpus=config.resources.cpus_per_trial, num_gpus=gpus).remote(
             spec, found[name], data_ref, config.budget.epochs
         )

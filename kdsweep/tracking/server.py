@@ -85,8 +85,19 @@ class MlflowServer:
             self.process.wait(timeout=30)
 
 
+def launch_private_server(uri: str, host: str | None = None) -> MlflowServer | None:
+    """Start (not wait for) the private server a sqlite store gets, so that its start-up overlaps
+    other work (Ray's); None for any other store. `host` as in `tracking_service`."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    log_path = database.parent / f".mlflow-server-{os.getpid()}.log"
+    root = PROXIED if host else str(database.parent / "mlruns")
+    return MlflowServer(uri, database.parent / "mlartifacts", log_path, root, host or "127.0.0.1")
+
+
 @contextmanager
-def tracking_service(uri: str, host: str | None = None, log=print) -> Iterator[str]:
+def tracking_service(uri: str, host: str | None = None, log=print, server: MlflowServer | None = None) -> Iterator[str]:
     """The URI to log to. A local sqlite store is put behind a private `mlflow server` for as long
     as it is used, so that concurrent trials never write the database file at once ("database is
     locked"), and so that artifacts stored through a server (`mlflow-artifacts:/`) can be read.
@@ -95,21 +106,19 @@ def tracking_service(uri: str, host: str | None = None, log=print) -> Iterator[s
     database, written directly. `host` an address of this machine that the other nodes of a cluster
     reach: new experiments' artifacts are uploaded through the server into ./mlartifacts (where
     `mlflow ui` in the same directory looks for them), since a worker's own disk is out of reach.
+    `server`: that server, already launched by `launch_private_server` (it is stopped here too).
     """
-    if not uri.startswith("sqlite:///"):
+    server = server or launch_private_server(uri, host)
+    if server is None:
         yield uri
         return
-    database = Path(uri.removeprefix("sqlite:///"))
-    log_path = database.parent / f".mlflow-server-{os.getpid()}.log"
-    root = PROXIED if host else str(database.parent / "mlruns")
-    server = MlflowServer(uri, database.parent / "mlartifacts", log_path, root, host or "127.0.0.1")
     server.wait_ready()  # on failure the log stays, for the user to read
     try:
         log(f"MLflow: {uri} served at {server.url}")
         yield server.url
     finally:
         server.stop()
-        log_path.unlink(missing_ok=True)
+        server.log_path.unlink(missing_ok=True)
 
 
 @contextmanager
