@@ -9,8 +9,13 @@ Ray runtime. Every flag overrides one field of the space (named in its help), as
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import shlex
 import sys
+from typing import NoReturn
+
+import ray
 
 from kdsweep.cli import ArgumentParser, add_dataset, add_tracking_uri, run_command
 from kdsweep.config import SweepConfig, load_config
@@ -108,5 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(build_parser(), lambda args: run(args, argv), argv)
 
 
+def exit_now(code: int) -> NoReturn:
+    """Leave without Python's interpreter teardown, which took 2-3 s after a sweep (measured on 2 cores):
+    by now every run is closed and the private server stopped; Ray is shut down first, since only
+    `ray.shutdown` stops the local Ray processes a sweep started."""
+    ray.shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())
