@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -31,6 +32,9 @@ import ray
 import torch
 import yaml
 
+from kdsweep.data import DataSpec, load_dataset
+from kdsweep.gain import gain
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = {"loss": "kd", "temperature": 4.0, "alpha": 0.9}
 
@@ -43,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sweep-samples", type=int, default=None, help="the sweep's num_samples (default: the space's)")
     p.add_argument("--teacher-epochs", type=int, default=None, help="teacher.epochs (default: the space's)")
     p.add_argument("--keep", help="keep the runs (MLflow store, Tune storage, logs) in this directory")
+    p.add_argument("--reuse", action="store_true", help="with --keep: report runs finished there, run only the rest")
     return p.parse_args()
 
 
@@ -68,10 +73,12 @@ def spaces(space: dict, dataset: str, seed: int, args: argparse.Namespace) -> tu
     return recipe, sweep
 
 
-def run(space: dict, name: str, workdir: Path, teachers: Path) -> tuple[list[dict], float]:
+def run(space: dict, name: str, workdir: Path, teachers: Path, reuse: bool) -> tuple[list[dict], float]:
     path = workdir / f"{name}.yaml"
+    out, seconds = workdir / f"{name}.json", workdir / f"{name}.seconds"
+    if reuse and (workdir / f"{name}.log").exists():  # written once the run has ended
+        return json.loads(out.read_text()), float(seconds.read_text()) if seconds.exists() else math.nan
     path.write_text(yaml.safe_dump(space, sort_keys=False))
-    out = workdir / f"{name}.json"
     command = [sys.executable, "-m", "kdsweep.search", "--space", str(path), "--name", "kd-gain"]
     command += ["--no-select", "--storage", str(workdir / "results"), "--output-json", str(out)]
     command += ["--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}"]
@@ -81,7 +88,8 @@ def run(space: dict, name: str, workdir: Path, teachers: Path) -> tuple[list[dic
     (workdir / f"{name}.log").write_text(done.stdout + done.stderr)
     if done.returncode not in (0, 1):  # 1: some trial failed; the rows still say which
         sys.exit(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
-    return json.loads(out.read_text()), time.perf_counter() - started
+    seconds.write_text(str(time.perf_counter() - started))
+    return json.loads(out.read_text()), float(seconds.read_text())
 
 
 def student_of(row: dict) -> str:
@@ -116,12 +124,13 @@ def measure(recipe_rows: list[dict], sweep_rows: list[dict]) -> dict:
     }
 
 
-def gap(student: float | None, scratch: float, teacher: float) -> str:
-    if student is None:
+def gap(student: float | None, scratch: float | None, teacher: float, resolution: float) -> str:
+    """Gap closed as kdsweep computes it: undefined when the teacher beats scratch by less than one
+    validation sample (`resolution`)."""
+    if student is None or scratch is None:
         return "-"
-    if teacher - scratch <= 0:
-        return "n/a (teacher <= scratch)"
-    return f"{(student - scratch) / (teacher - scratch):+.2f}"
+    closed = gain(student, scratch, teacher, resolution, epoch=0).gap_closed
+    return "n/a (teacher no better)" if closed is None else f"{closed:+.2f}"
 
 
 def number(value: float | None) -> str:
@@ -146,9 +155,14 @@ def main() -> None:
                 workdir = top / f"{dataset}-{seed}"
                 workdir.mkdir(parents=True, exist_ok=True)
                 recipe, sweep = spaces(space, dataset, seed, args)
-                recipe_rows, recipe_s = run(recipe, "recipe", workdir, top / "teachers")
-                sweep_rows, sweep_s = run(sweep, "sweep", workdir, top / "teachers")
-                results[dataset, seed] = {**measure(recipe_rows, sweep_rows), "seconds": (recipe_s, sweep_s)}
+                recipe_rows, recipe_s = run(recipe, "recipe", workdir, top / "teachers", args.reuse)
+                sweep_rows, sweep_s = run(sweep, "sweep", workdir, top / "teachers", args.reuse)
+                resolution = 1 / len(load_dataset(DataSpec(**recipe["data"])).val)
+                results[dataset, seed] = {
+                    **measure(recipe_rows, sweep_rows),
+                    "seconds": (recipe_s, sweep_s),
+                    "resolution": resolution,
+                }
                 r = results[dataset, seed]
                 print(
                     f"{dataset} seed {seed}: teacher {r['teacher']:.4f}, "
@@ -173,7 +187,7 @@ def report(results: dict, args: argparse.Namespace) -> None:
                 recipe, swept = r["recipe"].get(student), r["sweep"].get(student)
                 print(
                     f"| {seed} | {student} | {r['teacher']:.4f} | {number(scratch)} | {number(recipe)} "
-                    f"| {gap(recipe, scratch, r['teacher']) if scratch is not None else '-'} "
+                    f"| {gap(recipe, scratch, r['teacher'], r['resolution'])} "
                     f"| {number(swept)} |"
                 )
         print(
@@ -190,8 +204,8 @@ def report(results: dict, args: argparse.Namespace) -> None:
                 f"| {seed} | {r['teacher']:.4f} | {max(r['scratch'].values()):.4f} | {r['recipe'][best_recipe]:.4f} "
                 f"({best_recipe}) | {number(sweep_acc)} ({best_sweep}) "
                 f"| {100 * ((sweep_acc or 0) - r['recipe'][best_recipe]):+.1f} "
-                f"| {gap(r['recipe'][best_recipe], r['scratch'][best_recipe], r['teacher'])} "
-                f"| {gap(sweep_acc, r['scratch'].get(best_sweep, 0), r['teacher']) if best_sweep else '-'} "
+                f"| {gap(r['recipe'][best_recipe], r['scratch'].get(best_recipe), r['teacher'], r['resolution'])} "
+                f"| {gap(sweep_acc, r['scratch'].get(best_sweep), r['teacher'], r['resolution'])} "
                 f"| {r['epochs']['recipe']} | {r['epochs']['sweep']} ({r['sweep_trials']}) "
                 f"| {r['seconds'][0]:.0f} | {r['seconds'][1]:.0f} |"
             )
