@@ -77,6 +77,7 @@ def ending_reason(last: Mapping[str, Any]) -> str | None:
     if last.get("collapsed"):
         return (
             f"val_accuracy {last.get('val_accuracy', float('nan')):.4f} at chance level "
-            f"(<= {last.get('chance_level', float('nan')):.4f}) at epoch {int(last.get('epoch', 0))}, after its warm-up"
+            f"(<= {last.get('chance_level', float('nan')):.4f}) at epochs {int(last.get('epoch', 0)) - 1}-"
+            f"{int(last.get('epoch', 0))}, after its warm-up"
         )
     return None

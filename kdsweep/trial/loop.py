@@ -21,7 +21,7 @@ from kdsweep.data import Dataset, train_batches
 from kdsweep.losses import LossFn, LossParams, dkd_warmup, get_loss
 from kdsweep.models import create_model, load_pretrained, measure_cost
 from kdsweep.seeds import epoch_seed
-from kdsweep.trial.collapse import chance_level, judged_from
+from kdsweep.trial.collapse import chance_level, has_collapsed
 from kdsweep.trial.config import TrialConfig
 from kdsweep.trial.device import autocast, model_device, pick_device, place
 from kdsweep.trial.evaluate import evaluate
@@ -112,6 +112,7 @@ def run_trial(
     chance = chance_level(data.val.labels)
     history: list[dict[str, float]] = []
     metrics: dict[str, float] = {}
+    accuracies: dict[int, float] = {}  # val accuracy by epoch, for the collapse judgement
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
         torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout etc.: a resumed epoch replays exactly
@@ -126,12 +127,8 @@ def run_trial(
             # The non-finite values stay in the report: Tune fails a trial whose report lacks the
             # metric its scheduler ranks on (val_loss diverges too). MLflow and the leaderboard drop them.
             metrics["diverged"] = 1.0
-        collapsed = (
-            config.stop_at_chance
-            and not diverged
-            and epoch >= judged_from(config)
-            and metrics["val_accuracy"] <= chance
-        )
+        accuracies[epoch] = metrics["val_accuracy"]
+        collapsed = config.stop_at_chance and not diverged and has_collapsed(accuracies, config, chance)
         if collapsed:  # learned nothing after its warm-up: the rest of its budget is better spent elsewhere
             metrics.update(collapsed=1.0, chance_level=chance)
         history.append(metrics)
