@@ -20,6 +20,7 @@ import faults
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from processes import servers_of
 from test_sweep import TINY_SPACE
 
 PACE_S = 1.5  # each epoch lasts this long: the window in which the driver is interrupted
@@ -160,6 +161,10 @@ def test_a_killed_driver_is_finished_by_resume_and_its_open_runs_are_reconciled(
     time.sleep(0.5)  # Tune saves its experiment state at every step (TUNE_GLOBAL_CHECKPOINT_S=0)
     driver.process.send_signal(signal.SIGKILL)
     driver.wait()
+    deadline = time.time() + 30  # the server gets SIGTERM when its parent dies, and shuts down
+    while servers_of(tmp_path) and time.time() < deadline:
+        time.sleep(0.3)
+    assert servers_of(tmp_path) == [], "the killed driver's private MLflow server outlived it"
     before = epochs_reported(tmp_path, "killed")
     assert 1 <= sum(text.count("\n") >= done for text in before.values()) < TRIALS, "the driver must be killed part-way"
     _, runs = trial_runs(tmp_path, "killed")

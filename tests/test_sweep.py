@@ -12,6 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from processes import servers_of
 
 from kdsweep import search
 
@@ -420,16 +421,7 @@ def test_input_refused_after_the_private_server_launched_stops_that_server(ray_s
     assert code == 2 and err[-1].startswith("error: teacher.weights: "), err
     assert MlflowClient(uri).search_experiments(filter_string="name = 'refused-teacher'") == []
     assert list(tmp_path.glob(".mlflow-server-*.log")) == []
-    database = str(tmp_path / "mlflow.db").encode()
-    servers = [p for p in Path("/proc").glob("[0-9]*/cmdline") if _reads(p) and database in _reads(p)]
-    assert servers == [], "an mlflow server of this sweep is still running"
-
-
-def _reads(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:  # the process ended meanwhile
-        return b""
+    assert servers_of(tmp_path) == [], "an mlflow server of this sweep is still running"
 
 
 def refused(tmp_path: Path, capsys, *flags: str, space: dict = TINY_SPACE) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from kdsweep.tracking.store import check_reachable, resolve_tracking_uri, use_st
 
 # A cold start creates or migrates the database: tens of seconds on two busy cores.
 SERVER_START_TIMEOUT_S = 120
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PROXIED = "mlflow-artifacts:/"  # artifacts uploaded through the server, stored in its artifacts destination
 
 
@@ -63,6 +66,7 @@ class MlflowServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                preexec_fn=_ends_with_parent if sys.platform == "linux" else None,
             )
 
     def wait_ready(self, timeout: float = SERVER_START_TIMEOUT_S) -> None:
@@ -83,6 +87,13 @@ class MlflowServer:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+def _ends_with_parent() -> None:
+    """In the server's process before it runs: ask Linux to send it SIGTERM when the process that
+    started it dies, so that a driver killed with SIGKILL (or by the OOM killer) leaves no server
+    holding its port and database."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def launch_private_server(uri: str, host: str | None = None) -> MlflowServer | None:
