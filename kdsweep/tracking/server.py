@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +18,14 @@ from kdsweep.tracking.store import check_reachable, resolve_tracking_uri, use_st
 
 # A cold start creates or migrates the database: tens of seconds on two busy cores.
 SERVER_START_TIMEOUT_S = 120
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Runs `argv[2:]` in this process once Linux has been asked (prctl PR_SET_PDEATHSIG, kept across exec)
+# to send it SIGTERM when its parent (pid argv[1]) dies: a driver killed with SIGKILL, or by the OOM
+# killer, leaves no server holding its port and database. A fresh interpreter, so no thread of the
+# parent's is there to deadlock it (what makes Popen's preexec_fn unsafe in a Ray driver).
+ENDS_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+    "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execv(sys.argv[2], sys.argv[2:])"
+)
 PROXIED = "mlflow-artifacts:/"  # artifacts uploaded through the server, stored in its artifacts destination
 
 
@@ -57,6 +62,8 @@ class MlflowServer:
         self.log_path = log_path
         allowed = f"{host}:{self.port},{host},127.0.0.1:{self.port},localhost:{self.port}"
         command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(self.port)]
+        if sys.platform == "linux":
+            command = [sys.executable, "-c", ENDS_WITH_PARENT, str(os.getpid()), *command]
         command += ["--workers", "1", "--backend-store-uri", backend_store_uri, "--allowed-hosts", allowed]
         command += ["--serve-artifacts", "--artifacts-destination", str(artifacts_destination)]
         command += ["--default-artifact-root", default_artifact_root]
@@ -66,7 +73,6 @@ class MlflowServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                preexec_fn=_ends_with_parent if sys.platform == "linux" else None,
             )
 
     def wait_ready(self, timeout: float = SERVER_START_TIMEOUT_S) -> None:
@@ -87,13 +93,6 @@ class MlflowServer:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
-
-
-def _ends_with_parent() -> None:
-    """In the server's process before it runs: ask Linux to send it SIGTERM when the process that
-    started it dies, so that a driver killed with SIGKILL (or by the OOM killer) leaves no server
-    holding its port and database."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def launch_private_server(uri: str, host: str | None = None) -> MlflowServer | None:
