@@ -5,13 +5,15 @@ For each dataset and seed, two runs of `python -m kdsweep.search` in one MLflow 
       for the full budget, no scheduler; kdsweep trains each student's scratch baseline alongside;
   (2) the sweep: the space itself (default: search_spaces/default.yaml) with its scheduler and
       searcher; it reuses the recipe's baselines (same student, settings and data) and trains the rest.
-The seed sets the students' initialisation and the searcher's draws; the data split is the space's, so
-each dataset's teacher is trained once (by the first run) and cached for the others. Validation accuracy throughout (the
-split the sweep selects on); gap closed = (student - scratch) / (teacher - scratch).
+The seed sets the students' initialisation and the searcher's draws; the data split is the space's,
+so each dataset's teacher is trained once (by the first run) and cached for the others. Validation
+accuracy throughout (the split the sweep selects on); gap closed = (student - scratch) /
+(teacher - scratch), undefined as in kdsweep when the teacher is not one validation sample better.
 Equal budget: the sweep's distillation trial-epochs are set near the recipe's (--sweep-samples) and
 both totals are printed.
 
-    PYTHONPATH=. python benchmarks/kd_gain.py [--datasets digits glyphs] [--seeds 0 1 2]
+    PYTHONPATH=. python benchmarks/kd_gain.py --sweep-samples 5 --teacher-epochs 20   # RESULTS.md's run
+    PYTHONPATH=. python benchmarks/kd_gain.py --keep DIR --reuse                      # tables again
 """
 
 from __future__ import annotations
