@@ -96,8 +96,7 @@ def prepare(config: SweepConfig) -> Prepared:
         teachers = teacher_stage(config, data, data_ref, found) if distils else {}
     except BaseException:
         if server is not None:
-            server.stop()
-            server.log_path.unlink(missing_ok=True)
+            server.discard()
         raise
     return Prepared(data, data_ref, teachers, store, host, server)
 

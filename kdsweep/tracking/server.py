@@ -94,6 +94,11 @@ class MlflowServer:
             self.process.terminate()
             self.process.wait(timeout=30)
 
+    def discard(self) -> None:
+        """Stop it and remove its log: the end of a private server that did its job (or was not needed)."""
+        self.stop()
+        self.log_path.unlink(missing_ok=True)
+
 
 def launch_private_server(uri: str, host: str | None = None) -> MlflowServer | None:
     """Start (not wait for) the private server a sqlite store gets, so that its start-up overlaps
@@ -127,8 +132,7 @@ def tracking_service(uri: str, host: str | None = None, log=print, server: Mlflo
         log(f"MLflow: {uri} served at {server.url}")
         yield server.url
     finally:
-        server.stop()
-        server.log_path.unlink(missing_ok=True)
+        server.discard()
 
 
 @contextmanager

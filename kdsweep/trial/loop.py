@@ -112,7 +112,6 @@ def run_trial(
     chance = chance_level(data.val.labels)
     history: list[dict[str, float]] = []
     metrics: dict[str, float] = {}
-    accuracies: dict[int, float] = {}  # val accuracy by epoch, for the collapse judgement
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
         torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout etc.: a resumed epoch replays exactly
@@ -127,11 +126,11 @@ def run_trial(
             # The non-finite values stay in the report: Tune fails a trial whose report lacks the
             # metric its scheduler ranks on (val_loss diverges too). MLflow and the leaderboard drop them.
             metrics["diverged"] = 1.0
-        accuracies[epoch] = metrics["val_accuracy"]
+        history.append(metrics)
+        accuracies = {m["epoch"]: m["val_accuracy"] for m in history}
         collapsed = config.stop_at_chance and not diverged and has_collapsed(accuracies, config, chance)
         if collapsed:  # learned nothing after its warm-up: the rest of its budget is better spent elsewhere
             metrics.update(collapsed=1.0, chance_level=chance)
-        history.append(metrics)
         if report is not None:
             report(metrics, _checkpoint(student, optimizer, scheduler, epoch))
         if diverged or collapsed:
