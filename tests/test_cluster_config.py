@@ -39,6 +39,7 @@ MAKE_SECRETS = CLUSTER_DIR / "make-secrets.sh"
 AWS_POLICIES = CLUSTER_DIR / "aws"
 SECRETS_DIR = "~/.kdsweep-secrets"  # on the machine that runs `ray up`, made by make-secrets.sh
 README = ROOT / "README.md"
+SCALING_DOC = ROOT / "docs" / "scaling.md"  # how a sweep runs on the cluster: the launcher's Ray, trials per worker
 SPACES = [ROOT / "search_spaces" / "cifar10.yaml", ROOT / "search_spaces" / "cifar100.yaml"]
 DB_URI = re.compile(r"^(sqlite|postgresql|mysql|mssql)(\+\w+)?://")
 # Instance types with exactly one GPU, for worker types that leave `resources` to AWS auto-detection.
@@ -357,8 +358,8 @@ def test_setup_script_pins_python_and_uv_to_the_patch_version():
     assert re.fullmatch(r"\d+\.\d+\.\d+", script_setting("UV_VERSION"))
 
 
-def test_the_launcher_ray_in_the_readme_is_the_clusters():
-    launcher = re.search(r'pip install "ray\[default\]==([\d.]+)"', README.read_text()).group(1)
+def test_the_launcher_ray_in_the_scaling_doc_is_the_clusters():
+    launcher = re.search(r'pip install "ray\[default\]==([\d.]+)"', SCALING_DOC.read_text()).group(1)
     assert launcher == next(str(r.specifier).removeprefix("==") for r in requirements() if r.name == "ray")
 
 
@@ -439,17 +440,11 @@ def test_setup_script_fetches_the_pinned_uv_when_another_is_there(tmp_path):
 NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "eight": 8}
 
 
-def scaling_out_section() -> str:
-    text = README.read_text()
-    start = text.index("## Scaling out")
-    return text[start : text.index("\n## ", start + 1)]
-
-
-def test_trials_per_worker_fill_its_gpu_and_match_the_readme():
+def test_trials_per_worker_fill_its_gpu_and_match_the_scaling_doc():
     raw = load("aws")
     (worker,) = [node for key, node in raw["available_node_types"].items() if key != raw["head_node_type"]]
     cpus, gpus = worker["resources"]["CPU"], worker["resources"]["GPU"]
-    claimed = NUMBERS[re.search(r"each worker runs (\w+) trials", scaling_out_section()).group(1)]
+    claimed = NUMBERS[re.search(r"each worker runs (\w+) trials", SCALING_DOC.read_text()).group(1)]
     for path in SPACES:
         space = yaml.safe_load(path.read_text())
         per_trial = space["resources"]
@@ -457,7 +452,7 @@ def test_trials_per_worker_fill_its_gpu_and_match_the_readme():
             math.floor(cpus / per_trial["cpus_per_trial"] + 1e-9), math.floor(gpus / per_trial["gpus_per_trial"] + 1e-9)
         )
         assert fit * per_trial["gpus_per_trial"] == gpus, f"{path.name}: {fit} trials leave part of the GPU idle"
-        assert fit == claimed, f"{path.name}: {fit} trials per worker, the README says {claimed}"
+        assert fit == claimed, f"{path.name}: {fit} trials per worker, docs/scaling.md says {claimed}"
         assert fit * worker["max_workers"] == space["searcher"]["max_concurrent"], path.name
 
 
