@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from kdsweep.tracking.server import open_store
 
-pytestmark = pytest.mark.multinode
+pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
 SPACE = {
     "data": {"name": "synthetic", "channels": 1, "image_size": 8, "num_classes": 4, "num_samples": 400},

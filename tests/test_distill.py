@@ -9,6 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from kdsweep import distill
 from kdsweep.data import Batch, DataSpec, load_dataset
 from kdsweep.models import create_model
 from kdsweep.teachers import OnlineTeacher
@@ -158,6 +159,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kdsweep.distill", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # the command as a user runs it, in a subprocess
 def test_cli_runs_one_trial_and_prints_the_final_table():
     out = run_cli(
         "--dataset",
@@ -190,8 +192,9 @@ def test_cli_runs_one_trial_and_prints_the_final_table():
         (["--dataset", "/no/such/dir"], "data.name: directory '/no/such/dir' does not exist"),
     ],
 )
-def test_cli_bad_input_exits_2_with_one_line(args, message):
-    out = run_cli(*args)
-    assert out.returncode == 2
-    assert message in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+def test_cli_bad_input_exits_2_with_one_line(args, message, capsys):
+    # In-process: the same main() the command runs (a subprocess start costs seconds per case).
+    assert distill.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1

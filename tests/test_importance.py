@@ -160,7 +160,7 @@ def test_the_report_is_logged_on_the_parent_and_listed_by_its_summary(tmp_path, 
     assert f"`{IMPORTANCE_PLOT}`" in client.get_run(parent).data.tags[NOTE_TAG]
 
 
-def test_a_small_sweep_reports_what_mattered_after_its_leaderboard(ray_session, tmp_path, capsys):
+def test_a_small_sweep_reports_what_mattered_after_its_leaderboard(ray_session, mlflow_server, tmp_path, capsys):
     space = {
         **TINY_SPACE,
         "budget": {"epochs": 1, "num_samples": 6},
@@ -168,7 +168,7 @@ def test_a_small_sweep_reports_what_mattered_after_its_leaderboard(ray_session, 
         "objective": {"metric": "val_loss", "mode": "min"},  # after one epoch, accuracy may tie everywhere
         "fixed": {**TINY_SPACE["fixed"], "measure_latency": False},
     }
-    code, rows, uri = sweep(tmp_path, space, "--no-select", name="learned")
+    code, rows, uri = sweep(tmp_path, space, "--no-select", name="learned", uri=mlflow_server)
     out = capsys.readouterr().out
     assert code == 0 and len(rows) == 6
     assert 0 < out.index("leaderboard (val_loss") < out.index("what mattered for val_loss (fANOVA over 6")

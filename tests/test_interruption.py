@@ -23,6 +23,8 @@ from mlflow.tracking import MlflowClient
 from processes import servers_of
 from test_sweep import TINY_SPACE
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m "not slow") leaves it to CI
+
 PACE_S = 1.5  # each epoch lasts this long: the window in which the driver is interrupted
 SPACE = {
     **TINY_SPACE,

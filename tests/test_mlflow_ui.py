@@ -125,6 +125,7 @@ def status_icon(page, run_id: str) -> str:
     return cell(page, run_id, "runDateAndNestInfo").locator("svg path").first.get_attribute("d")
 
 
+@pytest.mark.slow  # a sweep and a real browser
 def test_the_printed_link_opens_the_training_view_with_every_trial_and_the_champion_model(sweep, browser):
     url, lines, rows = sweep
     link = printed_link(lines, "the sweep in MLflow's UI:")
@@ -145,6 +146,7 @@ def test_the_printed_link_opens_the_training_view_with_every_trial_and_the_champ
     page.context.close()
 
 
+@pytest.mark.slow  # a sweep and a real browser
 def test_early_stopped_trials_are_drawn_as_finished_not_failed(sweep, browser):
     url, lines, rows = sweep
     stopped = [r for r in rows if r["status"] == "STOPPED"]
@@ -170,6 +172,7 @@ def test_early_stopped_trials_are_drawn_as_finished_not_failed(sweep, browser):
     page.context.close()
 
 
+@pytest.mark.slow  # a sweep and a real browser
 def test_the_parent_run_shows_the_sweep_summary(sweep, browser):
     url, lines, rows = sweep
     client = MlflowClient(url)

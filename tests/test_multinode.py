@@ -11,7 +11,7 @@ import pytest
 from clusters import LocalCluster, wait_for
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.multinode
+pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
 SPACE = {
     "data": {"name": "synthetic", "channels": 1, "image_size": 8, "num_classes": 4, "num_samples": 2000},

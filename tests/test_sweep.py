@@ -159,7 +159,7 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
     assert "search_space/space.yaml" in artifacts
 
 
-def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_session, tmp_path):
+def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_session, mlflow_server, tmp_path):
     faults.inject(at_epoch=1)  # every time
     space = {
         **TINY_SPACE,
@@ -170,7 +170,7 @@ def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_sess
         "fixed": {**TINY_SPACE["fixed"], "student": faults.MODEL},
         "search": {"temperature": {"grid": [2.0, 4.0]}},
     }
-    code, rows, uri = sweep(tmp_path, space, name="failing")
+    code, rows, uri = sweep(tmp_path, space, name="failing", uri=mlflow_server)
     assert code == 1
     assert sorted(row["config"]["temperature"] for row in rows) == [2.0, 4.0]  # the grid, once each
     assert all(row["status"] == "ERROR" and "injected failure" in row["error"] for row in rows)
@@ -236,7 +236,7 @@ def test_optuna_multi_objective_sweep_on_digits(ray_session, mlflow_server, tmp_
     assert all("kd_gain" in row["metrics"] for row in trials)
 
 
-def test_a_later_sweep_of_the_experiment_reuses_its_baselines(ray_session, tmp_path):
+def test_a_later_sweep_of_the_experiment_reuses_its_baselines(ray_session, mlflow_server, tmp_path):
     space = {
         **TINY_SPACE,
         "budget": {"epochs": 2, "num_samples": 2},
@@ -244,7 +244,7 @@ def test_a_later_sweep_of_the_experiment_reuses_its_baselines(ray_session, tmp_p
         "fixed": {**TINY_SPACE["fixed"], "student": "small_cnn", "width": 4},
         "search": {"temperature": {"uniform": [2.0, 6.0]}, "alpha": {"uniform": [0.5, 1.0]}},
     }
-    code, first, uri = sweep(tmp_path, space, name="again", baselines=True)
+    code, first, uri = sweep(tmp_path, space, name="again", uri=mlflow_server, baselines=True)
     assert code == 0
     [baseline] = [row for row in first if row["role"] == "baseline"]
     later = tmp_path / "later"
@@ -281,7 +281,9 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(ray_ses
     assert sorted(m.step for m in history) == [1, 2, 3]
 
 
-def test_a_diverging_trial_is_diverged_with_its_reason_never_retried_and_logs_no_nan(ray_session, tmp_path, capsys):
+def test_a_diverging_trial_is_diverged_with_its_reason_never_retried_and_logs_no_nan(
+    ray_session, mlflow_server, tmp_path, capsys
+):
     space = {
         **TINY_SPACE,
         "budget": {"epochs": 2, "num_samples": 1},
@@ -292,7 +294,7 @@ def test_a_diverging_trial_is_diverged_with_its_reason_never_retried_and_logs_no
         "fixed": {**TINY_SPACE["fixed"], "student": "resnet8", "alpha": 0.0, "lr": 1e6},
         "search": {"temperature": {"choice": [4.0]}},
     }
-    code, rows, uri = sweep(tmp_path, space, name="diverging")
+    code, rows, uri = sweep(tmp_path, space, name="diverging", uri=mlflow_server)
     assert code == 1  # no trial succeeded
     [row] = rows
     assert row["status"] == "DIVERGED" and row["error"] == "non-finite train_loss at epoch 1"
@@ -312,7 +314,7 @@ def test_a_diverging_trial_is_diverged_with_its_reason_never_retried_and_logs_no
         assert all(math.isfinite(m.value) for m in client.get_metric_history(run.info.run_id, key)), key
 
 
-def test_a_sweep_named_with_quotes_runs_end_to_end_and_registers_its_champion(ray_session, tmp_path):
+def test_a_sweep_named_with_quotes_runs_end_to_end_and_registers_its_champion(ray_session, mlflow_server, tmp_path):
     space = {
         **TINY_SPACE,
         "budget": {"epochs": 1, "num_samples": 1},
@@ -321,7 +323,7 @@ def test_a_sweep_named_with_quotes_runs_end_to_end_and_registers_its_champion(ra
         "search": {"student": {"choice": ["small_cnn"]}},
     }
     name = "o'brien's \"sweep\""
-    code, rows, uri = sweep(tmp_path, space, name=name)
+    code, rows, uri = sweep(tmp_path, space, name=name, uri=mlflow_server)
     assert code == 0 and rows[0]["status"] == "FINISHED" and rows[0]["champion"]
     [run] = child_runs(uri, name)
     assert run.info.run_id == rows[0]["mlflow_run_id"]

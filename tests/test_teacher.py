@@ -11,6 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from kdsweep import teacher as teacher_command
 from kdsweep.data import DataSpec, load_dataset
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model, load_pretrained
@@ -199,6 +200,7 @@ def test_pretrained_weights_without_network_say_where_to_put_the_file(tmp_path, 
         load_pretrained(create_model("resnet8", 10, 3, 32), "resnet8", "IMAGENET1K_V1")
 
 
+@pytest.mark.slow  # a subprocess that trains and logs a teacher
 def test_teacher_cli_trains_saves_and_logs_a_teacher_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = subprocess.run(
@@ -232,15 +234,9 @@ def test_teacher_cli_trains_saves_and_logs_a_teacher_run(tmp_path):
     assert "val_accuracy" in runs[0].data.metrics
 
 
-def test_teacher_cli_refuses_an_unknown_arch_with_exit_2():
-    out = subprocess.run(
-        [sys.executable, "-m", "kdsweep.teacher", "--teacher-arch", "resnet1800"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 2
-    assert "teacher.arch: unknown model 'resnet1800'" in out.stderr
+def test_teacher_cli_refuses_an_unknown_arch_with_exit_2(capsys):
+    assert teacher_command.main(["--teacher-arch", "resnet1800"]) == 2
+    assert "teacher.arch: unknown model 'resnet1800'" in capsys.readouterr().err
 
 
 def test_a_teacher_registered_in_mlflow_is_accepted_by_uri_and_checked_against_the_data(tiny_data, tmp_path):

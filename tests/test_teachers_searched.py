@@ -66,8 +66,10 @@ def test_each_teacher_is_cached_exactly_as_alone(ray_session, tmp_path, tiny_dat
     assert staged["cnn"].teacher.meta.arch == "small_cnn" and staged["resnet"].teacher.meta.arch == "resnet8"
 
 
-def test_a_sweep_over_two_teachers_trains_each_once_and_compares_each_pair(ray_session, tmp_path, capsys):
-    code, rows, uri = sweep(tmp_path, TWO, name="two", baselines=True)
+def test_a_sweep_over_two_teachers_trains_each_once_and_compares_each_pair(
+    ray_session, mlflow_server, tmp_path, capsys
+):
+    code, rows, uri = sweep(tmp_path, TWO, name="two", uri=mlflow_server, baselines=True)
     printed = capsys.readouterr().out
     assert code == 0
     for name in ("cnn", "resnet"):  # prepared once each (trained here, or by an earlier test on this data)

@@ -21,6 +21,8 @@ from test_sweep import TINY_SPACE
 
 from kdsweep.tracking.server import MlflowServer, free_port
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m "not slow") leaves it to CI
+
 EPOCHS = 5
 SPACE = {
     **TINY_SPACE,
