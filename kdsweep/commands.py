@@ -41,4 +41,3 @@ def main(argv: list[str] | None = None) -> int:
     if name == "search":  # as `python -m kdsweep.search` leaves: without the interpreter's slow teardown
         module.exit_now(code)
     return code
-

@@ -20,6 +20,8 @@ from kdsweep.errors import ConfigError, from_validation_error, unknown_name
 from kdsweep.losses import LossParams, needs_teacher
 from kdsweep.models import require_model
 from kdsweep.plugins import import_plugins
+from kdsweep.schedulers import scheduler_entry
+from kdsweep.searchers import list_searchers, searcher_entry
 from kdsweep.teachers import TeacherSpec
 from kdsweep.trial import TrialConfig, reported_metrics
 
@@ -99,15 +101,27 @@ class Budget(_Strict):
 
 
 class Scheduler(_Strict):
-    name: Literal["asha", "none"] = "asha"
+    name: str = "asha"  # a registered scheduler (kdsweep/schedulers.py)
     grace_period: int = Field(default=2, gt=0)
     reduction_factor: float = Field(default=2.0, gt=1)
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        scheduler_entry(value)
+        return value
+
 
 class Searcher(_Strict):
-    name: Literal["random", "optuna"] = "random"
+    name: str = "random"  # a registered searcher (kdsweep/searchers.py)
     max_concurrent: int | None = Field(default=None, gt=0)  # default: as many as resources allow
     seed: int | None = 0
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        searcher_entry(value)
+        return value
 
 
 class Resources(_Strict):
@@ -374,12 +388,30 @@ def _validate_conditions(config: SweepConfig) -> None:
 
 
 def _validate_strategy(config: SweepConfig) -> None:
-    multi = len(config.objectives) > 1
-    if config.searcher.name == "optuna" and any(p.domain == "grid" for p in config.search.values()):
-        raise ConfigError("searcher.name", "optuna cannot search a 'grid' domain: use choice")
-    if multi and config.searcher.name != "optuna":
-        raise ConfigError("objective", "several objectives need searcher.name: optuna")
-    if config.scheduler.name == "asha" and config.scheduler.grace_period > config.budget.epochs:
+    """The scheduler and searcher can do what the space asks of them: what each supports is declared by
+    its registry entry (kdsweep/schedulers.py, kdsweep/searchers.py), never by its name here."""
+    searcher = searcher_entry(config.searcher.name)
+    if not searcher.grid and any(p.domain == "grid" for p in config.search.values()):
+        raise ConfigError("searcher.name", f"{config.searcher.name} cannot search a 'grid' domain: use choice")
+    if len(config.objectives) > 1 and not searcher.multi_objective:
+        names = ", ".join(list_searchers(multi_objective=True))
+        raise ConfigError(
+            "objective", f"several objectives need a searcher that supports them (searcher.name: {names})"
+        )
+    scheduler = scheduler_entry(config.scheduler.name)
+    if scheduler.grace_period and config.scheduler.grace_period > config.budget.epochs:
         raise ConfigError(
             "scheduler.grace_period", f"{config.scheduler.grace_period} exceeds budget.epochs ({config.budget.epochs})"
+        )
+    if scheduler.synchronous and searcher.adaptive:
+        raise ConfigError(
+            "scheduler.name",
+            f"{config.scheduler.name} fills its brackets with the trials created at once, and {config.searcher.name} "
+            f"creates them one by one: use searcher.name: {', '.join(list_searchers(adaptive=False))}",
+        )
+    if scheduler.synchronous and config.searcher.max_concurrent:
+        raise ConfigError(
+            "searcher.max_concurrent",
+            f"{config.scheduler.name} fills its brackets with the trials created at once, and max_concurrent creates "
+            "them a few at a time: leave it unset (resources.cpus_per_trial bounds how many run at once)",
         )

@@ -14,8 +14,15 @@ from test_sweep import TINY_SPACE, write_space
 
 from kdsweep.config import load_config
 from kdsweep.gain import gain, versus_baseline
+from kdsweep.schedulers import SchedulerSettings, list_schedulers, scheduler_entry
 from kdsweep.space import BASELINE, OptunaSpace, baseline_key, is_baseline, trial_template, tune_param_space
-from kdsweep.sweep.baselines import BaselinesFirst, compare_with_baselines, drawn_points, with_baselines
+from kdsweep.sweep.baselines import (
+    BaselinesFirst,
+    BaselinesRunOut,
+    compare_with_baselines,
+    drawn_points,
+    with_baselines,
+)
 from kdsweep.trial import TrialConfig
 
 SPACE = {
@@ -139,6 +146,51 @@ def test_optuna_gets_a_baseline_first_for_each_new_student_and_never_sees_its_re
     completed = [t for t in inner._ot_study.trials if t.state.name == "COMPLETE"]
     assert len(completed) == 5 and all(t.params["alpha"] >= 0.5 for t in completed)
     assert all(BASELINE not in c or c[BASELINE] for c in suggested)
+
+
+class StubTrial:
+    """What a Tune scheduler reads of a trial."""
+
+    def __init__(self, trial_id: str, baseline: bool = False):
+        self.trial_id, self.config = trial_id, {"student": "resnet8", BASELINE: baseline}
+        self.status, self.is_saving = "PENDING", False
+
+
+class StubController:
+    def __init__(self, trials):
+        self.trials, self.stopped = trials, []
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial.trial_id)
+
+
+@pytest.mark.parametrize("name", [n for n in list_schedulers() if scheduler_entry(n).stops_early])
+def test_an_early_stopping_scheduler_never_brackets_stops_or_pauses_a_baseline(name):
+    settings = SchedulerSettings(metric="val_accuracy", mode="max", max_t=4, grace_period=1, reduction_factor=2)
+    inner = scheduler_entry(name).build(settings)
+    scheduler = BaselinesRunOut(inner)
+    baseline, trials = StubTrial("b", baseline=True), [StubTrial(f"t{i}") for i in range(4)]
+    controller = StubController([baseline, *trials])
+    for trial in controller.trials:
+        scheduler.on_trial_add(controller, trial)
+
+    def bracketed(trial) -> bool:  # ASHA files its trials by id, HyperBand by trial
+        return trial in inner._trial_info or trial.trial_id in inner._trial_info
+
+    assert not bracketed(baseline) and all(bracketed(t) for t in trials), "in no rung or bracket"
+    for trial in trials:
+        trial.status = "RUNNING"
+    assert scheduler.choose_trial_to_run(controller) is baseline, "started when the scheduler has nothing to start"
+    baseline.status = "RUNNING"
+    for epoch in range(1, 5):  # the worst accuracy at every rung and milestone, to its last epoch
+        result = {"training_iteration": epoch, "val_accuracy": 0.0, "time_total_s": epoch}
+        assert scheduler.on_trial_result(controller, baseline, result) == "CONTINUE"
+    scheduler.on_trial_complete(controller, baseline, result)
+    assert not controller.stopped and not bracketed(baseline)
+    assert scheduler.metric == "val_accuracy"
 
 
 def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baseline(config):

@@ -159,6 +159,26 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
     assert "search_space/space.yaml" in artifacts
 
 
+def test_a_hyperband_sweep_stops_a_trial_and_runs_every_baseline_its_whole_budget(
+    ray_session, mlflow_server, tmp_path, tiny_data
+):
+    # HyperBand (max_t 2, eta 2) puts trials 1-2 in a bracket that runs them 2 epochs, trials 3-4 in one that
+    # judges them at epoch 1 (the first to get there waits, paused) and stops one of the two.
+    space = {
+        **TINY_SPACE,
+        "budget": {"epochs": 2, "num_samples": 4},
+        "scheduler": {"name": "hyperband", "reduction_factor": 2},
+        "searcher": {"name": "random", "seed": 1},  # no max_concurrent: HyperBand needs every trial at once
+    }
+    code, rows, uri = sweep(tmp_path, space, name="hyperband", uri=mlflow_server, baselines=True)
+    assert code == 0
+    trials = [row for row in rows if row["role"] == "trial"]
+    baselines = [row for row in rows if row["role"] == "baseline"]
+    assert len(trials) == 4 and sorted(row["status"] for row in trials) == ["FINISHED"] * 3 + ["STOPPED"]
+    assert_baselines(trials, baselines, uri, len(tiny_data.val))
+    assert sorted(r.info.run_id for r in child_runs(uri, "hyperband")) == sorted(row["mlflow_run_id"] for row in rows)
+
+
 def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_session, mlflow_server, tmp_path):
     faults.inject(at_epoch=1)  # every time
     space = {
@@ -380,6 +400,30 @@ def bad(space_change: dict) -> dict:
         (
             {"search.alpha": {"choice": [0.0, 0.5]}, "objective.metric": "teacher_agreement"},
             "objective.metric: 'teacher_agreement' is reported only by trials that distil",
+        ),
+        (
+            {"scheduler.name": "hyperbnd"},
+            "error: scheduler.name: unknown scheduler 'hyperbnd'; did you mean 'hyperband'? "
+            "(choose from: asha, hyperband, none)",
+        ),
+        ({"searcher.name": "optina"}, "searcher.name: unknown searcher 'optina'; did you mean 'optuna'?"),
+        (
+            {"searcher.name": "optuna", "search.temperature": {"grid": [2.0, 4.0]}},
+            "searcher.name: optuna cannot search a 'grid' domain: use choice",
+        ),
+        (
+            {"objective": [{"metric": "val_accuracy"}, {"metric": "latency_ms", "mode": "min"}]},
+            "objective: several objectives need a searcher that supports them (searcher.name: optuna)",
+        ),
+        ({"scheduler.grace_period": 3}, "scheduler.grace_period: 3 exceeds budget.epochs (2)"),
+        (
+            {"scheduler.name": "hyperband"},
+            "searcher.max_concurrent: hyperband fills its brackets with the trials created at once",
+        ),
+        (
+            {"scheduler.name": "hyperband", "searcher": {"name": "optuna"}},
+            "scheduler.name: hyperband fills its brackets with the trials created at once, and optuna creates them "
+            "one by one: use searcher.name: random",
         ),
     ],
 )

@@ -5,9 +5,10 @@ Random and grid search are not adaptive: their trials are drawn up front (as Tun
 draw them, from `searcher.seed`), and each new student's baseline goes in front of its first trial.
 Optuna draws as it learns: `BaselinesFirst` holds back a trial whose student has no baseline yet, runs
 the baseline under that trial id, and hands the held-back config to the next one; Optuna never sees a
-baseline's result (it is not a point of the space). ASHA never stops a baseline (`BaselinesRunOut`):
-an early-stopped trial is compared with its baseline at the epoch where it stopped, so the baseline
-must report every epoch, and its results must not move ASHA's cutoffs for the distillation trials.
+baseline's result (it is not a point of the space). A scheduler that stops trials early (ASHA,
+HyperBand: `kdsweep.schedulers`) never stops or pauses a baseline (`BaselinesRunOut`): an early-stopped
+trial is compared with its baseline at the epoch where it stopped, so the baseline must report every
+epoch, and its results must not move the scheduler's cutoffs for the distillation trials.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pickle
 from typing import Any
 
 import numpy as np
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.variant_generator import generate_variants
 
@@ -103,25 +105,79 @@ class BaselinesFirst(Searcher):
             self.__dict__.update(pickle.load(handle))
 
 
-class BaselinesRunOut(ASHAScheduler):
-    """ASHA for the distillation trials; baselines run their whole budget, outside its brackets."""
+class BaselinesRunOut(TrialScheduler):
+    """A scheduler that stops trials early (ASHA, HyperBand, ...), for the distillation trials only:
+    baselines run their whole budget outside its rungs and brackets, and Tune starts them when the
+    scheduler has nothing of its own to start (HyperBand picks only from its brackets).
+
+    It also hands the scheduler a controller that saves what it stops while PAUSED (synchronous
+    HyperBand pauses a trial at each milestone until its bracket gets there), see `_SavesPausedStops`.
+    """
+
+    def __init__(self, inner: TrialScheduler) -> None:
+        super().__init__()
+        self.inner = inner
+
+    @property
+    def metric(self):
+        return self.inner.metric
+
+    @property
+    def supports_buffered_results(self) -> bool:
+        return self.inner.supports_buffered_results
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, **spec)
 
     def on_trial_add(self, tune_controller, trial) -> None:
         if not is_baseline(trial.config):
-            super().on_trial_add(tune_controller, trial)
+            self.inner.on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if is_baseline(trial.config):
             return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+        return self.inner.on_trial_result(_SavesPausedStops(tune_controller), trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         if not is_baseline(trial.config):
-            super().on_trial_complete(tune_controller, trial, result)
+            self.inner.on_trial_complete(_SavesPausedStops(tune_controller), trial, result)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        if not is_baseline(trial.config):
+            self.inner.on_trial_error(_SavesPausedStops(tune_controller), trial)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
         if not is_baseline(trial.config):
-            super().on_trial_remove(tune_controller, trial)
+            self.inner.on_trial_remove(_SavesPausedStops(tune_controller), trial)
+
+    def choose_trial_to_run(self, tune_controller):
+        chosen = self.inner.choose_trial_to_run(tune_controller)
+        if chosen is not None:
+            return chosen
+        pending = (t for t in tune_controller.get_trials() if t.status == Trial.PENDING and is_baseline(t.config))
+        return next(pending, None)
+
+    def debug_string(self) -> str:
+        return self.inner.debug_string()
+
+
+class _SavesPausedStops:
+    """Tune's controller, as a scheduler sees it, but for one repair: Tune (2.60) does not save the new
+    status of a trial it stops while PAUSED (the trial has no actor, and `_schedule_trial_stop` returns
+    before marking it for the experiment state), so the state keeps PAUSED, which the sweep reads, as
+    for a trial left when the sweep was interrupted, as INTERRUPTED. Stopping marks it to be saved."""
+
+    def __init__(self, controller) -> None:
+        self._controller = controller
+
+    def stop_trial(self, trial) -> None:
+        paused = trial.status == Trial.PAUSED
+        self._controller.stop_trial(trial)
+        if paused:  # the controller itself, not the restricted view Tune hands schedulers
+            getattr(self._controller, "_tune_controller", self._controller)._mark_trial_to_checkpoint(trial)
+
+    def __getattr__(self, name: str):
+        return getattr(self._controller, name)
 
 
 def compare_with_baselines(

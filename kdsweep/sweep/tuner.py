@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, RunConfig
-from ray.tune.schedulers import FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import ConcurrencyLimiter, SearchAlgorithm, Searcher
 
 from kdsweep.config import SweepConfig
+from kdsweep.schedulers import SchedulerSettings, scheduler_entry
+from kdsweep.searchers import SearchSettings, searcher_entry
 from kdsweep.space import BASELINE, OptunaSpace, trial_template, tune_param_space
 from kdsweep.sweep.baselines import BaselinesFirst, BaselinesRunOut, drawn_points, with_baselines
 from kdsweep.sweep.callbacks import CloseRuns
@@ -89,41 +90,44 @@ def build_tuner(
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def _scheduler(config: SweepConfig):
-    if config.scheduler.name != "asha":
-        return FIFOScheduler()
+def _scheduler(config: SweepConfig) -> TrialScheduler:
+    """The registered scheduler; scratch baselines are kept out of one that stops trials early."""
+    entry = scheduler_entry(config.scheduler.name)
     primary = config.objectives[0]
-    return BaselinesRunOut(
-        metric=primary.metric,
-        mode=primary.mode,
-        max_t=config.budget.epochs,
-        grace_period=config.scheduler.grace_period,
-        reduction_factor=config.scheduler.reduction_factor,
+    scheduler = entry.build(
+        SchedulerSettings(
+            metric=primary.metric,
+            mode=primary.mode,
+            max_t=config.budget.epochs,
+            grace_period=config.scheduler.grace_period,
+            reduction_factor=config.scheduler.reduction_factor,
+        )
     )
+    return BaselinesRunOut(scheduler) if entry.stops_early else scheduler
 
 
-def _searcher(config: SweepConfig, baselines: Baselines | None) -> tuple[Searcher, dict[str, Any], int]:
-    """(the search algorithm, Tune's param_space, Tune's num_samples): Optuna (define-by-run, its space
-    inside the searcher) or random/grid (the trials drawn up front, baselines among them)."""
+def _searcher(
+    config: SweepConfig, baselines: Baselines | None
+) -> tuple[SearchAlgorithm | Searcher, dict[str, Any], int]:
+    """(the search algorithm, Tune's param_space, Tune's num_samples): one that draws up front gets the
+    trials drawn here (random/grid, baselines among them); an adaptive one (Optuna) its define-by-run
+    space, and a baseline in front of each new student from `BaselinesFirst`."""
+    entry = searcher_entry(config.searcher.name)
     template = trial_template(config)
-    if config.searcher.name != "optuna":
+    settings = SearchSettings(
+        metrics=[o.metric for o in config.objectives],
+        modes=[o.mode for o in config.objectives],
+        seed=config.searcher.seed,
+        max_concurrent=config.searcher.max_concurrent or 0,
+    )
+    if not entry.adaptive:
         points = drawn_points(tune_param_space(config), config.budget.num_samples, config.searcher.seed)
         if baselines:
             points = with_baselines(points, template, baselines.digest, set(baselines.done))
-        searcher = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=config.searcher.max_concurrent or 0)
         # Keys only: every point sets its values (a domain here would make Tune check a baseline's
         # scratch values against it, and warn).
-        return searcher, dict.fromkeys([*config.search, BASELINE]), len(points)
-    from ray.tune.search.optuna import OptunaSearch
-
-    metrics = [o.metric for o in config.objectives]
-    modes = [o.mode for o in config.objectives]
-    searcher = OptunaSearch(
-        space=OptunaSpace(config),
-        metric=metrics if len(metrics) > 1 else metrics[0],
-        mode=modes if len(modes) > 1 else modes[0],
-        seed=config.searcher.seed,
-    )
+        return entry.build(replace(settings, points=points)), dict.fromkeys([*config.search, BASELINE]), len(points)
+    searcher = entry.build(replace(settings, define_by_run=OptunaSpace(config)))
     num_samples = config.budget.num_samples
     if baselines:  # the searcher says when it is done: Tune's count would include the baselines
         searcher = BaselinesFirst(searcher, template, baselines.digest, set(baselines.done), num_samples)
