@@ -7,9 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from kdsweep.config import SweepConfig
-from kdsweep.outcome import Outcome, ending_reason, outcome_of, trial_error
-from kdsweep.space import is_baseline, trial_template
+from kdsweep.config import Objective, SweepConfig
+from kdsweep.outcome import Outcome
 from kdsweep.trial import TrialConfig
 
 STATUS_ORDER = {
@@ -38,33 +37,8 @@ COLUMNS = [
 ]
 
 
-def leaderboard_rows(trials, config: SweepConfig, lacking: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Tune's trials as rows (config, metrics, outcome, node, MLflow run, what MLflow lacks), best first."""
-    objective = config.objectives[0]
-    template = trial_template(config)
-    rows = []
-    for trial in trials:
-        metrics = dict(trial.last_result or {})
-        outcome = outcome_of(trial, config.budget.epochs)
-        rows.append(
-            {
-                "trial_id": trial.trial_id,
-                "role": "baseline" if is_baseline(trial.config or {}) else "trial",
-                "status": str(outcome),
-                "error": trial_error(trial) or ending_reason(metrics),
-                # What the sweep chose for this trial (fixed and sampled), validated; defaults stay implicit.
-                "config": template.trial(trial.config or {}).model_dump(exclude_unset=True),
-                "metrics": {  # finite numbers only: a diverged trial's NaN losses are no result
-                    k: v
-                    for k, v in metrics.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                },
-                "node_id": metrics.get("node_id"),
-                "mlflow_run_id": metrics.get("mlflow_run_id"),
-                "not_in_mlflow": (lacking or {}).get(trial.trial_id),
-                "path": trial.local_path,
-            }
-        )
+def rank_rows(rows: list[dict[str, Any]], objective: Objective) -> list[dict[str, Any]]:
+    """The rows best first (by outcome, then the objective), each with its rank."""
 
     def key(row: dict[str, Any]) -> tuple:
         value = row["metrics"].get(objective.metric, math.nan)

@@ -14,8 +14,20 @@ from test_sweep import TINY_SPACE, write_space
 
 from kdsweep.config import load_config
 from kdsweep.gain import gain, versus_baseline
-from kdsweep.space import BASELINE, OptunaSpace, baseline_key, is_baseline, trial_template, tune_param_space
-from kdsweep.sweep.baselines import BaselinesFirst, compare_with_baselines, drawn_points, with_baselines
+from kdsweep.space import OptunaSpace, trial_template, tune_param_space
+from kdsweep.sweep.baselines import (
+    BASELINE,
+    Baselines,
+    BaselinesFirst,
+    baseline_key,
+    baseline_of,
+    baseline_point,
+    compare_with_baselines,
+    drawn_points,
+    is_baseline,
+    trial_config,
+    with_baselines,
+)
 from kdsweep.trial import TrialConfig
 
 SPACE = {
@@ -83,18 +95,18 @@ def test_trials_differing_only_in_distillation_and_a_continuous_setting_share_a_
     b = {**a, "temperature": 5.0, "alpha": 0.9, "loss": "dkd", "beta": 7.0, "lr": 0.08, "standardize": True}
     other_width = {**a, "width": 4}
     resnet = {**a, "student": "resnet8"}  # its width does not apply: dropped
-    key = {name: baseline_key(template.baseline_of(p), "d") for name, p in [("a", a), ("b", b)]}
+    key = {name: baseline_key(baseline_of(template, p), "d") for name, p in [("a", a), ("b", b)]}
     assert key["a"] == key["b"]
-    assert baseline_key(template.baseline_of(other_width), "d") != key["a"]
-    assert baseline_key(template.baseline_of(resnet), "d") == baseline_key(
-        template.baseline_of({**resnet, "width": 4}), "d"
+    assert baseline_key(baseline_of(template, other_width), "d") != key["a"]
+    assert baseline_key(baseline_of(template, resnet), "d") == baseline_key(
+        baseline_of(template, {**resnet, "width": 4}), "d"
     )
-    assert baseline_key(template.baseline_of(a), "other data") != key["a"]
-    baseline = template.baseline_of(a)
+    assert baseline_key(baseline_of(template, a), "other data") != key["a"]
+    baseline = baseline_of(template, a)
     assert baseline.lr == pytest.approx((0.01 * 0.1) ** 0.5)  # the middle of the loguniform range
     assert baseline.alpha == 0 and baseline.batch_size == 32  # fixed settings kept
-    point = template.baseline_point(a)
-    assert is_baseline(point) and template.baseline_of(point) == baseline  # a baseline's baseline is itself
+    point = baseline_point(template, a)
+    assert is_baseline(point) and baseline_of(template, point) == baseline  # a baseline's baseline is itself
 
 
 def test_random_search_puts_one_baseline_in_front_of_each_new_student(config):
@@ -104,14 +116,14 @@ def test_random_search_puts_one_baseline_in_front_of_each_new_student(config):
     scheduled = with_baselines(points, template, "d", set())
     trials = [p for p in scheduled if not is_baseline(p)]
     assert trials == points
-    keys = [baseline_key(template.baseline_of(p), "d") for p in points]
+    keys = [baseline_key(baseline_of(template, p), "d") for p in points]
     baselines = [p for p in scheduled if is_baseline(p)]
     assert len(baselines) == len(set(keys)) >= 2
     for i, point in enumerate(scheduled):  # each in front of the first trial it serves
         if is_baseline(point):
-            key = baseline_key(template.baseline_of(point), "d")
-            served = [baseline_key(template.baseline_of(p), "d") for p in scheduled if not is_baseline(p)]
-            before = [baseline_key(template.baseline_of(p), "d") for p in scheduled[:i] if not is_baseline(p)]
+            key = baseline_key(baseline_of(template, point), "d")
+            served = [baseline_key(baseline_of(template, p), "d") for p in scheduled if not is_baseline(p)]
+            before = [baseline_key(baseline_of(template, p), "d") for p in scheduled[:i] if not is_baseline(p)]
             assert key in served and key not in before
     done = {keys[0]}
     assert len([p for p in with_baselines(points, template, "d", done) if is_baseline(p)]) == len(set(keys)) - 1
@@ -133,8 +145,11 @@ def test_optuna_gets_a_baseline_first_for_each_new_student_and_never_sees_its_re
     trials = [c for c in suggested if not is_baseline(c)]
     baselines = [c for c in suggested if is_baseline(c)]
     assert len(trials) == 5, "num_samples counts the searcher's own trials, not the baselines"
-    students = {baseline_key(template.baseline_of(c), "d") for c in trials}
-    assert len(baselines) == len(students) and {baseline_key(template.trial(b), "d") for b in baselines} == students
+    students = {baseline_key(baseline_of(template, c), "d") for c in trials}
+    assert (
+        len(baselines) == len(students)
+        and {baseline_key(trial_config(template, b), "d") for b in baselines} == students
+    )
     # Optuna saw exactly its five trials completed, none of them a baseline (alpha 0 is outside its space).
     completed = [t for t in inner._ot_study.trials if t.state.name == "COMPLETE"]
     assert len(completed) == 5 and all(t.params["alpha"] >= 0.5 for t in completed)
@@ -147,8 +162,8 @@ def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baselin
     small = {"student": "small_cnn", "width": 4, "temperature": 3.0, "alpha": 0.7, "loss": "kd", "lr": 0.02}
     resnet = {**small, "student": "resnet8"}
     configs = {
-        "b-small": template.baseline_point(small),
-        "b-resnet": template.baseline_point(resnet),
+        "b-small": baseline_point(template, small),
+        "b-resnet": baseline_point(template, resnet),
         "stopped": small,
         "finished": {**resnet, "temperature": 5.0},
         "reused": {**small, "width": 8},
@@ -167,8 +182,10 @@ def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baselin
 
     rows = [row("b-small", 3, 0.5), row("b-resnet", 3, 0.7), row("stopped", 1, 0.45), row("finished", 3, 0.75)]
     rows += [row("reused", 2, 0.55), row("orphan", 2, 0.5)]
-    earlier = {baseline_key(template.baseline_of(configs["reused"]), "d"): {1: 0.1, 2: 0.35}}
-    compare_with_baselines(rows, trials, frames, template, "d", earlier, {"small_cnn": 0.90}, resolution=0.01)
+    earlier = {baseline_key(baseline_of(template, configs["reused"]), "d"): {1: 0.1, 2: 0.35}}
+    compare_with_baselines(
+        rows, trials, frames, template, Baselines("d", earlier), {"small_cnn": 0.90}, resolution=0.01
+    )
     by_id = {r["trial_id"]: r for r in rows}
     stopped = by_id["stopped"]  # ASHA stopped it at epoch 1: the small CNN's baseline at epoch 1
     assert stopped["vs_scratch"]["epoch"] == 1 and stopped["vs_scratch"]["baseline_val_accuracy"] == 0.30

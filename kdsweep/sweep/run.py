@@ -16,17 +16,18 @@ from kdsweep.data import Dataset, load_dataset
 from kdsweep.disk import check_writable_dir
 from kdsweep.errors import ConfigError, one_line
 from kdsweep.importance import report_importance
-from kdsweep.leaderboard import leaderboard_rows, print_leaderboard, write_json
+from kdsweep.leaderboard import print_leaderboard, write_json
 from kdsweep.outcome import Outcome
 from kdsweep.selection import Constraints
 from kdsweep.space import trial_template
 from kdsweep.summary import summarise_sweep
-from kdsweep.sweep.baselines import compare_with_baselines
+from kdsweep.sweep.baselines import compare_with_baselines, log_gains, plan_baselines
 from kdsweep.sweep.callbacks import RunCloser
 from kdsweep.sweep.cluster import check_experiment_artifacts, check_folder_on_nodes, tracking_host
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
+from kdsweep.sweep.rows import leaderboard_rows
 from kdsweep.sweep.teacher_stage import StagedTeacher, find_teachers, teacher_stage
-from kdsweep.sweep.tuner import Baselines, build_tuner, experiment_path, storage_path
+from kdsweep.sweep.tuner import build_tuner, experiment_path, storage_path
 from kdsweep.tracking.pending import FAIL_FAST
 from kdsweep.tracking.runs import SweepTracker
 from kdsweep.tracking.server import MlflowServer, launch_private_server, tracking_service
@@ -143,10 +144,8 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
         f"MLflow UI: {sweep_link}" + (f"  (start it with: {ui_command})" if ui_command else ""),
         flush=True,
     )
-    baselines, earlier = None, {}
-    if config.run.baselines and teachers:  # without a teacher, every trial is scratch
-        earlier = tracker.finished_baselines()
-        baselines = Baselines(data.digest, frozenset(earlier))
+    # Without a teacher, every trial is scratch: nothing to compare with.
+    baselines = plan_baselines(bool(config.run.baselines and teachers), tracker, data.digest)
     closer = RunCloser(tracker, tracking, config, data)
     closer.register(config.experiment_name)  # what Tune's restored callbacks close runs with
     outputs = {name: staged.outputs for name, staged in teachers.items()}
@@ -159,9 +158,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
     if baselines:
         accuracy = {name: staged.val_accuracy for name, staged in teachers.items()}
         frames, resolution = analysis.trial_dataframes, 1 / len(data.val)
-        compare_with_baselines(
-            rows, analysis.trials, frames, trial_template(config), data.digest, earlier, accuracy, resolution
-        )
+        compare_with_baselines(rows, analysis.trials, frames, trial_template(config), baselines, accuracy, resolution)
     print_leaderboard(rows, config)
     if config.run.output_json:
         write_json(rows, config.run.output_json)
@@ -175,10 +172,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
             "(rows marked 'not in MLflow'); nothing was selected or registered"
         )
         return 1
-    for row in rows:
-        if "kd_gain" in row["metrics"] and row.get("mlflow_run_id"):
-            gap = row["metrics"].get("gap_closed")
-            tracker.log_gains(row["mlflow_run_id"], row["metrics"]["kd_gain"], gap, row["vs_scratch"]["epoch"])
+    log_gains(tracker, rows)
     # A sweep of which only scratch baselines succeeded distilled nothing.
     succeeded = any(row["role"] == "trial" and row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
     _finish(tracker, "FINISHED" if succeeded else "FAILED")

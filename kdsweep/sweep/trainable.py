@@ -20,9 +20,10 @@ from kdsweep.data import Dataset
 from kdsweep.models import create_model
 from kdsweep.plots import confusion_figure
 from kdsweep.plugins import import_plugins
-from kdsweep.space import TrialTemplate, baseline_key, is_baseline
+from kdsweep.space import TrialTemplate
+from kdsweep.sweep.baselines import is_baseline, run_tags, trial_config
 from kdsweep.tracking.pending import FAIL_FAST
-from kdsweep.tracking.runs import TAG_BASELINE, TrackingContext, TrialTracker
+from kdsweep.tracking.runs import TrackingContext, TrialTracker
 from kdsweep.tracking.store import QUIET_MLFLOW
 from kdsweep.trial import TeacherOutputs, TrialConfig, pick_device, place, predict, run_trial
 
@@ -55,9 +56,9 @@ def tune_trial(
     cpus = max(1, int(context.get_trial_resources().required_resources.get("CPU", 1)))
     # The Tune boundary: validated here once, trusted everywhere after (the space's every extreme
     # was validated before Ray started, so a failure here is a bug, with its traceback).
-    config = template.trial(sampled_config, num_threads=cpus)
+    config = trial_config(template, sampled_config, num_threads=cpus)
     trial_id = context.get_trial_id()
-    tracker = open_trial_run(tracking, trial_id, config, data, is_baseline(sampled_config)) if tracking else None
+    tracker = open_trial_run(tracking, trial_id, sampled_config, config, data) if tracking else None
     node_id = ray.get_runtime_context().get_node_id()
     resume_state = None
     checkpoint = tune.get_checkpoint()
@@ -89,13 +90,14 @@ def tune_trial(
 
 
 def open_trial_run(
-    tracking: TrackingContext, trial_id: str, config: TrialConfig, data: Dataset, baseline: bool = False
+    tracking: TrackingContext, trial_id: str, sampled_config: dict[str, Any], config: TrialConfig, data: Dataset
 ) -> TrialTracker:
     """The trial's MLflow run (found by its trial id, else created with its parameters; a baseline's
-    tagged with its key, by which a later sweep of the experiment finds it)."""
+    tagged as such)."""
     params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
-    tags = {TAG_BASELINE: baseline_key(config, data.digest)} if baseline else {}
-    return TrialTracker(tracking, trial_id, run_name(config, trial_id, baseline), params, data, tags=tags)
+    tags = run_tags(sampled_config, config, data.digest)
+    name = run_name(config, trial_id, is_baseline(sampled_config))
+    return TrialTracker(tracking, trial_id, name, params, data, tags=tags)
 
 
 def log_final_student(tracker: TrialTracker, config: TrialConfig, weights: dict, data: Dataset) -> None:

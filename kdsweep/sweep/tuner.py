@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from kdsweep.config import SweepConfig
-from kdsweep.space import BASELINE, OptunaSpace, trial_template, tune_param_space
-from kdsweep.sweep.baselines import BaselinesFirst, BaselinesRunOut, drawn_points, with_baselines
+from kdsweep.space import OptunaSpace, trial_template, tune_param_space
+from kdsweep.sweep.baselines import BASELINE, Baselines, BaselinesFirst, BaselinesRunOut, drawn_points, with_baselines
 from kdsweep.sweep.callbacks import CloseRuns
 from kdsweep.sweep.trainable import tune_trial
 from kdsweep.tracking.runs import TrackingContext
@@ -32,14 +31,6 @@ def storage_path(config: SweepConfig) -> str:
 
 def experiment_path(config: SweepConfig) -> str:
     return f"{storage_path(config).rstrip('/')}/{config.experiment_name}"
-
-
-@dataclass(frozen=True)
-class Baselines:
-    """Scratch baselines to schedule: of students on the dataset with this digest, but for those done."""
-
-    digest: str
-    done: frozenset[str]  # keys of baselines already trained in the experiment (reused)
 
 
 def build_tuner(
