@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from kdsweep.config import SweepConfig
 from kdsweep.data import load_dataset
 from kdsweep.errors import ConfigError, did_you_mean
-from kdsweep.leaderboard import format_leaderboard
+from kdsweep.leaderboard import Row, format_leaderboard
 from kdsweep.outcome import TAG_OUTCOME, Outcome
 from kdsweep.plots import pareto_figure
 from kdsweep.plugins import import_plugins
@@ -83,15 +83,17 @@ def trial_run(run: Run) -> TrialRun:
 
 def leaderboard_of(ranked: list[TrialRun], markdown: bool = False) -> str:
     rows = [
-        {
-            "rank": position,
-            "run": run.name,
-            "role": "baseline" if run.baseline else "trial",
-            "config": run.params,
-            "metrics": run.metrics,
-            "status": run.outcome + (" (no model)" if run.outcome == Outcome.FINISHED and not run.model_uri else ""),
-            "error": run.error,
-        }
+        Row(
+            rank=position,
+            run_name=run.name,
+            role="baseline" if run.baseline else "trial",
+            config=run.params,
+            metrics=run.metrics,
+            status=run.outcome,
+            no_model=run.outcome == Outcome.FINISHED and not run.model_uri,
+            error=run.error,
+            mlflow_run_id=run.run_id,
+        )
         for position, run in enumerate(ranked, 1)
     ]
     return format_leaderboard(rows, markdown)

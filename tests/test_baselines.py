@@ -14,6 +14,8 @@ from test_sweep import TINY_SPACE, write_space
 
 from kdsweep.config import load_config
 from kdsweep.gain import gain, versus_baseline
+from kdsweep.leaderboard import Row, VsScratch
+from kdsweep.outcome import Outcome
 from kdsweep.space import OptunaSpace, trial_template, tune_param_space
 from kdsweep.sweep.baselines import (
     BASELINE,
@@ -176,9 +178,10 @@ def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baselin
     }
     frames = {k: pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": v}) for k, v in frame.items()}
 
-    def row(trial_id: str, epoch: int, accuracy: float) -> dict:
+    def row(trial_id: str, epoch: int, accuracy: float) -> Row:
         role = "baseline" if trial_id.startswith("b-") else "trial"
-        return {"trial_id": trial_id, "role": role, "metrics": {"epoch": epoch, "val_accuracy": accuracy}}
+        metrics = {"epoch": epoch, "val_accuracy": accuracy}
+        return Row(trial_id=trial_id, role=role, status=Outcome.FINISHED, config={}, metrics=metrics)
 
     rows = [row("b-small", 3, 0.5), row("b-resnet", 3, 0.7), row("stopped", 1, 0.45), row("finished", 3, 0.75)]
     rows += [row("reused", 2, 0.55), row("orphan", 2, 0.5)]
@@ -186,16 +189,16 @@ def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baselin
     compare_with_baselines(
         rows, trials, frames, template, Baselines("d", earlier), {"small_cnn": 0.90}, resolution=0.01
     )
-    by_id = {r["trial_id"]: r for r in rows}
+    by_id = {r.trial_id: r for r in rows}
     stopped = by_id["stopped"]  # ASHA stopped it at epoch 1: the small CNN's baseline at epoch 1
-    assert stopped["vs_scratch"]["epoch"] == 1 and stopped["vs_scratch"]["baseline_val_accuracy"] == 0.30
-    assert stopped["metrics"]["kd_gain"] == pytest.approx(0.15)
-    assert stopped["metrics"]["gap_closed"] == pytest.approx(0.15 / 0.60)
+    assert stopped.vs_scratch.epoch == 1 and stopped.vs_scratch.baseline_val_accuracy == 0.30
+    assert stopped.metrics["kd_gain"] == pytest.approx(0.15)
+    assert stopped.metrics["gap_closed"] == pytest.approx(0.15 / 0.60)
     finished = by_id["finished"]
-    assert finished["metrics"]["kd_gain"] == pytest.approx(0.05)
-    assert finished["metrics"]["gap_closed"] == pytest.approx(0.05 / 0.20)
+    assert finished.metrics["kd_gain"] == pytest.approx(0.05)
+    assert finished.metrics["gap_closed"] == pytest.approx(0.05 / 0.20)
     reused = by_id["reused"]  # an earlier sweep's baseline of the same student
-    assert reused["vs_scratch"]["baseline_val_accuracy"] == 0.35 and reused["metrics"]["kd_gain"] == pytest.approx(0.2)
-    assert by_id["orphan"]["vs_scratch"] == {"note": "its baseline did not report"}
-    assert "kd_gain" not in by_id["orphan"]["metrics"]
-    assert all("kd_gain" not in by_id[b]["metrics"] for b in ("b-small", "b-resnet"))
+    assert reused.vs_scratch.baseline_val_accuracy == 0.35 and reused.metrics["kd_gain"] == pytest.approx(0.2)
+    assert by_id["orphan"].vs_scratch == VsScratch(note="its baseline did not report")
+    assert "kd_gain" not in by_id["orphan"].metrics
+    assert all("kd_gain" not in by_id[b].metrics and by_id[b].vs_scratch is None for b in ("b-small", "b-resnet"))

@@ -32,6 +32,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.variant_generator import generate_variants
 
 from kdsweep.gain import versus_baseline
+from kdsweep.leaderboard import Row, VsScratch
 from kdsweep.space import TrialTemplate
 from kdsweep.tracking.runs import TAG_BASELINE, SweepTracker
 from kdsweep.trial import DISTILLATION_FIELDS, TrialConfig
@@ -205,7 +206,7 @@ class BaselinesRunOut(ASHAScheduler):
 
 
 def compare_with_baselines(
-    rows: list[dict[str, Any]],
+    rows: list[Row],
     trials,
     frames: dict[str, Any],
     template: TrialTemplate,
@@ -221,37 +222,32 @@ def compare_with_baselines(
     digest = baselines.digest
     histories = dict(baselines.earlier)
     for row in rows:
-        frame = frames.get(row["trial_id"])
-        if row["role"] == "baseline" and frame is not None and "val_accuracy" in frame:
-            key = baseline_key(baseline_of(template, configs[row["trial_id"]]), digest)
+        frame = frames.get(row.trial_id)
+        if row.role == "baseline" and frame is not None and "val_accuracy" in frame:
+            key = baseline_key(baseline_of(template, configs[row.trial_id]), digest)
             histories[key] = dict(zip(frame["epoch"].astype(int), frame["val_accuracy"], strict=True))
     for row in rows:
-        metrics = row["metrics"]
-        if row["role"] == "baseline" or "val_accuracy" not in metrics:
+        metrics = row.metrics
+        if row.role == "baseline" or "val_accuracy" not in metrics:
             continue
-        history = histories.get(baseline_key(baseline_of(template, configs[row["trial_id"]]), digest))
+        history = histories.get(baseline_key(baseline_of(template, configs[row.trial_id]), digest))
         if history is None:
-            row["vs_scratch"] = {"note": "its baseline did not report"}
+            row.vs_scratch = VsScratch(note="its baseline did not report")
             continue
-        teacher = teachers[trial_config(template, configs[row["trial_id"]]).teacher]
+        teacher = teachers[trial_config(template, configs[row.trial_id]).teacher]
         compared = versus_baseline(history, metrics["val_accuracy"], int(metrics["epoch"]), teacher, resolution)
         if isinstance(compared, str):
-            row["vs_scratch"] = {"note": compared}
+            row.vs_scratch = VsScratch(note=compared)
             continue
         metrics["kd_gain"] = compared.kd_gain
         if compared.gap_closed is not None:
             metrics["gap_closed"] = compared.gap_closed
-        row["vs_scratch"] = {
-            "epoch": compared.epoch,
-            "baseline_val_accuracy": compared.baseline,
-            "teacher_val_accuracy": teacher,
-            "note": compared.note,
-        }
+        row.vs_scratch = VsScratch(compared.epoch, compared.baseline, teacher, compared.note)
 
 
-def log_gains(tracker: SweepTracker, rows: list[dict[str, Any]]) -> None:
+def log_gains(tracker: SweepTracker, rows: list[Row]) -> None:
     """kd_gain and gap_closed on each compared trial's MLflow run, at the epoch of the comparison."""
     for row in rows:
-        if "kd_gain" in row["metrics"] and row.get("mlflow_run_id"):
-            gap = row["metrics"].get("gap_closed")
-            tracker.log_gains(row["mlflow_run_id"], row["metrics"]["kd_gain"], gap, row["vs_scratch"]["epoch"])
+        if "kd_gain" in row.metrics and row.mlflow_run_id:
+            gap = row.metrics.get("gap_closed")
+            tracker.log_gains(row.mlflow_run_id, row.metrics["kd_gain"], gap, row.vs_scratch.epoch)

@@ -162,7 +162,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
     print_leaderboard(rows, config)
     if config.run.output_json:
         write_json(rows, config.run.output_json)
-    if any(row["status"] == Outcome.INTERRUPTED for row in rows):
+    if any(row.status == Outcome.INTERRUPTED for row in rows):
         _finish(tracker, "KILLED")
         print(f"\ninterrupted: nothing was selected or registered. Continue the sweep with:\n  {resume_command}")
         return EXIT_INTERRUPTED
@@ -174,7 +174,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
         return 1
     log_gains(tracker, rows)
     # A sweep of which only scratch baselines succeeded distilled nothing.
-    succeeded = any(row["role"] == "trial" and row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
+    succeeded = any(row.role == "trial" and row.status in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
     _finish(tracker, "FINISHED" if succeeded else "FAILED")
     champion, no_champion = None, "selection skipped (--no-select)" if succeeded else "no trial succeeded"
     if succeeded and config.run.select:
@@ -183,7 +183,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
             link = run_url(base, champion.experiment_id, champion.run_id)
             print(f"champion: {champion.run_name} -> {champion.model_uri}  {link}")
             for row in rows:
-                row["champion"] = row.get("mlflow_run_id") == champion.run_id
+                row.champion = row.mlflow_run_id == champion.run_id
     report_importance(rows, config, uri, tracking.parent_run_id)  # its plot before the summary, which lists it
     summarise_sweep(uri, tracking.parent_run_id, primary.metric, primary.mode, champion, no_champion)
     print(f"the sweep in MLflow's UI: {sweep_link}")
