@@ -53,25 +53,27 @@ def config(tmp_path):
 
 
 def test_gain_and_gap_closed_by_hand():
-    g = gain(accuracy=0.80, baseline=0.60, teacher=0.90, resolution=0.01, epoch=3)
+    g = gain(accuracy=0.80, baseline=0.60, teacher_accuracy=0.90, resolution=0.01, epoch=3)
     assert g.kd_gain == pytest.approx(0.20) and g.gap_closed == pytest.approx(0.20 / 0.30) and g.note is None
-    worse = gain(accuracy=0.55, baseline=0.60, teacher=0.70, resolution=0.01, epoch=3)
+    worse = gain(accuracy=0.55, baseline=0.60, teacher_accuracy=0.70, resolution=0.01, epoch=3)
     assert worse.kd_gain == pytest.approx(-0.05) and worse.gap_closed == pytest.approx(-0.5)
-    assert gain(accuracy=0.9, baseline=0.6, teacher=0.9, resolution=0.01, epoch=3).gap_closed == pytest.approx(1.0)
+    assert gain(accuracy=0.9, baseline=0.6, teacher_accuracy=0.9, resolution=0.01, epoch=3).gap_closed == pytest.approx(
+        1.0
+    )
 
 
 def test_a_teacher_no_better_than_scratch_closes_no_gap():
     # Within one validation sample (0.01) of the baseline: not a gap worth dividing by.
-    for teacher in (0.605, 0.60, 0.50):
-        g = gain(accuracy=0.62, baseline=0.60, teacher=teacher, resolution=0.01, epoch=2)
+    for teacher_accuracy in (0.605, 0.60, 0.50):
+        g = gain(accuracy=0.62, baseline=0.60, teacher_accuracy=teacher_accuracy, resolution=0.01, epoch=2)
         assert g.kd_gain == pytest.approx(0.02) and g.gap_closed is None
         assert "no better than scratch" in g.note
-    assert gain(accuracy=0.62, baseline=0.60, teacher=0.611, resolution=0.01, epoch=2).gap_closed is not None
+    assert gain(accuracy=0.62, baseline=0.60, teacher_accuracy=0.611, resolution=0.01, epoch=2).gap_closed is not None
 
 
 def test_a_trial_is_compared_with_its_baseline_at_its_own_epoch():
     history = {1: 0.30, 2: 0.50, 3: 0.60}
-    stopped = versus_baseline(history, accuracy=0.45, epoch=1, teacher=0.90, resolution=0.01)
+    stopped = versus_baseline(history, accuracy=0.45, epoch=1, teacher_accuracy=0.90, resolution=0.01)
     assert stopped.epoch == 1 and stopped.baseline == 0.30 and stopped.kd_gain == pytest.approx(0.15)
     assert stopped.gap_closed == pytest.approx(0.15 / 0.60)
     assert versus_baseline({1: 0.3}, 0.5, 3, 0.9, 0.01) == "its baseline reached epoch 1, not 3"

@@ -211,12 +211,12 @@ def compare_with_baselines(
     frames: dict[str, Any],
     template: TrialTemplate,
     baselines: Baselines,
-    teachers: dict[str, float],
+    teacher_accuracies: dict[str, float],
     resolution: float,
 ) -> None:
     """Each distillation row gets kd_gain and gap_closed (in its metrics) and `vs_scratch` (the epoch,
     the baseline's accuracy there, or why there is no comparison). `frames`: Tune's results per trial
-    id; `teachers`: each teacher's val_accuracy by name. A baseline serves every teacher: gap_closed is
+    id; `teacher_accuracies`: each teacher's val_accuracy by name. A baseline serves every teacher: gap_closed is
     per (teacher, student) pair."""
     configs = {trial.trial_id: trial.config or {} for trial in trials}
     digest = baselines.digest
@@ -234,15 +234,16 @@ def compare_with_baselines(
         if history is None:
             row.vs_scratch = VsScratch(note="its baseline did not report")
             continue
-        teacher = teachers[trial_config(template, configs[row.trial_id]).teacher]
-        compared = versus_baseline(history, metrics["val_accuracy"], int(metrics["epoch"]), teacher, resolution)
+        teacher_accuracy = teacher_accuracies[trial_config(template, configs[row.trial_id]).teacher]
+        epoch = int(metrics["epoch"])
+        compared = versus_baseline(history, metrics["val_accuracy"], epoch, teacher_accuracy, resolution)
         if isinstance(compared, str):
             row.vs_scratch = VsScratch(note=compared)
             continue
         metrics["kd_gain"] = compared.kd_gain
         if compared.gap_closed is not None:
             metrics["gap_closed"] = compared.gap_closed
-        row.vs_scratch = VsScratch(compared.epoch, compared.baseline, teacher, compared.note)
+        row.vs_scratch = VsScratch(compared.epoch, compared.baseline, teacher_accuracy, compared.note)
 
 
 def log_gains(tracker: SweepTracker, rows: list[Row]) -> None:

@@ -48,7 +48,7 @@ class Prepared:
 
     data: Dataset
     data_ref: ray.ObjectRef  # the dataset in the object store, decoded once, shared by every trial
-    teachers: dict[str, StagedTeacher]  # by name; none when no trial distils
+    staged_teachers: dict[str, StagedTeacher]  # by teacher name; none when no trial distils
     store: str  # the MLflow store, before a private server fronts it
     tracking_host: str | None  # where that server listens (None: 127.0.0.1)
     server: MlflowServer | None  # that server, launched and starting up (None: the store is a server)
@@ -94,12 +94,12 @@ def prepare(config: SweepConfig) -> Prepared:
         if config.run.address:
             check_folder_on_nodes(data, node_types, config)
         data_ref = ray.put(data)
-        teachers = teacher_stage(config, data, data_ref, found) if distils else {}
+        staged_teachers = teacher_stage(config, data, data_ref, found) if distils else {}
     except BaseException:
         if server is not None:
             server.discard()
         raise
-    return Prepared(data, data_ref, teachers, store, host, server)
+    return Prepared(data, data_ref, staged_teachers, store, host, server)
 
 
 def check_storage(config: SweepConfig) -> None:
@@ -128,13 +128,13 @@ def run_sweep(config: SweepConfig, resume_command: str = "") -> int:
 
 
 def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_command: str = "") -> int:
-    data, teachers = prepared.data, prepared.teachers
+    data, staged_teachers = prepared.data, prepared.staged_teachers
     tracker = SweepTracker(uri, config.experiment_name)
     tracking = tracker.start_parent(config, data, resume=config.run.resume)
-    for name, staged in teachers.items():
+    for teacher_name, staged in staged_teachers.items():
         teacher_run_id, reference = log_teacher(uri, staged.teacher, data)
         reference["val_accuracy"] = staged.val_accuracy  # what gap_closed closes
-        tracker.link_teacher(teacher_run_id, reference, staged.node_id, name if config.teachers else None)
+        tracker.link_teacher(teacher_run_id, reference, staged.node_id, teacher_name if config.teachers else None)
     base, ui_command = ui_base(prepared.store)
     primary = config.objectives[0]
     sweep_link = experiment_url(base, tracking.experiment_id, primary.metric, primary.mode)
@@ -145,20 +145,22 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
         flush=True,
     )
     # Without a teacher, every trial is scratch: nothing to compare with.
-    baselines = plan_baselines(bool(config.run.baselines and teachers), tracker, data.digest)
+    baselines = plan_baselines(bool(config.run.baselines and staged_teachers), tracker, data.digest)
     closer = RunCloser(tracker, tracking, config, data)
     closer.register(config.experiment_name)  # what Tune's restored callbacks close runs with
-    outputs = {name: staged.outputs for name, staged in teachers.items()}
-    build_tuner(config, prepared.data_ref, outputs, tracking, baselines).fit()
+    logit_sources = {teacher_name: staged.logit_source for teacher_name, staged in staged_teachers.items()}
+    build_tuner(config, prepared.data_ref, logit_sources, tracking, baselines).fit()
     # The trials as Tune last saved them: on Ctrl-C it saves the running ones as RUNNING (what --resume
     # continues) before it stops them, so a status other than TERMINATED or ERROR means interrupted.
     analysis = ExperimentAnalysis(experiment_path(config))
     lacking = closer.reconcile(analysis.trials, analysis.trial_dataframes)
     rows = leaderboard_rows(analysis.trials, config, lacking)
     if baselines:
-        accuracy = {name: staged.val_accuracy for name, staged in teachers.items()}
+        teacher_accuracies = {teacher_name: staged.val_accuracy for teacher_name, staged in staged_teachers.items()}
         frames, resolution = analysis.trial_dataframes, 1 / len(data.val)
-        compare_with_baselines(rows, analysis.trials, frames, trial_template(config), baselines, accuracy, resolution)
+        compare_with_baselines(
+            rows, analysis.trials, frames, trial_template(config), baselines, teacher_accuracies, resolution
+        )
     print_leaderboard(rows, config)
     if config.run.output_json:
         write_json(rows, config.run.output_json)

@@ -42,7 +42,7 @@ def tune_trial(
     sampled_config: dict[str, Any],
     template: TrialTemplate,
     data: Dataset,
-    teachers: dict[str, ray.ObjectRef],
+    logit_sources: dict[str, ray.ObjectRef],
     tracking: TrackingContext | None,
     plugins: list[str],
 ) -> None:
@@ -85,8 +85,8 @@ def tune_trial(
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     # Only the drawn teacher's logits come to this process, and none to a trial that does not distil.
-    teacher: TeacherOutputs | None = ray.get(teachers[config.teacher]) if config.needs_teacher else None
-    run_trial(config, data, teacher=teacher, report=report, resume_state=resume_state)
+    logit_source: TeacherOutputs | None = ray.get(logit_sources[config.teacher]) if config.needs_teacher else None
+    run_trial(config, data, logit_source=logit_source, report=report, resume_state=resume_state)
 
 
 def open_trial_run(

@@ -36,18 +36,18 @@ def experiment_path(config: SweepConfig) -> str:
 def build_tuner(
     config: SweepConfig,
     data: ray.ObjectRef,
-    teachers: dict[str, ray.ObjectRef],
+    logit_sources: dict[str, ray.ObjectRef],
     tracking: TrackingContext,
     baselines: Baselines | None = None,
 ) -> tune.Tuner:
-    """Every trial gets the dataset and, by name, what it may read teacher logits from (TeacherOutputs),
+    """Every trial gets the dataset and, by teacher name, what it may read teacher logits from (TeacherOutputs),
     all already in the object store: put there once, by the driver and by the teacher stage."""
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial,
             template=trial_template(config),
             data=data,
-            teachers=teachers,
+            logit_sources=logit_sources,
             tracking=tracking,
             plugins=config.plugins,
         ),
