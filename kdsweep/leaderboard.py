@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from kdsweep.config import Objective, SweepConfig
 from kdsweep.outcome import Outcome
+from kdsweep.selection import TrialRun
 from kdsweep.trial import TrialConfig
 
 STATUS_ORDER = {
@@ -57,7 +58,7 @@ class VsScratch:
 @dataclass(kw_only=True)
 class Row:
     """One trial on the leaderboard. Built from Tune's trials by the sweep (kdsweep.sweep.rows), or from a
-    sweep's MLflow runs by selection (`leaderboard_of`): those have no trial id, node or path."""
+    sweep's MLflow runs (`leaderboard_of`): those have no trial id, node or path."""
 
     trial_id: str | None = None  # Tune's
     role: Literal["trial", "baseline"] = "trial"  # baseline: the student trained without the teacher
@@ -135,6 +136,25 @@ def format_leaderboard(rows: list[Row], markdown: bool = False) -> str:
             said.add(note)
             out.append(f"      vs scratch: {note}")
     return "\n".join(out)
+
+
+def leaderboard_of(ranked: list[TrialRun], markdown: bool = False) -> str:
+    """The table of a sweep's runs as read back from MLflow (kdsweep.sweep_record), in their order."""
+    rows = [
+        Row(
+            rank=position,
+            run_name=run.name,
+            role="baseline" if run.baseline else "trial",
+            config=run.params,
+            metrics=run.metrics,
+            status=run.outcome,
+            no_model=run.outcome == Outcome.FINISHED and not run.model_uri,
+            error=run.error,
+            mlflow_run_id=run.run_id,
+        )
+        for position, run in enumerate(ranked, 1)
+    ]
+    return format_leaderboard(rows, markdown)
 
 
 def _markdown(rows: list[Row], lines: list[list[str]]) -> str:
