@@ -189,7 +189,7 @@ def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baselin
     rows += [row("reused", 2, 0.55), row("orphan", 2, 0.5)]
     earlier = {baseline_key(baseline_of(template, configs["reused"]), "d"): {1: 0.1, 2: 0.35}}
     compare_with_baselines(
-        rows, trials, frames, template, Baselines("d", earlier), {"small_cnn": 0.90}, resolution=0.01
+        rows, trials, frames, Baselines(template, "d", earlier), {"small_cnn": 0.90}, resolution=0.01
     )
     by_id = {r.trial_id: r for r in rows}
     stopped = by_id["stopped"]  # ASHA stopped it at epoch 1: the small CNN's baseline at epoch 1

@@ -89,8 +89,9 @@ def run_tags(sampled: dict[str, Any], config: TrialConfig, data_digest: str) -> 
 
 @dataclass(frozen=True)
 class Baselines:
-    """Scratch baselines to schedule: of students on the dataset with this digest, but for those done."""
+    """Scratch baselines to schedule: of the sweep's students on the dataset with this digest, but for those done."""
 
+    template: TrialTemplate  # the sweep's: what its Tune configs stand for
     digest: str
     earlier: dict[str, dict[int, float]]  # baselines already trained in the experiment (reused): key -> history
 
@@ -99,10 +100,10 @@ class Baselines:
         return frozenset(self.earlier)
 
 
-def plan_baselines(enabled: bool, tracker: SweepTracker, data_digest: str) -> Baselines | None:
+def plan_baselines(enabled: bool, template: TrialTemplate, tracker: SweepTracker, data_digest: str) -> Baselines | None:
     """The sweep's baselines when `enabled` (run.baselines, and a teacher to compare with), reusing the
     experiment's finished ones; None when it has none."""
-    return Baselines(data_digest, tracker.finished_baselines()) if enabled else None
+    return Baselines(template, data_digest, tracker.finished_baselines()) if enabled else None
 
 
 def drawn_points(param_space: dict[str, Any], num_samples: int, seed: int | None) -> list[dict[str, Any]]:
@@ -209,7 +210,6 @@ def compare_with_baselines(
     rows: list[Row],
     trials,
     frames: dict[str, Any],
-    template: TrialTemplate,
     baselines: Baselines,
     teacher_accuracies: dict[str, float],
     resolution: float,
@@ -219,7 +219,7 @@ def compare_with_baselines(
     id; `teacher_accuracies`: each teacher's val_accuracy by name. A baseline serves every teacher: gap_closed is
     per (teacher, student) pair."""
     configs = {trial.trial_id: trial.config or {} for trial in trials}
-    digest = baselines.digest
+    template, digest = baselines.template, baselines.digest
     histories = dict(baselines.earlier)
     for row in rows:
         frame = frames.get(row.trial_id)

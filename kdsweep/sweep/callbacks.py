@@ -17,10 +17,9 @@ import torch
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from kdsweep.config import SweepConfig
 from kdsweep.data import Dataset
 from kdsweep.outcome import Outcome, outcome_of, trial_error
-from kdsweep.space import trial_template
+from kdsweep.space import TrialTemplate
 from kdsweep.sweep.baselines import trial_config
 from kdsweep.sweep.trainable import STATE_FILE, log_final_student, open_trial_run
 from kdsweep.tracking.pending import Pending
@@ -36,10 +35,16 @@ class RunCloser:
     recorded, the student from the trial's last checkpoint, and its outcome."""
 
     def __init__(
-        self, tracker: SweepTracker, tracking: TrackingContext, config: SweepConfig, data: Dataset, log=print
+        self,
+        tracker: SweepTracker,
+        tracking: TrackingContext,
+        template: TrialTemplate,
+        epochs: int,
+        data: Dataset,
+        log=print,
     ) -> None:
         self.tracker, self.tracking, self.data = tracker, tracking, data
-        self.template, self.epochs = trial_template(config), config.budget.epochs
+        self.template, self.epochs = template, epochs  # the sweep's, and its epoch budget
         self.pending = Pending(log)
 
     def register(self, sweep: str) -> None:

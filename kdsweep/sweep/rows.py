@@ -7,13 +7,15 @@ import math
 from kdsweep.config import SweepConfig
 from kdsweep.leaderboard import Row, rank_rows
 from kdsweep.outcome import ending_reason, outcome_of, trial_error
-from kdsweep.space import trial_template
+from kdsweep.space import TrialTemplate
 from kdsweep.sweep.baselines import is_baseline, trial_config
 
 
-def leaderboard_rows(trials, config: SweepConfig, lacking: dict[str, str] | None = None) -> list[Row]:
-    """Tune's trials as rows (config, metrics, outcome, node, MLflow run, what MLflow lacks), best first."""
-    template = trial_template(config)
+def leaderboard_rows(
+    trials, template: TrialTemplate, config: SweepConfig, lacking: dict[str, str] | None = None
+) -> list[Row]:
+    """Tune's trials as rows (config, metrics, outcome, node, MLflow run, what MLflow lacks), best first;
+    `template`: the sweep's, which its Tune configs are read with."""
     rows = []
     for trial in trials:
         metrics = dict(trial.last_result or {})

@@ -14,7 +14,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from kdsweep.config import SweepConfig
-from kdsweep.space import OptunaSpace, trial_template, tune_param_space
+from kdsweep.space import OptunaSpace, TrialTemplate, tune_param_space
 from kdsweep.sweep.baselines import BASELINE, Baselines, BaselinesFirst, BaselinesRunOut, drawn_points, with_baselines
 from kdsweep.sweep.callbacks import CloseRuns
 from kdsweep.sweep.trainable import tune_trial
@@ -35,6 +35,7 @@ def experiment_path(config: SweepConfig) -> str:
 
 def build_tuner(
     config: SweepConfig,
+    template: TrialTemplate,
     data: ray.ObjectRef,
     logit_sources: dict[str, ray.ObjectRef],
     tracking: TrackingContext,
@@ -45,7 +46,7 @@ def build_tuner(
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial,
-            template=trial_template(config),
+            template=template,
             data=data,
             logit_sources=logit_sources,
             tracking=tracking,
@@ -96,11 +97,10 @@ def _scheduler(config: SweepConfig):
 def _searcher(config: SweepConfig, baselines: Baselines | None) -> tuple[Searcher, dict[str, Any], int]:
     """(the search algorithm, Tune's param_space, Tune's num_samples): Optuna (define-by-run, its space
     inside the searcher) or random/grid (the trials drawn up front, baselines among them)."""
-    template = trial_template(config)
     if config.searcher.name != "optuna":
         points = drawn_points(tune_param_space(config), config.budget.num_samples, config.searcher.seed)
         if baselines:
-            points = with_baselines(points, template, baselines.digest, set(baselines.done))
+            points = with_baselines(points, baselines.template, baselines.digest, set(baselines.done))
         searcher = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=config.searcher.max_concurrent or 0)
         # Keys only: every point sets its values (a domain here would make Tune check a baseline's
         # scratch values against it, and warn).
@@ -117,7 +117,7 @@ def _searcher(config: SweepConfig, baselines: Baselines | None) -> tuple[Searche
     )
     num_samples = config.budget.num_samples
     if baselines:  # the searcher says when it is done: Tune's count would include the baselines
-        searcher = BaselinesFirst(searcher, template, baselines.digest, set(baselines.done), num_samples)
+        searcher = BaselinesFirst(searcher, baselines.template, baselines.digest, set(baselines.done), num_samples)
         num_samples = -1
     if config.searcher.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=config.searcher.max_concurrent)
