@@ -51,7 +51,7 @@ def machine() -> str:
 
 def epoch_seconds(config: TrialConfig, teacher, data: Dataset) -> list[float]:
     """The trial's own per-epoch wall time, first epoch (warm-up) left out."""
-    result = run_trial(config, data, teacher=teacher)
+    result = run_trial(config, data, logit_source=teacher)
     return [h["epoch_seconds"] for h in result.history[1:]]
 
 

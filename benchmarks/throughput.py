@@ -160,7 +160,7 @@ def measure(student: str, args: argparse.Namespace, data: Dataset, cache: Teache
         plain_whole.validate()
 
     def trial_epochs(epoch: int) -> list[float]:  # run_trial's own epoch_seconds, warm-up epoch left out
-        result = run_trial(ce, data, teacher=cache)
+        result = run_trial(ce, data, logit_source=cache)
         return [h["epoch_seconds"] for h in result.history[1:]]
 
     times: dict[str, list[float]] = {mode: [] for mode in [*modes, "run_trial epoch", "plain epoch + val"]}

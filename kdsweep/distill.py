@@ -88,21 +88,21 @@ def build(args: argparse.Namespace) -> tuple[DataSpec, TrialConfig, TeacherSpec]
     except ValidationError as error:
         raise from_validation_error(error) from None
     try:
-        teacher = TeacherSpec(**teacher_fields(args), seed=args.seed)
+        teacher_spec = TeacherSpec(**teacher_fields(args), seed=args.seed)
     except ValidationError as error:
         raise from_validation_error(error, "teacher.") from None
-    return data, trial, teacher
+    return data, trial, teacher_spec
 
 
 def run(args: argparse.Namespace) -> int:
     data_spec, config, teacher_spec = build(args)
     data = load_dataset(data_spec)
-    teacher = outputs = None
+    teacher = logit_source = None
     if config.needs_teacher:
         in_mlflow = (teacher_spec.checkpoint or "").startswith(MLFLOW_SCHEMES)
         with open_store(args.tracking_uri) if in_mlflow else contextlib.nullcontext():  # where models:/ resolves
             teacher = prepare_teacher(teacher_spec, data)
-        outputs = teacher_outputs(teacher_spec, teacher, data, config.epochs)
+        logit_source = teacher_outputs(teacher_spec, teacher, data, config.epochs)
     print(f"student {config.student} on {data.name}: loss {config.loss}, T={config.temperature}, alpha={config.alpha}")
 
     def progress(metrics: dict[str, float], state) -> None:
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    result = run_trial(config, data, teacher=outputs, report=progress)
+    result = run_trial(config, data, logit_source=logit_source, report=progress)
     final = {**result.metrics, **evaluate(result.student, data, "test")}
     if teacher is not None:
         final["teacher_test_accuracy"] = teacher.meta.test_accuracy

@@ -24,21 +24,21 @@ class Gain:
     note: str | None = None
 
 
-def gain(accuracy: float, baseline: float, teacher: float, resolution: float, epoch: int) -> Gain:
+def gain(accuracy: float, baseline: float, teacher_accuracy: float, resolution: float, epoch: int) -> Gain:
     """`resolution`: one validation sample's share of the accuracy (1 / its size)."""
     kd_gain = accuracy - baseline
-    if teacher - baseline < resolution:
-        note = f"teacher ({teacher:.4f}) no better than scratch ({baseline:.4f}): no gap to close"
+    if teacher_accuracy - baseline < resolution:
+        note = f"teacher ({teacher_accuracy:.4f}) no better than scratch ({baseline:.4f}): no gap to close"
         return Gain(epoch, baseline, kd_gain, None, note)
-    return Gain(epoch, baseline, kd_gain, kd_gain / (teacher - baseline))
+    return Gain(epoch, baseline, kd_gain, kd_gain / (teacher_accuracy - baseline))
 
 
 def versus_baseline(
-    history: dict[int, float], accuracy: float, epoch: int, teacher: float, resolution: float
+    history: dict[int, float], accuracy: float, epoch: int, teacher_accuracy: float, resolution: float
 ) -> Gain | str:
     """The trial's `accuracy` at `epoch` against its baseline's `history` (val_accuracy by epoch);
     why not, when it cannot be compared."""
     if epoch not in history:
         reached = max(history, default=0)
         return f"its baseline reached epoch {reached}, not {epoch}"
-    return gain(accuracy, history[epoch], teacher, resolution, epoch)
+    return gain(accuracy, history[epoch], teacher_accuracy, resolution, epoch)

@@ -32,6 +32,7 @@ from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
 from kdsweep.config import Param, SweepConfig
 from kdsweep.errors import one_line
+from kdsweep.leaderboard import Row
 from kdsweep.outcome import Outcome
 from kdsweep.plots import importance_figure
 
@@ -64,18 +65,18 @@ class Report:
         return {"evaluator": EVALUATOR, **asdict(self)}
 
 
-def usable_trials(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+def usable_trials(rows: list[Row], metric: str) -> list[Row]:
     """The distillation trials with a finite value of `metric`: the finished ones when there are
     MIN_TRIALS of them, else the finished and the stopped early."""
     reached = [
         row
         for row in rows
-        if row.get("role", "trial") == "trial"
-        and row["status"] in (Outcome.FINISHED, Outcome.STOPPED)
-        and isinstance(row["metrics"].get(metric), (int, float))
-        and math.isfinite(row["metrics"][metric])
+        if row.role == "trial"
+        and row.status in (Outcome.FINISHED, Outcome.STOPPED)
+        and isinstance(row.metrics.get(metric), (int, float))
+        and math.isfinite(row.metrics[metric])
     ]
-    finished = [row for row in reached if row["status"] == Outcome.FINISHED]
+    finished = [row for row in reached if row.status == Outcome.FINISHED]
     return finished if len(finished) >= MIN_TRIALS else reached
 
 
@@ -89,16 +90,16 @@ def distribution(param: Param) -> BaseDistribution:
     return FloatDistribution(float(low), float(high), log=param.domain == "loguniform")
 
 
-def importances(rows: list[dict[str, Any]], params: dict[str, Param], metric: str, seed: int) -> tuple[dict, int]:
+def importances(rows: list[Row], params: dict[str, Param], metric: str, seed: int) -> tuple[dict, int]:
     """fANOVA's importances of `params` over the rows that carry all of them, and how many those were."""
     distributions = {name: distribution(param) for name, param in params.items()}
     trials = []
     for row in rows:
-        values = {name: _in_domain(row["config"].get(name), d) for name, d in distributions.items()}
+        values = {name: _in_domain(row.config.get(name), d) for name, d in distributions.items()}
         if any(value is None for value in values.values()):
             continue
         try:
-            trial = optuna.trial.create_trial(params=values, distributions=distributions, value=row["metrics"][metric])
+            trial = optuna.trial.create_trial(params=values, distributions=distributions, value=row.metrics[metric])
         except ValueError:  # a value outside the domain (the space changed on --resume): not this trial
             continue
         trials.append(trial)
@@ -127,24 +128,24 @@ def _in_domain(value: Any, dist: BaseDistribution) -> Any:
     return value
 
 
-def importance_report(rows: list[dict[str, Any]], config: SweepConfig) -> Report:
+def importance_report(rows: list[Row], config: SweepConfig) -> Report:
     """Which searched parameters mattered for the primary objective (see the module's docstring)."""
     metric = config.objectives[0].metric
     seed = config.searcher.seed or 0
     trials = usable_trials(rows, metric)
-    stopped = sum(row["status"] == Outcome.STOPPED for row in trials)
+    stopped = sum(row.status == Outcome.STOPPED for row in trials)
     searched = {n: p for n, p in config.search.items() if p.domain not in ("choice", "grid") or len(p.values) > 1}
     plain = {name: p for name, p in searched.items() if not p.when}
     if len(trials) < MIN_TRIALS:
         return Report(metric, len(trials), stopped, reason=f"too few trials ({len(trials)}; needs {MIN_TRIALS})")
-    if len({row["metrics"][metric] for row in trials}) < 2:
+    if len({row.metrics[metric] for row in trials}) < 2:
         return Report(metric, len(trials), stopped, reason=f"{metric} is the same in all {len(trials)} trials")
     if len(searched) < MIN_PARAMS:
         return Report(metric, len(trials), stopped, reason=f"fewer than {MIN_PARAMS} searched parameters vary")
     scopes: list[Scope] = []
     skipped: list[str] = []
 
-    def scope(name: str, subset: list[dict[str, Any]], params: dict[str, Param], least: int, carrying=()) -> None:
+    def scope(name: str, subset: list[Row], params: dict[str, Param], least: int, carrying=()) -> None:
         if len(params) < MIN_PARAMS:
             skipped.append(f"{name}: only {', '.join(params) or 'no parameter'} varies there")
         elif len(subset) < least:
@@ -163,17 +164,17 @@ def importance_report(rows: list[dict[str, Any]], config: SweepConfig) -> Report
         if families and set(conditions) == {"student"}:
             continue  # a student's own parameters (width): in that student's family, below
         fixed_by_it = set(conditions)
-        subset = [row for row in trials if all(name in row["config"] for name in branch)]
+        subset = [row for row in trials if all(name in row.config for name in branch)]
         params = {**{n: p for n, p in plain.items() if n not in fixed_by_it}, **branch}
         scope(_describe(conditions), subset, params, MIN_TRIALS, carrying=branch)
     if families:
-        for family in dict.fromkeys(str(row["config"].get("student")) for row in trials):
-            subset = [row for row in trials if str(row["config"].get("student")) == family]
+        for family in dict.fromkeys(str(row.config.get("student")) for row in trials):
+            subset = [row for row in trials if str(row.config.get("student")) == family]
             params = {n: p for n, p in plain.items() if n != "student"}
             own = {
                 n: p
                 for n, p in searched.items()
-                if p.when and set(p.when) == {"student"} and all(n in row["config"] for row in subset)
+                if p.when and set(p.when) == {"student"} and all(n in row.config for row in subset)
             }
             scope(f"student={family}", subset, params | own, MIN_FAMILY_TRIALS, carrying=own)
     return Report(metric, len(trials), stopped, scopes, skipped)
@@ -213,7 +214,7 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
-def report_importance(rows: list[dict[str, Any]], config: SweepConfig, uri: str, parent_run_id: str) -> Report:
+def report_importance(rows: list[Row], config: SweepConfig, uri: str, parent_run_id: str) -> Report:
     """Print the report and log it on the parent run: the figure (IMPORTANCE_PLOT) and the numbers
     (IMPORTANCE_JSON), when there is one. MLflow failing is named on one line, not raised."""
     report = importance_report(rows, config)

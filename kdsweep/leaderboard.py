@@ -1,15 +1,19 @@
-"""The leaderboard: one row per trial, ranked by the objective; one formatter for the sweep and `select`."""
+"""The leaderboard: one row per trial, ranked by the objective; one formatter for the sweep and `select`.
+
+A row is a `Row` wherever it travels (built from Tune's trials by the sweep, from MLflow's runs by
+selection); it becomes a dict only in the `--output-json` file (`write_json`).
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
-from kdsweep.config import SweepConfig
-from kdsweep.outcome import Outcome, ending_reason, outcome_of, trial_error
-from kdsweep.space import is_baseline, trial_template
+from kdsweep.config import Objective, SweepConfig
+from kdsweep.outcome import Outcome
+from kdsweep.selection import TrialRun
 from kdsweep.trial import TrialConfig
 
 STATUS_ORDER = {
@@ -38,46 +42,78 @@ COLUMNS = [
 ]
 
 
-def leaderboard_rows(trials, config: SweepConfig, lacking: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Tune's trials as rows (config, metrics, outcome, node, MLflow run, what MLflow lacks), best first."""
-    objective = config.objectives[0]
-    template = trial_template(config)
-    rows = []
-    for trial in trials:
-        metrics = dict(trial.last_result or {})
-        outcome = outcome_of(trial, config.budget.epochs)
-        rows.append(
-            {
-                "trial_id": trial.trial_id,
-                "role": "baseline" if is_baseline(trial.config or {}) else "trial",
-                "status": str(outcome),
-                "error": trial_error(trial) or ending_reason(metrics),
-                # What the sweep chose for this trial (fixed and sampled), validated; defaults stay implicit.
-                "config": template.trial(trial.config or {}).model_dump(exclude_unset=True),
-                "metrics": {  # finite numbers only: a diverged trial's NaN losses are no result
-                    k: v
-                    for k, v in metrics.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                },
-                "node_id": metrics.get("node_id"),
-                "mlflow_run_id": metrics.get("mlflow_run_id"),
-                "not_in_mlflow": (lacking or {}).get(trial.trial_id),
-                "path": trial.local_path,
-            }
-        )
+@dataclass(frozen=True)
+class VsScratch:
+    """A distillation trial against its scratch baseline (kdsweep.sweep.baselines): at `epoch`, or why not (`note`)."""
 
-    def key(row: dict[str, Any]) -> tuple:
-        value = row["metrics"].get(objective.metric, math.nan)
+    epoch: int | None = None  # None: no comparison, `note` says why
+    baseline_val_accuracy: float | None = None  # the baseline's, at that epoch
+    teacher_val_accuracy: float | None = None
+    note: str | None = None  # also set with a comparison that has no gap_closed (a teacher no better than scratch)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"note": self.note} if self.epoch is None else asdict(self)
+
+
+@dataclass(kw_only=True)
+class Row:
+    """One trial on the leaderboard. Built from Tune's trials by the sweep (kdsweep.sweep.rows), or from a
+    sweep's MLflow runs (`leaderboard_of`): those have no trial id, node or path."""
+
+    trial_id: str | None = None  # Tune's
+    role: Literal["trial", "baseline"] = "trial"  # baseline: the student trained without the teacher
+    status: Outcome | str  # a str only for a run read from MLflow that is still open (its MLflow status)
+    error: str | None = None  # why it failed, diverged or collapsed
+    config: dict[str, Any]  # what the sweep chose for it (from MLflow: its params, as strings)
+    metrics: dict[str, float]  # its last report, finite numbers only; kd_gain and gap_closed once compared
+    node_id: str | None = None
+    mlflow_run_id: str | None = None
+    not_in_mlflow: str | None = None  # what its MLflow run lacks (the tracking server stayed away)
+    path: str | None = None  # the trial's folder in Tune's storage
+    rank: int = 0  # 1 is the best
+    vs_scratch: VsScratch | None = None  # a distillation trial's comparison with its baseline
+    champion: bool | None = None  # set on every row once the sweep has selected a champion
+    # Shown in the table, not part of the JSON: what only a row read from MLflow has.
+    run_name: str | None = None  # the table's "run" (else the trial id)
+    no_model: bool = False  # finished without a logged model: shown as "FINISHED (no model)"
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as `--output-json` writes it (benchmarks read these keys): vs_scratch and champion only when set."""
+        out = {
+            "trial_id": self.trial_id,
+            "role": self.role,
+            "status": str(self.status),
+            "error": self.error,
+            "config": self.config,
+            "metrics": self.metrics,
+            "node_id": self.node_id,
+            "mlflow_run_id": self.mlflow_run_id,
+            "not_in_mlflow": self.not_in_mlflow,
+            "path": self.path,
+            "rank": self.rank,
+        }
+        if self.vs_scratch is not None:
+            out["vs_scratch"] = self.vs_scratch.to_json()
+        if self.champion is not None:
+            out["champion"] = self.champion
+        return out
+
+
+def rank_rows(rows: list[Row], objective: Objective) -> list[Row]:
+    """The rows best first (by outcome, then the objective), each with its rank."""
+
+    def key(row: Row) -> tuple:
+        value = row.metrics.get(objective.metric, math.nan)
         value = -math.inf if math.isnan(value) else (value if objective.mode == "max" else -value)
-        return (STATUS_ORDER[Outcome(row["status"])], -value)
+        return (STATUS_ORDER[Outcome(row.status)], -value)
 
     rows.sort(key=key)
     for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
+        row.rank = rank
     return rows
 
 
-def format_leaderboard(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+def format_leaderboard(rows: list[Row], markdown: bool = False) -> str:
     """Rows with rank, run, config, metrics, status and error; `config` values may be typed (from Tune)
     or strings (MLflow params). Each failed trial's error goes right under its line (in markdown, in
     its status cell)."""
@@ -91,38 +127,57 @@ def format_leaderboard(rows: list[dict[str, Any]], markdown: bool = False) -> st
     said: set[str] = set()  # a note shared by many rows (a teacher no better than scratch) is said once
     for row, line in zip(rows, text[1:], strict=True):
         out.append(line)
-        if row.get("error"):
-            out.append(f"      error: {row['error']}")
-        if row.get("not_in_mlflow"):
-            out.append(f"      not in MLflow: {row['not_in_mlflow']}")
-        note = (row.get("vs_scratch") or {}).get("note")
+        if row.error:
+            out.append(f"      error: {row.error}")
+        if row.not_in_mlflow:
+            out.append(f"      not in MLflow: {row.not_in_mlflow}")
+        note = row.vs_scratch.note if row.vs_scratch else None
         if note and note not in said:
             said.add(note)
             out.append(f"      vs scratch: {note}")
     return "\n".join(out)
 
 
-def _markdown(rows: list[dict[str, Any]], lines: list[list[str]]) -> str:
+def leaderboard_of(ranked: list[TrialRun], markdown: bool = False) -> str:
+    """The table of a sweep's runs as read back from MLflow (kdsweep.sweep_record), in their order."""
+    rows = [
+        Row(
+            rank=position,
+            run_name=run.name,
+            role="baseline" if run.baseline else "trial",
+            config=run.params,
+            metrics=run.metrics,
+            status=run.outcome,
+            no_model=run.outcome == Outcome.FINISHED and not run.model_uri,
+            error=run.error,
+            mlflow_run_id=run.run_id,
+        )
+        for position, run in enumerate(ranked, 1)
+    ]
+    return format_leaderboard(rows, markdown)
+
+
+def _markdown(rows: list[Row], lines: list[list[str]]) -> str:
     out = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for row, cells in zip(rows, lines, strict=True):
-        if row.get("error"):
-            cells[-1] += f": {row['error']}"
+        if row.error:
+            cells[-1] += f": {row.error}"
         out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(out)
 
 
-def _cells(row: Mapping[str, Any]) -> list[str]:
-    config, metrics = row["config"], row["metrics"]
+def _cells(row: Row) -> list[str]:
+    config, metrics = row.config, row.metrics
 
     def value(name: str) -> Any:  # a trial parameter the sweep left at its default has TrialConfig's
         return config.get(name, TrialConfig.model_fields[name].default)
 
     width = value("width")
     student = str(value("student")) + (f"(w{width})" if width not in (None, "None") else "")
-    scratch = row.get("role") == "baseline"
+    scratch = row.role == "baseline"
     return [
-        str(row["rank"]),
-        str(row["run"]),
+        str(row.rank),
+        str(row.run_name or row.trial_id),
         student,
         "-" if scratch else str(value("teacher") or "-"),
         "-" if scratch else _number(value("temperature"), ".2f"),
@@ -134,14 +189,14 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         _number(metrics.get("val_macro_f1"), ".4f"),
         _number(metrics.get("params"), ",.0f"),
         _number(metrics.get("latency_ms"), ".2f"),
-        str(row["status"]),
+        str(row.status) + (" (no model)" if row.no_model else ""),
     ]
 
 
-def _at_epoch(row: Mapping[str, Any]) -> str:
+def _at_epoch(row: Row) -> str:
     """The epoch a trial was compared with its baseline at, when it stopped before its last."""
-    compared = (row.get("vs_scratch") or {}).get("epoch")
-    return f"@{compared}" if compared and str(compared) != str(row["config"].get("epochs")) else ""
+    compared = row.vs_scratch.epoch if row.vs_scratch else None
+    return f"@{compared}" if compared and str(compared) != str(row.config.get("epochs")) else ""
 
 
 def _number(value: Any, spec: str) -> str:
@@ -152,9 +207,9 @@ def _number(value: Any, spec: str) -> str:
     return "-" if math.isnan(number) else format(number, spec)
 
 
-def print_leaderboard(rows: list[dict[str, Any]], config: SweepConfig) -> None:
+def print_leaderboard(rows: list[Row], config: SweepConfig) -> None:
     objective = config.objectives[0]
-    counts = {s: sum(r["status"] == s for r in rows) for s in Outcome}
+    counts = {s: sum(r.status == s for r in rows) for s in Outcome}
     interrupted = f", {counts[Outcome.INTERRUPTED]} interrupted" if counts[Outcome.INTERRUPTED] else ""
     print(
         f"\nleaderboard ({objective.metric}, {objective.mode}; {counts[Outcome.FINISHED]} finished, "
@@ -162,9 +217,10 @@ def print_leaderboard(rows: list[dict[str, Any]], config: SweepConfig) -> None:
         f"{counts[Outcome.DIVERGED]} diverged, "
         f"{counts[Outcome.ERROR]} failed{interrupted})"
     )
-    print(format_leaderboard([{**row, "run": row["trial_id"]} for row in rows]))
+    print(format_leaderboard(rows))
 
 
-def write_json(rows: list[dict[str, Any]], path: str) -> None:
+def write_json(rows: list[Row], path: str) -> None:
+    """The rows as dicts: the one place a row is one (`Row.to_json`)."""
     with open(path, "w") as handle:
-        json.dump(rows, handle, indent=2, default=str)
+        json.dump([row.to_json() for row in rows], handle, indent=2, default=str)

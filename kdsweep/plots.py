@@ -8,6 +8,8 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from kdsweep.selection import Constraints, TrialRun
 
+PARETO_PLOT = "pareto_front.png"  # pareto_figure's file on a sweep's parent run (kdsweep.champion logs it)
+
 
 def confusion_figure(labels, predicted, num_classes: int) -> Figure:
     figure = Figure(figsize=(6, 6))

@@ -11,12 +11,13 @@ import argparse
 
 from mlflow.tracking import MlflowClient
 
-from kdsweep.champion import default_experiment, select_champion
+from kdsweep.champion import select_champion
 from kdsweep.cli import ArgumentParser, add_shipping, add_tracking_uri, run_command, ship_spec
 from kdsweep.errors import ConfigError
 from kdsweep.selection import Constraints, check_selection_metric
 from kdsweep.shipping import FORMATS, ship_model
 from kdsweep.summary import summarise_sweep
+from kdsweep.sweep_record import default_experiment
 from kdsweep.tracking.server import open_store
 from kdsweep.tracking.store import resolve_tracking_uri
 from kdsweep.tracking.ui import run_url, ui_base

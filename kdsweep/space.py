@@ -7,25 +7,18 @@ Random search draws every parameter, as plain Tune domains, and `TrialTemplate.t
 conditional ones whose condition does not hold: the same distribution as drawing them only where
 they apply, reproducible from `searcher.seed`, and stored once in Tune's experiment state (a
 `tune.sample_from` function would be called again when a trial is restored, and draw anew).
-
-A baseline is a Tune config like any other, marked `baseline: true`: its trial is the same student
-trained without the teacher (`TrialConfig.scratch`).
+(A sweep's Tune configs may also stand for scratch baselines: kdsweep.sweep.baselines.trial_config.)
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
 
 from kdsweep.config import Param, SweepConfig
-from kdsweep.trial import DISTILLATION_FIELDS, TrialConfig
-
-BASELINE = "baseline"  # the Tune config key that marks a scratch baseline
+from kdsweep.trial import TrialConfig
 
 
 def _tune_domain(param: Param):
@@ -57,45 +50,9 @@ class TrialTemplate:
         applies = {
             name: value
             for name, value in sampled.items()
-            if name != BASELINE
-            and value is not None
-            and (name not in self.search or self.search[name].condition_holds(sampled))
+            if value is not None and (name not in self.search or self.search[name].condition_holds(sampled))
         }
-        config = TrialConfig.model_validate({**self.base, **applies, **extra})
-        return config.scratch() if is_baseline(sampled) else config
-
-    def baseline_point(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        """The Tune config of the baseline of a sampled trial: the same student and training, no teacher.
-
-        Every searched key is set (a searcher would otherwise sample, or expand a grid over, a missing
-        one): the distillation ones to the scratch values, a training setting searched over a
-        continuous range (lr, weight decay) to the middle of that range (geometric for loguniform), so
-        that trials differing only in it share one baseline.
-        """
-        scratch = TrialConfig(alpha=0.0)
-        point = dict(sampled)
-        for name, param in self.search.items():
-            if name in DISTILLATION_FIELDS:
-                point[name] = getattr(scratch, name)
-            elif param.domain == "uniform":
-                point[name] = (param.values[0] + param.values[1]) / 2
-            elif param.domain == "loguniform":
-                point[name] = math.sqrt(param.values[0] * param.values[1])
-        return {**point, BASELINE: True}
-
-    def baseline_of(self, sampled: dict[str, Any]) -> TrialConfig:
-        """The trial that is the sampled trial's baseline (a baseline's is itself)."""
-        return self.trial(self.baseline_point(sampled))
-
-
-def is_baseline(sampled: dict[str, Any]) -> bool:
-    return bool(sampled.get(BASELINE))
-
-
-def baseline_key(config: TrialConfig, data_digest: str) -> str:
-    """Names one baseline: its training (threads and latency timing aside) on one dataset."""
-    training = config.model_dump(exclude={"num_threads", "measure_latency"})
-    return hashlib.sha256(json.dumps([training, data_digest], sort_keys=True).encode()).hexdigest()[:16]
+        return TrialConfig.model_validate({**self.base, **applies, **extra})
 
 
 def trial_template(config: SweepConfig) -> TrialTemplate:

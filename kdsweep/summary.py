@@ -11,14 +11,20 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
-from kdsweep.champion import PARETO_PLOT, Champion, leaderboard_of, sweep_runs
+from kdsweep.leaderboard import leaderboard_of
 from kdsweep.outcome import Outcome
+from kdsweep.plots import PARETO_PLOT
 from kdsweep.selection import TrialRun, rank
+from kdsweep.sweep_record import sweep_runs
 from kdsweep.tracking.runs import TAG_SWEEP
+
+if TYPE_CHECKING:  # only described here: choosing it is kdsweep.champion's job
+    from kdsweep.champion import Champion
 
 NOTE_TAG = "mlflow.note.content"  # a run's Description in MLflow's UI, rendered as markdown
 NOTE_LIMIT = 8000  # MLflow's longest tag value: the leaderboard is cut to fit

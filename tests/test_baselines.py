@@ -14,13 +14,22 @@ from test_sweep import TINY_SPACE, write_space
 
 from kdsweep.config import load_config
 from kdsweep.gain import gain, versus_baseline
+from kdsweep.leaderboard import Row, VsScratch
+from kdsweep.outcome import Outcome
 from kdsweep.schedulers import SchedulerSettings, list_schedulers, scheduler_entry
-from kdsweep.space import BASELINE, OptunaSpace, baseline_key, is_baseline, trial_template, tune_param_space
+from kdsweep.space import OptunaSpace, trial_template, tune_param_space
 from kdsweep.sweep.baselines import (
+    BASELINE,
+    Baselines,
     BaselinesFirst,
     BaselinesRunOut,
+    baseline_key,
+    baseline_of,
+    baseline_point,
     compare_with_baselines,
     drawn_points,
+    is_baseline,
+    trial_config,
     with_baselines,
 )
 from kdsweep.trial import TrialConfig
@@ -46,25 +55,27 @@ def config(tmp_path):
 
 
 def test_gain_and_gap_closed_by_hand():
-    g = gain(accuracy=0.80, baseline=0.60, teacher=0.90, resolution=0.01, epoch=3)
+    g = gain(accuracy=0.80, baseline=0.60, teacher_accuracy=0.90, resolution=0.01, epoch=3)
     assert g.kd_gain == pytest.approx(0.20) and g.gap_closed == pytest.approx(0.20 / 0.30) and g.note is None
-    worse = gain(accuracy=0.55, baseline=0.60, teacher=0.70, resolution=0.01, epoch=3)
+    worse = gain(accuracy=0.55, baseline=0.60, teacher_accuracy=0.70, resolution=0.01, epoch=3)
     assert worse.kd_gain == pytest.approx(-0.05) and worse.gap_closed == pytest.approx(-0.5)
-    assert gain(accuracy=0.9, baseline=0.6, teacher=0.9, resolution=0.01, epoch=3).gap_closed == pytest.approx(1.0)
+    assert gain(accuracy=0.9, baseline=0.6, teacher_accuracy=0.9, resolution=0.01, epoch=3).gap_closed == pytest.approx(
+        1.0
+    )
 
 
 def test_a_teacher_no_better_than_scratch_closes_no_gap():
     # Within one validation sample (0.01) of the baseline: not a gap worth dividing by.
-    for teacher in (0.605, 0.60, 0.50):
-        g = gain(accuracy=0.62, baseline=0.60, teacher=teacher, resolution=0.01, epoch=2)
+    for teacher_accuracy in (0.605, 0.60, 0.50):
+        g = gain(accuracy=0.62, baseline=0.60, teacher_accuracy=teacher_accuracy, resolution=0.01, epoch=2)
         assert g.kd_gain == pytest.approx(0.02) and g.gap_closed is None
         assert "no better than scratch" in g.note
-    assert gain(accuracy=0.62, baseline=0.60, teacher=0.611, resolution=0.01, epoch=2).gap_closed is not None
+    assert gain(accuracy=0.62, baseline=0.60, teacher_accuracy=0.611, resolution=0.01, epoch=2).gap_closed is not None
 
 
 def test_a_trial_is_compared_with_its_baseline_at_its_own_epoch():
     history = {1: 0.30, 2: 0.50, 3: 0.60}
-    stopped = versus_baseline(history, accuracy=0.45, epoch=1, teacher=0.90, resolution=0.01)
+    stopped = versus_baseline(history, accuracy=0.45, epoch=1, teacher_accuracy=0.90, resolution=0.01)
     assert stopped.epoch == 1 and stopped.baseline == 0.30 and stopped.kd_gain == pytest.approx(0.15)
     assert stopped.gap_closed == pytest.approx(0.15 / 0.60)
     assert versus_baseline({1: 0.3}, 0.5, 3, 0.9, 0.01) == "its baseline reached epoch 1, not 3"
@@ -90,18 +101,18 @@ def test_trials_differing_only_in_distillation_and_a_continuous_setting_share_a_
     b = {**a, "temperature": 5.0, "alpha": 0.9, "loss": "dkd", "beta": 7.0, "lr": 0.08, "standardize": True}
     other_width = {**a, "width": 4}
     resnet = {**a, "student": "resnet8"}  # its width does not apply: dropped
-    key = {name: baseline_key(template.baseline_of(p), "d") for name, p in [("a", a), ("b", b)]}
+    key = {name: baseline_key(baseline_of(template, p), "d") for name, p in [("a", a), ("b", b)]}
     assert key["a"] == key["b"]
-    assert baseline_key(template.baseline_of(other_width), "d") != key["a"]
-    assert baseline_key(template.baseline_of(resnet), "d") == baseline_key(
-        template.baseline_of({**resnet, "width": 4}), "d"
+    assert baseline_key(baseline_of(template, other_width), "d") != key["a"]
+    assert baseline_key(baseline_of(template, resnet), "d") == baseline_key(
+        baseline_of(template, {**resnet, "width": 4}), "d"
     )
-    assert baseline_key(template.baseline_of(a), "other data") != key["a"]
-    baseline = template.baseline_of(a)
+    assert baseline_key(baseline_of(template, a), "other data") != key["a"]
+    baseline = baseline_of(template, a)
     assert baseline.lr == pytest.approx((0.01 * 0.1) ** 0.5)  # the middle of the loguniform range
     assert baseline.alpha == 0 and baseline.batch_size == 32  # fixed settings kept
-    point = template.baseline_point(a)
-    assert is_baseline(point) and template.baseline_of(point) == baseline  # a baseline's baseline is itself
+    point = baseline_point(template, a)
+    assert is_baseline(point) and baseline_of(template, point) == baseline  # a baseline's baseline is itself
 
 
 def test_random_search_puts_one_baseline_in_front_of_each_new_student(config):
@@ -111,14 +122,14 @@ def test_random_search_puts_one_baseline_in_front_of_each_new_student(config):
     scheduled = with_baselines(points, template, "d", set())
     trials = [p for p in scheduled if not is_baseline(p)]
     assert trials == points
-    keys = [baseline_key(template.baseline_of(p), "d") for p in points]
+    keys = [baseline_key(baseline_of(template, p), "d") for p in points]
     baselines = [p for p in scheduled if is_baseline(p)]
     assert len(baselines) == len(set(keys)) >= 2
     for i, point in enumerate(scheduled):  # each in front of the first trial it serves
         if is_baseline(point):
-            key = baseline_key(template.baseline_of(point), "d")
-            served = [baseline_key(template.baseline_of(p), "d") for p in scheduled if not is_baseline(p)]
-            before = [baseline_key(template.baseline_of(p), "d") for p in scheduled[:i] if not is_baseline(p)]
+            key = baseline_key(baseline_of(template, point), "d")
+            served = [baseline_key(baseline_of(template, p), "d") for p in scheduled if not is_baseline(p)]
+            before = [baseline_key(baseline_of(template, p), "d") for p in scheduled[:i] if not is_baseline(p)]
             assert key in served and key not in before
     done = {keys[0]}
     assert len([p for p in with_baselines(points, template, "d", done) if is_baseline(p)]) == len(set(keys)) - 1
@@ -140,8 +151,11 @@ def test_optuna_gets_a_baseline_first_for_each_new_student_and_never_sees_its_re
     trials = [c for c in suggested if not is_baseline(c)]
     baselines = [c for c in suggested if is_baseline(c)]
     assert len(trials) == 5, "num_samples counts the searcher's own trials, not the baselines"
-    students = {baseline_key(template.baseline_of(c), "d") for c in trials}
-    assert len(baselines) == len(students) and {baseline_key(template.trial(b), "d") for b in baselines} == students
+    students = {baseline_key(baseline_of(template, c), "d") for c in trials}
+    assert (
+        len(baselines) == len(students)
+        and {baseline_key(trial_config(template, b), "d") for b in baselines} == students
+    )
     # Optuna saw exactly its five trials completed, none of them a baseline (alpha 0 is outside its space).
     completed = [t for t in inner._ot_study.trials if t.state.name == "COMPLETE"]
     assert len(completed) == 5 and all(t.params["alpha"] >= 0.5 for t in completed)
@@ -199,8 +213,8 @@ def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baselin
     small = {"student": "small_cnn", "width": 4, "temperature": 3.0, "alpha": 0.7, "loss": "kd", "lr": 0.02}
     resnet = {**small, "student": "resnet8"}
     configs = {
-        "b-small": template.baseline_point(small),
-        "b-resnet": template.baseline_point(resnet),
+        "b-small": baseline_point(template, small),
+        "b-resnet": baseline_point(template, resnet),
         "stopped": small,
         "finished": {**resnet, "temperature": 5.0},
         "reused": {**small, "width": 8},
@@ -213,24 +227,27 @@ def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baselin
     }
     frames = {k: pd.DataFrame({"epoch": [1, 2, 3], "val_accuracy": v}) for k, v in frame.items()}
 
-    def row(trial_id: str, epoch: int, accuracy: float) -> dict:
+    def row(trial_id: str, epoch: int, accuracy: float) -> Row:
         role = "baseline" if trial_id.startswith("b-") else "trial"
-        return {"trial_id": trial_id, "role": role, "metrics": {"epoch": epoch, "val_accuracy": accuracy}}
+        metrics = {"epoch": epoch, "val_accuracy": accuracy}
+        return Row(trial_id=trial_id, role=role, status=Outcome.FINISHED, config={}, metrics=metrics)
 
     rows = [row("b-small", 3, 0.5), row("b-resnet", 3, 0.7), row("stopped", 1, 0.45), row("finished", 3, 0.75)]
     rows += [row("reused", 2, 0.55), row("orphan", 2, 0.5)]
-    earlier = {baseline_key(template.baseline_of(configs["reused"]), "d"): {1: 0.1, 2: 0.35}}
-    compare_with_baselines(rows, trials, frames, template, "d", earlier, {"small_cnn": 0.90}, resolution=0.01)
-    by_id = {r["trial_id"]: r for r in rows}
+    earlier = {baseline_key(baseline_of(template, configs["reused"]), "d"): {1: 0.1, 2: 0.35}}
+    compare_with_baselines(
+        rows, trials, frames, Baselines(template, "d", earlier), {"small_cnn": 0.90}, resolution=0.01
+    )
+    by_id = {r.trial_id: r for r in rows}
     stopped = by_id["stopped"]  # ASHA stopped it at epoch 1: the small CNN's baseline at epoch 1
-    assert stopped["vs_scratch"]["epoch"] == 1 and stopped["vs_scratch"]["baseline_val_accuracy"] == 0.30
-    assert stopped["metrics"]["kd_gain"] == pytest.approx(0.15)
-    assert stopped["metrics"]["gap_closed"] == pytest.approx(0.15 / 0.60)
+    assert stopped.vs_scratch.epoch == 1 and stopped.vs_scratch.baseline_val_accuracy == 0.30
+    assert stopped.metrics["kd_gain"] == pytest.approx(0.15)
+    assert stopped.metrics["gap_closed"] == pytest.approx(0.15 / 0.60)
     finished = by_id["finished"]
-    assert finished["metrics"]["kd_gain"] == pytest.approx(0.05)
-    assert finished["metrics"]["gap_closed"] == pytest.approx(0.05 / 0.20)
+    assert finished.metrics["kd_gain"] == pytest.approx(0.05)
+    assert finished.metrics["gap_closed"] == pytest.approx(0.05 / 0.20)
     reused = by_id["reused"]  # an earlier sweep's baseline of the same student
-    assert reused["vs_scratch"]["baseline_val_accuracy"] == 0.35 and reused["metrics"]["kd_gain"] == pytest.approx(0.2)
-    assert by_id["orphan"]["vs_scratch"] == {"note": "its baseline did not report"}
-    assert "kd_gain" not in by_id["orphan"]["metrics"]
-    assert all("kd_gain" not in by_id[b]["metrics"] for b in ("b-small", "b-resnet"))
+    assert reused.vs_scratch.baseline_val_accuracy == 0.35 and reused.metrics["kd_gain"] == pytest.approx(0.2)
+    assert by_id["orphan"].vs_scratch == VsScratch(note="its baseline did not report")
+    assert "kd_gain" not in by_id["orphan"].metrics
+    assert all("kd_gain" not in by_id[b].metrics and by_id[b].vs_scratch is None for b in ("b-small", "b-resnet"))

@@ -40,7 +40,7 @@ def test_trial_reports_every_epoch_with_all_metrics(tiny_data):
     result = run_trial(
         TrialConfig(**{**TINY, "measure_latency": True}),
         tiny_data,
-        teacher=tiny_teacher(tiny_data),
+        logit_source=tiny_teacher(tiny_data),
         report=lambda m, state: reports.append((m, state())),
     )
     assert [m["epoch"] for m, _ in reports] == [1, 2]
@@ -58,7 +58,7 @@ def test_trial_reports_every_epoch_with_all_metrics(tiny_data):
 @pytest.mark.parametrize(("distils", "measures_cost"), [(True, True), (False, False)])
 def test_a_trial_reports_exactly_the_metrics_an_objective_may_name(tiny_data, distils, measures_cost):
     config = TrialConfig(**{**TINY, "epochs": 1, "alpha": 0.9 if distils else 0.0, "measure_latency": measures_cost})
-    result = run_trial(config, tiny_data, teacher=tiny_teacher(tiny_data) if distils else None)
+    result = run_trial(config, tiny_data, logit_source=tiny_teacher(tiny_data) if distils else None)
     assert set(result.metrics) == set(reported_metrics(distils, measures_cost))
 
 
@@ -76,8 +76,8 @@ def test_kd_without_a_teacher_is_refused(tiny_data):
 
 def test_same_seed_gives_identical_students_on_cpu(tiny_data):
     teacher = tiny_teacher(tiny_data)
-    first = run_trial(TrialConfig(**TINY), tiny_data, teacher=teacher)
-    second = run_trial(TrialConfig(**TINY), tiny_data, teacher=teacher)
+    first = run_trial(TrialConfig(**TINY), tiny_data, logit_source=teacher)
+    second = run_trial(TrialConfig(**TINY), tiny_data, logit_source=teacher)
     assert first.metrics["train_loss"] == second.metrics["train_loss"]
     for a, b in zip(first.student.state_dict().values(), second.student.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -88,9 +88,9 @@ def test_resuming_from_a_checkpointed_epoch_matches_an_uninterrupted_run(tiny_da
     config = TrialConfig(**{**TINY, "epochs": 3})
     states = {}
     full = run_trial(
-        config, tiny_data, teacher=teacher, report=lambda m, state: states.__setitem__(m["epoch"], state())
+        config, tiny_data, logit_source=teacher, report=lambda m, state: states.__setitem__(m["epoch"], state())
     )
-    resumed = run_trial(config, tiny_data, teacher=teacher, resume_state=states[1])
+    resumed = run_trial(config, tiny_data, logit_source=teacher, resume_state=states[1])
     assert [h["epoch"] for h in resumed.history] == [2, 3]
     assert resumed.metrics["train_loss"] == pytest.approx(full.metrics["train_loss"], rel=1e-6)
     for a, b in zip(full.student.state_dict().values(), resumed.student.state_dict().values(), strict=True):
@@ -131,7 +131,7 @@ def test_a_student_agrees_fully_with_itself_as_teacher(tiny_data):
 
 def test_dkd_trial_runs_with_warmup(tiny_data):
     config = TrialConfig(**{**TINY, "loss": "dkd", "alpha": 1.0, "beta": 8.0, "dkd_warmup_epochs": 2})
-    result = run_trial(config, tiny_data, teacher=tiny_teacher(tiny_data))
+    result = run_trial(config, tiny_data, logit_source=tiny_teacher(tiny_data))
     assert result.metrics["train_kd"] > 0
     assert result.metrics["val_accuracy"] >= 0.0
 
@@ -141,7 +141,7 @@ def test_distillation_on_digits_reaches_high_accuracy():
     teacher = run_trial(TrialConfig(student="small_cnn", width=16, alpha=0.0, epochs=6, measure_latency=False), data)
     assert teacher.metrics["val_accuracy"] >= 0.9
     config = TrialConfig(student="resnet8", epochs=8, temperature=4, alpha=0.9, measure_latency=False)
-    student = run_trial(config, data, teacher=OnlineTeacher(teacher.student))
+    student = run_trial(config, data, logit_source=OnlineTeacher(teacher.student))
     assert student.metrics["val_accuracy"] >= 0.9
     assert student.metrics["teacher_agreement"] >= 0.9
 

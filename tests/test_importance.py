@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from kdsweep.importance import (
     importance_report,
     report_importance,
 )
+from kdsweep.leaderboard import Row
+from kdsweep.outcome import Outcome
 from kdsweep.plots import importance_figure
 from kdsweep.summary import NOTE_TAG, PLOTS, summarise_sweep
 
@@ -37,7 +40,7 @@ SPACE = {
 CONFIG = SweepConfig.model_validate(SPACE)
 
 
-def trials(n: int, value, seed: int = 0, status: str = "FINISHED", students=("small_cnn", "resnet8")) -> list[dict]:
+def trials(n: int, value, seed: int = 0, status=Outcome.FINISHED, students=("small_cnn", "resnet8")) -> list[Row]:
     """n leaderboard rows drawn from SPACE (conditional parameters only where they apply), each
     valued by `value(config)`."""
     rng = random.Random(seed)
@@ -53,7 +56,7 @@ def trials(n: int, value, seed: int = 0, status: str = "FINISHED", students=("sm
             config["width"] = rng.choice([4, 8])
         if config["loss"] == "dkd":
             config["beta"] = rng.uniform(1, 8)
-        rows.append({"role": "trial", "status": status, "config": config, "metrics": {"val_accuracy": value(config)}})
+        rows.append(Row(trial_id=f"t{i}", status=status, config=config, metrics={"val_accuracy": value(config)}))
     return rows
 
 
@@ -76,7 +79,7 @@ def test_a_conditional_parameter_is_judged_only_over_the_trials_that_carry_it():
         return 0.5 + 0.05 * config["beta"] if config["loss"] == "dkd" else 0.6
 
     rows = trials(32, value)
-    dkd = sum(row["config"]["loss"] == "dkd" for row in rows)
+    dkd = sum(row.config["loss"] == "dkd" for row in rows)
     report = importance_report(rows, CONFIG)
     scopes = by_name(report)
     branch = scopes["loss=dkd"]
@@ -105,9 +108,9 @@ def test_student_families_with_enough_trials_get_their_own_line_and_carry_their_
 def test_scratch_baselines_and_trials_without_a_result_are_left_out():
     rows = trials(8, lambda c: 0.3 + 0.08 * c["temperature"])
     noise = [
-        {"role": "baseline", "status": "FINISHED", "config": {"student": "resnet8"}, "metrics": {"val_accuracy": 0.1}},
-        {**rows[0], "status": "ERROR", "metrics": {}},
-        {**rows[1], "status": "DIVERGED", "metrics": {"val_accuracy": 0.99}},
+        Row(role="baseline", status=Outcome.FINISHED, config={"student": "resnet8"}, metrics={"val_accuracy": 0.1}),
+        replace(rows[0], status=Outcome.ERROR, metrics={}),
+        replace(rows[1], status=Outcome.DIVERGED, metrics={"val_accuracy": 0.99}),
     ]
     report = importance_report(rows + noise, CONFIG)
     assert report.trials == 8 and by_name(report)["all trials"].trials == 8
@@ -115,9 +118,9 @@ def test_scratch_baselines_and_trials_without_a_result_are_left_out():
 
 def test_stopped_trials_count_only_when_too_few_finished_and_the_report_says_so():
     value = lambda c: 0.3 + 0.08 * c["temperature"]  # noqa: E731
-    enough = trials(6, value) + trials(6, value, seed=1, status="STOPPED")
+    enough = trials(6, value) + trials(6, value, seed=1, status=Outcome.STOPPED)
     assert importance_report(enough, CONFIG).trials == 6  # the finished ones only
-    few = trials(3, value) + trials(6, value, seed=1, status="STOPPED")
+    few = trials(3, value) + trials(6, value, seed=1, status=Outcome.STOPPED)
     report = importance_report(few, CONFIG)
     assert report.trials == 9 and report.stopped == 6
     assert "over 9 trials, 6 of them stopped early" in format_report(report)

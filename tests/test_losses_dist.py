@@ -128,7 +128,7 @@ def test_dist_is_registered_and_always_needs_a_teacher():
 
 def test_a_dist_trial_reports_finite_losses_with_ce_added_at_weight_one(tiny_data):
     config = TrialConfig(**TINY, loss="dist", temperature=4.0, alpha=1.0, beta=1.0)
-    result = run_trial(config, tiny_data, teacher=OnlineTeacher(tiny_model(tiny_data)))
+    result = run_trial(config, tiny_data, logit_source=OnlineTeacher(tiny_model(tiny_data)))
     assert [m["epoch"] for m in result.history] == [1, 2]
     for metrics in result.history:
         assert all(math.isfinite(metrics[k]) for k in ("train_loss", "train_ce", "train_kd", "val_loss"))
@@ -144,8 +144,8 @@ def test_dist_trains_the_same_student_on_the_cache_as_on_the_online_teacher(tiny
     teacher = tiny_model(tiny_data)
     cache = build_teacher_cache(teacher, tiny_data, 2, torch.device("cpu"), 64.0, log=lambda _: None)
     config = TrialConfig(**TINY, loss="dist", alpha=1.0, beta=1.0)
-    cached = run_trial(config, tiny_data, teacher=cache)
-    online = run_trial(config, tiny_data, teacher=OnlineTeacher(Float16(teacher), view_epochs=cache.view_epochs))
+    cached = run_trial(config, tiny_data, logit_source=cache)
+    online = run_trial(config, tiny_data, logit_source=OnlineTeacher(Float16(teacher), view_epochs=cache.view_epochs))
     for a, b in zip(cached.history, online.history, strict=True):
         assert a["train_kd"] == pytest.approx(b["train_kd"], rel=1e-5)
     for a, b in zip(cached.student.state_dict().values(), online.student.state_dict().values(), strict=True):

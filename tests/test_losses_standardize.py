@@ -146,7 +146,7 @@ def test_the_trial_loop_passes_standardize_to_the_loss_every_epoch(tiny_data, mo
         beta=1.0,
         dkd_warmup_epochs=2,
     )
-    result = run_trial(config, tiny_data, teacher=teacher)
+    result = run_trial(config, tiny_data, logit_source=teacher)
     assert math.isfinite(result.metrics["train_loss"])
     batches = len(seen) // 2
     assert {p.standardize for p in seen} == {True}

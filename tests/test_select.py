@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from kdsweep.champion import select_champion, sweep_config
+from kdsweep.champion import select_champion
 from kdsweep.config import load_config
 from kdsweep.data import DataSpec
 from kdsweep.errors import ConfigError
@@ -20,6 +20,7 @@ from kdsweep.outcome import Outcome
 from kdsweep.plots import confusion_figure
 from kdsweep.select import main
 from kdsweep.selection import Constraints, TrialRun, pareto_front, rank, satisfies
+from kdsweep.sweep_record import sweep_config
 from kdsweep.tracking.runs import TAG_MODEL_URI, SweepTracker, TrialTracker
 from kdsweep.trial import TrialConfig, evaluate, predict, run_trial
 

@@ -154,9 +154,9 @@ def test_a_trial_on_the_cache_trains_the_same_student_as_one_on_the_online_teach
         student="small_cnn", width=4, epochs=3, batch_size=32, measure_latency=False, stop_at_chance=False
     )
     assert cache.view_epochs == 2  # so epoch 3 trains on epoch 1's views again, with the cache and online alike
-    cached = run_trial(config, data, teacher=cache)
+    cached = run_trial(config, data, logit_source=cache)
     for online_teacher, tolerance in ((Float16(teacher), 1e-5), (teacher, 1e-2)):
-        online = run_trial(config, data, teacher=OnlineTeacher(online_teacher, view_epochs=2))
+        online = run_trial(config, data, logit_source=OnlineTeacher(online_teacher, view_epochs=2))
         assert cached.metrics["teacher_agreement"] == online.metrics["teacher_agreement"]
         assert cached.metrics["train_loss"] == pytest.approx(online.metrics["train_loss"], rel=tolerance)
         for a, b in zip(online.student.state_dict().values(), cached.student.state_dict().values(), strict=True):

@@ -54,7 +54,7 @@ def test_each_teacher_is_cached_exactly_as_alone(ray_session, tmp_path, tiny_dat
     assert sorted(found) == ["cnn", "resnet"]  # each found on disk (earlier tests trained them) or None
     staged = teacher_stage(config, tiny_data, ray.put(tiny_data), found, log=lambda line: None)
     assert sorted(staged) == ["cnn", "resnet"]
-    caches = {name: ray.get(s.outputs) for name, s in staged.items()}
+    caches = {name: ray.get(s.logit_source) for name, s in staged.items()}
     for name, cache in caches.items():
         module = staged[name].teacher.module
         alone = build_teacher_cache(module, tiny_data, 2, torch.device("cpu"), 1024, log=lambda line: None)

@@ -16,10 +16,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from kdsweep.champion import sweep_config
 from kdsweep.data import Dataset, eval_batches, load_dataset
 from kdsweep.errors import ConfigError, did_you_mean, one_line
 from kdsweep.models import create_model
+from kdsweep.sweep_record import sweep_config
 from kdsweep.tracking.models import LoggedModel, load_logged_model
 from kdsweep.tracking.runs import TAG_PARENT, TAG_ROLE
 from kdsweep.tracking.store import display_uri

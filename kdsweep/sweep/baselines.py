@@ -1,5 +1,11 @@
-"""Scratch baselines in the sweep's own Tune run: every distinct student it trains is also trained once
-without the teacher, so that each distillation trial can say what the teacher bought it.
+"""Scratch baselines, the one home of the feature: every distinct student a sweep trains is also trained
+once without the teacher, in the sweep's own Tune run, so that each distillation trial can say what the
+teacher bought it (kdsweep.gain's kd_gain and gap_closed).
+
+A baseline is a Tune config like any other, marked `baseline: true`: its trial is the same student
+trained without the teacher (`TrialConfig.scratch`); `trial_config` turns any Tune config of the sweep
+into its trial. Trials whose students train alike share one baseline (`baseline_key`), which a later
+sweep of the experiment reuses from MLflow (the run's `kdsweep.baseline` tag) instead of training it again.
 
 Random and grid search are not adaptive: their trials are drawn up front (as Tune's generator would
 draw them, from `searcher.seed`), and each new student's baseline goes in front of its first trial.
@@ -13,7 +19,12 @@ epoch, and its results must not move the scheduler's cutoffs for the distillatio
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +34,78 @@ from ray.tune.search import Searcher
 from ray.tune.search.variant_generator import generate_variants
 
 from kdsweep.gain import versus_baseline
-from kdsweep.space import TrialTemplate, baseline_key, is_baseline
+from kdsweep.leaderboard import Row, VsScratch
+from kdsweep.space import TrialTemplate
+from kdsweep.tracking.runs import TAG_BASELINE, SweepTracker
+from kdsweep.trial import DISTILLATION_FIELDS, TrialConfig
+
+BASELINE = "baseline"  # the Tune config key that marks a scratch baseline
+
+
+def is_baseline(sampled: Mapping[str, Any]) -> bool:
+    return bool(sampled.get(BASELINE))
+
+
+def trial_config(template: TrialTemplate, sampled: dict[str, Any], **extra: Any) -> TrialConfig:
+    """The validated trial a Tune config of the sweep stands for: a baseline's is its student without the teacher."""
+    if is_baseline(sampled):
+        return template.trial({k: v for k, v in sampled.items() if k != BASELINE}, **extra).scratch()
+    return template.trial(sampled, **extra)
+
+
+def baseline_point(template: TrialTemplate, sampled: dict[str, Any]) -> dict[str, Any]:
+    """The Tune config of the baseline of a sampled trial: the same student and training, no teacher.
+
+    Every searched key is set (a searcher would otherwise sample, or expand a grid over, a missing
+    one): the distillation ones to the scratch values, a training setting searched over a
+    continuous range (lr, weight decay) to the middle of that range (geometric for loguniform), so
+    that trials differing only in it share one baseline.
+    """
+    scratch = TrialConfig(alpha=0.0)
+    point = dict(sampled)
+    for name, param in template.search.items():
+        if name in DISTILLATION_FIELDS:
+            point[name] = getattr(scratch, name)
+        elif param.domain == "uniform":
+            point[name] = (param.values[0] + param.values[1]) / 2
+        elif param.domain == "loguniform":
+            point[name] = math.sqrt(param.values[0] * param.values[1])
+    return {**point, BASELINE: True}
+
+
+def baseline_of(template: TrialTemplate, sampled: dict[str, Any]) -> TrialConfig:
+    """The trial that is the sampled trial's baseline (a baseline's is itself)."""
+    return trial_config(template, baseline_point(template, sampled))
+
+
+def baseline_key(config: TrialConfig, data_digest: str) -> str:
+    """Names one baseline: its training (threads and latency timing aside) on one dataset."""
+    training = config.model_dump(exclude={"num_threads", "measure_latency"})
+    return hashlib.sha256(json.dumps([training, data_digest], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_tags(sampled: dict[str, Any], config: TrialConfig, data_digest: str) -> dict[str, str]:
+    """A baseline's MLflow run is tagged with its key, by which a later sweep of the experiment finds it."""
+    return {TAG_BASELINE: baseline_key(config, data_digest)} if is_baseline(sampled) else {}
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """Scratch baselines to schedule: of the sweep's students on the dataset with this digest, but for those done."""
+
+    template: TrialTemplate  # the sweep's: what its Tune configs stand for
+    digest: str
+    earlier: dict[str, dict[int, float]]  # baselines already trained in the experiment (reused): key -> history
+
+    @property
+    def done(self) -> frozenset[str]:
+        return frozenset(self.earlier)
+
+
+def plan_baselines(enabled: bool, template: TrialTemplate, tracker: SweepTracker, data_digest: str) -> Baselines | None:
+    """The sweep's baselines when `enabled` (run.baselines, and a teacher to compare with), reusing the
+    experiment's finished ones; None when it has none."""
+    return Baselines(template, data_digest, tracker.finished_baselines()) if enabled else None
 
 
 def drawn_points(param_space: dict[str, Any], num_samples: int, seed: int | None) -> list[dict[str, Any]]:
@@ -43,8 +125,8 @@ def with_baselines(
     baselines already trained (reused, not scheduled)."""
     scheduled, out = set(done), []
     for point in points:
-        baseline = template.baseline_point(point)
-        key = baseline_key(template.baseline_of(point), digest)
+        baseline = baseline_point(template, point)
+        key = baseline_key(baseline_of(template, point), digest)
         if key not in scheduled:
             scheduled.add(key)
             out.append(baseline)
@@ -79,8 +161,8 @@ class BaselinesFirst(Searcher):
         if config is None or config == Searcher.FINISHED:
             return config
         self.drawn += 1
-        baseline = self.template.baseline_point(config)
-        key = baseline_key(self.template.baseline_of(config), self.digest)
+        baseline = baseline_point(self.template, config)
+        key = baseline_key(baseline_of(self.template, config), self.digest)
         if key in self.scheduled:
             return config
         self.scheduled.add(key)
@@ -181,45 +263,48 @@ class _SavesPausedStops:
 
 
 def compare_with_baselines(
-    rows: list[dict[str, Any]],
+    rows: list[Row],
     trials,
     frames: dict[str, Any],
-    template: TrialTemplate,
-    digest: str,
-    earlier: dict[str, dict[int, float]],
-    teachers: dict[str, float],
+    baselines: Baselines,
+    teacher_accuracies: dict[str, float],
     resolution: float,
 ) -> None:
     """Each distillation row gets kd_gain and gap_closed (in its metrics) and `vs_scratch` (the epoch,
     the baseline's accuracy there, or why there is no comparison). `frames`: Tune's results per trial
-    id; `earlier`: baselines of earlier sweeps of the experiment, by key; `teachers`: each teacher's
-    val_accuracy by name. A baseline serves every teacher: gap_closed is per (teacher, student) pair."""
+    id; `teacher_accuracies`: each teacher's val_accuracy by name. A baseline serves every teacher: gap_closed is
+    per (teacher, student) pair."""
     configs = {trial.trial_id: trial.config or {} for trial in trials}
-    histories = dict(earlier)
+    template, digest = baselines.template, baselines.digest
+    histories = dict(baselines.earlier)
     for row in rows:
-        frame = frames.get(row["trial_id"])
-        if row["role"] == "baseline" and frame is not None and "val_accuracy" in frame:
-            key = baseline_key(template.baseline_of(configs[row["trial_id"]]), digest)
+        frame = frames.get(row.trial_id)
+        if row.role == "baseline" and frame is not None and "val_accuracy" in frame:
+            key = baseline_key(baseline_of(template, configs[row.trial_id]), digest)
             histories[key] = dict(zip(frame["epoch"].astype(int), frame["val_accuracy"], strict=True))
     for row in rows:
-        metrics = row["metrics"]
-        if row["role"] == "baseline" or "val_accuracy" not in metrics:
+        metrics = row.metrics
+        if row.role == "baseline" or "val_accuracy" not in metrics:
             continue
-        history = histories.get(baseline_key(template.baseline_of(configs[row["trial_id"]]), digest))
+        history = histories.get(baseline_key(baseline_of(template, configs[row.trial_id]), digest))
         if history is None:
-            row["vs_scratch"] = {"note": "its baseline did not report"}
+            row.vs_scratch = VsScratch(note="its baseline did not report")
             continue
-        teacher = teachers[template.trial(configs[row["trial_id"]]).teacher]
-        compared = versus_baseline(history, metrics["val_accuracy"], int(metrics["epoch"]), teacher, resolution)
+        teacher_accuracy = teacher_accuracies[trial_config(template, configs[row.trial_id]).teacher]
+        epoch = int(metrics["epoch"])
+        compared = versus_baseline(history, metrics["val_accuracy"], epoch, teacher_accuracy, resolution)
         if isinstance(compared, str):
-            row["vs_scratch"] = {"note": compared}
+            row.vs_scratch = VsScratch(note=compared)
             continue
         metrics["kd_gain"] = compared.kd_gain
         if compared.gap_closed is not None:
             metrics["gap_closed"] = compared.gap_closed
-        row["vs_scratch"] = {
-            "epoch": compared.epoch,
-            "baseline_val_accuracy": compared.baseline,
-            "teacher_val_accuracy": teacher,
-            "note": compared.note,
-        }
+        row.vs_scratch = VsScratch(compared.epoch, compared.baseline, teacher_accuracy, compared.note)
+
+
+def log_gains(tracker: SweepTracker, rows: list[Row]) -> None:
+    """kd_gain and gap_closed on each compared trial's MLflow run, at the epoch of the comparison."""
+    for row in rows:
+        if "kd_gain" in row.metrics and row.mlflow_run_id:
+            gap = row.metrics.get("gap_closed")
+            tracker.log_gains(row.mlflow_run_id, row.metrics["kd_gain"], gap, row.vs_scratch.epoch)

@@ -17,10 +17,10 @@ import torch
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from kdsweep.config import SweepConfig
 from kdsweep.data import Dataset
 from kdsweep.outcome import Outcome, outcome_of, trial_error
-from kdsweep.space import is_baseline, trial_template
+from kdsweep.space import TrialTemplate
+from kdsweep.sweep.baselines import trial_config
 from kdsweep.sweep.trainable import STATE_FILE, log_final_student, open_trial_run
 from kdsweep.tracking.pending import Pending
 from kdsweep.tracking.runs import SweepTracker, TrackingContext
@@ -35,10 +35,16 @@ class RunCloser:
     recorded, the student from the trial's last checkpoint, and its outcome."""
 
     def __init__(
-        self, tracker: SweepTracker, tracking: TrackingContext, config: SweepConfig, data: Dataset, log=print
+        self,
+        tracker: SweepTracker,
+        tracking: TrackingContext,
+        template: TrialTemplate,
+        epochs: int,
+        data: Dataset,
+        log=print,
     ) -> None:
         self.tracker, self.tracking, self.data = tracker, tracking, data
-        self.template, self.epochs = trial_template(config), config.budget.epochs
+        self.template, self.epochs = template, epochs  # the sweep's, and its epoch budget
         self.pending = Pending(log)
 
     def register(self, sweep: str) -> None:
@@ -85,8 +91,8 @@ class RunCloser:
             return
         if not last:
             return  # never reported an epoch: nothing to record
-        config = self.template.trial(trial.config or {})
-        tracker = open_trial_run(self.tracking, trial.trial_id, config, self.data, is_baseline(trial.config or {}))
+        config = trial_config(self.template, trial.config or {})
+        tracker = open_trial_run(self.tracking, trial.trial_id, trial.config or {}, config, self.data)
         frame = results.get(trial.trial_id)
         keys = [k for k in last if k not in AUTO_RESULT_KEYS and k not in TRIAL_EXTRAS and not k.startswith("config/")]
         for _, row in frame.iterrows() if frame is not None else []:

@@ -16,19 +16,20 @@ from kdsweep.data import Dataset, load_dataset
 from kdsweep.disk import check_writable_dir
 from kdsweep.errors import ConfigError, one_line
 from kdsweep.importance import report_importance
-from kdsweep.leaderboard import leaderboard_rows, print_leaderboard, write_json
+from kdsweep.leaderboard import Row, print_leaderboard, write_json
 from kdsweep.outcome import Outcome
 from kdsweep.selection import Constraints
-from kdsweep.space import trial_template
+from kdsweep.space import TrialTemplate, trial_template
 from kdsweep.summary import summarise_sweep
-from kdsweep.sweep.baselines import compare_with_baselines
+from kdsweep.sweep.baselines import Baselines, compare_with_baselines, log_gains, plan_baselines
 from kdsweep.sweep.callbacks import RunCloser
 from kdsweep.sweep.cluster import check_experiment_artifacts, check_folder_on_nodes, tracking_host
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
+from kdsweep.sweep.rows import leaderboard_rows
 from kdsweep.sweep.teacher_stage import StagedTeacher, find_teachers, teacher_stage
-from kdsweep.sweep.tuner import Baselines, build_tuner, experiment_path, storage_path
+from kdsweep.sweep.tuner import build_tuner, experiment_path, storage_path
 from kdsweep.tracking.pending import FAIL_FAST
-from kdsweep.tracking.runs import SweepTracker
+from kdsweep.tracking.runs import SweepTracker, TrackingContext
 from kdsweep.tracking.server import MlflowServer, launch_private_server, tracking_service
 from kdsweep.tracking.store import QUIET_MLFLOW, display_uri, resolve_tracking_uri, use_store
 from kdsweep.tracking.teacher_run import log_teacher
@@ -47,7 +48,7 @@ class Prepared:
 
     data: Dataset
     data_ref: ray.ObjectRef  # the dataset in the object store, decoded once, shared by every trial
-    teachers: dict[str, StagedTeacher]  # by name; none when no trial distils
+    staged_teachers: dict[str, StagedTeacher]  # by teacher name; none when no trial distils
     store: str  # the MLflow store, before a private server fronts it
     tracking_host: str | None  # where that server listens (None: 127.0.0.1)
     server: MlflowServer | None  # that server, launched and starting up (None: the store is a server)
@@ -93,12 +94,12 @@ def prepare(config: SweepConfig) -> Prepared:
         if config.run.address:
             check_folder_on_nodes(data, node_types, config)
         data_ref = ray.put(data)
-        teachers = teacher_stage(config, data, data_ref, found) if distils else {}
+        staged_teachers = teacher_stage(config, data, data_ref, found) if distils else {}
     except BaseException:
         if server is not None:
             server.discard()
         raise
-    return Prepared(data, data_ref, teachers, store, host, server)
+    return Prepared(data, data_ref, staged_teachers, store, host, server)
 
 
 def check_storage(config: SweepConfig) -> None:
@@ -127,75 +128,155 @@ def run_sweep(config: SweepConfig, resume_command: str = "") -> int:
 
 
 def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_command: str = "") -> int:
-    data, teachers = prepared.data, prepared.teachers
+    """The sweep once its input is known to be good, against the tracking server at `uri`."""
+    # What every trial shares, built once: the tuner, trials, run closer and rows read Tune configs with it.
+    template = trial_template(config)
+    tracked = start_tracking(config, prepared, uri)
+    print_header(config, prepared, tracked)
+    # Without a teacher, every trial is scratch: nothing to compare with.
+    enabled = bool(config.run.baselines and prepared.staged_teachers)
+    baselines = plan_baselines(enabled, template, tracked.tracker, prepared.data.digest)
+    closer = run_trials(config, template, prepared, tracked, baselines)
+    analysis, lacking = read_results(config, closer)
+    rows = ranked_rows(config, template, prepared, analysis, lacking, baselines)
+    show_rows(config, rows)
+    stopped = stopped_before_selection(tracked, rows, lacking, resume_command)
+    if stopped is not None:
+        return stopped
+    log_gains(tracked.tracker, rows)
+    # A sweep of which only scratch baselines succeeded distilled nothing.
+    succeeded = any(row.role == "trial" and row.status in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
+    _finish(tracked.tracker, "FINISHED" if succeeded else "FAILED")
+    champion, no_champion = select_and_mark(config, tracked, rows, succeeded)
+    report(config, tracked, rows, champion, no_champion)
+    return 0 if succeeded else 1
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """The sweep in MLflow: its parent run, what trials find it with, and where it is in the UI."""
+
+    tracker: SweepTracker
+    context: TrackingContext
+    ui_base: str  # where a browser finds MLflow's UI
+    ui_command: str | None  # what starts that UI, when no server serves it
+    sweep_link: str  # the sweep's runs, best first
+
+    @property
+    def uri(self) -> str:
+        return self.context.uri
+
+
+def start_tracking(config: SweepConfig, prepared: Prepared, uri: str) -> Tracked:
+    """The sweep's parent run (reused by --resume), linked to each teacher's own run."""
     tracker = SweepTracker(uri, config.experiment_name)
-    tracking = tracker.start_parent(config, data, resume=config.run.resume)
-    for name, staged in teachers.items():
-        teacher_run_id, reference = log_teacher(uri, staged.teacher, data)
+    context = tracker.start_parent(config, prepared.data, resume=config.run.resume)
+    for teacher_name, staged in prepared.staged_teachers.items():
+        teacher_run_id, reference = log_teacher(uri, staged.teacher, prepared.data)
         reference["val_accuracy"] = staged.val_accuracy  # what gap_closed closes
-        tracker.link_teacher(teacher_run_id, reference, staged.node_id, name if config.teachers else None)
+        tracker.link_teacher(teacher_run_id, reference, staged.node_id, teacher_name if config.teachers else None)
     base, ui_command = ui_base(prepared.store)
     primary = config.objectives[0]
-    sweep_link = experiment_url(base, tracking.experiment_id, primary.metric, primary.mode)
+    return Tracked(
+        tracker, context, base, ui_command, experiment_url(base, context.experiment_id, primary.metric, primary.mode)
+    )
+
+
+def print_header(config: SweepConfig, prepared: Prepared, tracked: Tracked) -> None:
+    mlflow, parent = display_uri(tracked.uri), tracked.context.parent_run_id
     print(
-        f"sweep '{config.experiment_name}': {config.budget.num_samples} samples on {data.name}, "
-        f"storage {storage_path(config)}, MLflow {display_uri(uri)} (parent run {tracking.parent_run_id})\n"
-        f"MLflow UI: {sweep_link}" + (f"  (start it with: {ui_command})" if ui_command else ""),
+        f"sweep '{config.experiment_name}': {config.budget.num_samples} samples on {prepared.data.name}, "
+        f"storage {storage_path(config)}, MLflow {mlflow} (parent run {parent})\n"
+        f"MLflow UI: {tracked.sweep_link}" + (f"  (start it with: {tracked.ui_command})" if tracked.ui_command else ""),
         flush=True,
     )
-    baselines, earlier = None, {}
-    if config.run.baselines and teachers:  # without a teacher, every trial is scratch
-        earlier = tracker.finished_baselines()
-        baselines = Baselines(data.digest, frozenset(earlier))
-    closer = RunCloser(tracker, tracking, config, data)
+
+
+def run_trials(
+    config: SweepConfig, template: TrialTemplate, prepared: Prepared, tracked: Tracked, baselines: Baselines | None
+) -> RunCloser:
+    """Run the trials; the returned closer has closed their MLflow runs as Tune ended them."""
+    closer = RunCloser(tracked.tracker, tracked.context, template, config.budget.epochs, prepared.data)
     closer.register(config.experiment_name)  # what Tune's restored callbacks close runs with
-    outputs = {name: staged.outputs for name, staged in teachers.items()}
-    build_tuner(config, prepared.data_ref, outputs, tracking, baselines).fit()
-    # The trials as Tune last saved them: on Ctrl-C it saves the running ones as RUNNING (what --resume
-    # continues) before it stops them, so a status other than TERMINATED or ERROR means interrupted.
+    logit_sources = {teacher_name: staged.logit_source for teacher_name, staged in prepared.staged_teachers.items()}
+    build_tuner(config, template, prepared.data_ref, logit_sources, tracked.context, baselines).fit()
+    return closer
+
+
+def read_results(config: SweepConfig, closer: RunCloser) -> tuple[ExperimentAnalysis, dict[str, str]]:
+    """The trials as Tune last saved them, and what MLflow still lacks of them (by trial id) once every
+    run has been repaired. On Ctrl-C Tune saves the running trials as RUNNING (what --resume continues)
+    before it stops them, so a status other than TERMINATED or ERROR means interrupted."""
     analysis = ExperimentAnalysis(experiment_path(config))
-    lacking = closer.reconcile(analysis.trials, analysis.trial_dataframes)
-    rows = leaderboard_rows(analysis.trials, config, lacking)
+    return analysis, closer.reconcile(analysis.trials, analysis.trial_dataframes)
+
+
+def ranked_rows(
+    config: SweepConfig,
+    template: TrialTemplate,
+    prepared: Prepared,
+    analysis: ExperimentAnalysis,
+    lacking: dict[str, str],
+    baselines: Baselines | None,
+) -> list[Row]:
+    """One row per trial, best first; each distillation trial compared with its scratch baseline."""
+    rows = leaderboard_rows(analysis.trials, template, config, lacking)
     if baselines:
-        accuracy = {name: staged.val_accuracy for name, staged in teachers.items()}
-        frames, resolution = analysis.trial_dataframes, 1 / len(data.val)
-        compare_with_baselines(
-            rows, analysis.trials, frames, trial_template(config), data.digest, earlier, accuracy, resolution
-        )
+        staged_teachers = prepared.staged_teachers.items()
+        teacher_accuracies = {teacher_name: staged.val_accuracy for teacher_name, staged in staged_teachers}
+        frames, resolution = analysis.trial_dataframes, 1 / len(prepared.data.val)
+        compare_with_baselines(rows, analysis.trials, frames, baselines, teacher_accuracies, resolution)
+    return rows
+
+
+def show_rows(config: SweepConfig, rows: list[Row]) -> None:
     print_leaderboard(rows, config)
     if config.run.output_json:
         write_json(rows, config.run.output_json)
-    if any(row["status"] == Outcome.INTERRUPTED for row in rows):
-        _finish(tracker, "KILLED")
+
+
+def stopped_before_selection(
+    tracked: Tracked, rows: list[Row], lacking: dict[str, str], resume_command: str
+) -> int | None:
+    """The exit code of a sweep that must not select (interrupted, or MLflow lacks part of it); None otherwise."""
+    if any(row.status == Outcome.INTERRUPTED for row in rows):
+        _finish(tracked.tracker, "KILLED")
         print(f"\ninterrupted: nothing was selected or registered. Continue the sweep with:\n  {resume_command}")
         return EXIT_INTERRUPTED
     if lacking:  # the tracking server stayed away: selection would read an incomplete record
         print(
-            f"\nMLflow ({display_uri(uri)}) stayed unreachable: it lacks what {len(lacking)} trial(s) recorded "
+            f"\nMLflow ({display_uri(tracked.uri)}) stayed unreachable: it lacks what {len(lacking)} trial(s) recorded "
             "(rows marked 'not in MLflow'); nothing was selected or registered"
         )
         return 1
-    for row in rows:
-        if "kd_gain" in row["metrics"] and row.get("mlflow_run_id"):
-            gap = row["metrics"].get("gap_closed")
-            tracker.log_gains(row["mlflow_run_id"], row["metrics"]["kd_gain"], gap, row["vs_scratch"]["epoch"])
-    # A sweep of which only scratch baselines succeeded distilled nothing.
-    succeeded = any(row["role"] == "trial" and row["status"] in (Outcome.FINISHED, Outcome.STOPPED) for row in rows)
-    _finish(tracker, "FINISHED" if succeeded else "FAILED")
-    champion, no_champion = None, "selection skipped (--no-select)" if succeeded else "no trial succeeded"
-    if succeeded and config.run.select:
-        champion, no_champion = choose_champion(config, uri, tracking.parent_run_id), "no finished trial with a model"
-        if champion is not None:
-            link = run_url(base, champion.experiment_id, champion.run_id)
-            print(f"champion: {champion.run_name} -> {champion.model_uri}  {link}")
-            for row in rows:
-                row["champion"] = row.get("mlflow_run_id") == champion.run_id
-    report_importance(rows, config, uri, tracking.parent_run_id)  # its plot before the summary, which lists it
-    summarise_sweep(uri, tracking.parent_run_id, primary.metric, primary.mode, champion, no_champion)
-    print(f"the sweep in MLflow's UI: {sweep_link}")
+    return None
+
+
+def select_and_mark(
+    config: SweepConfig, tracked: Tracked, rows: list[Row], succeeded: bool
+) -> tuple[Champion | None, str]:
+    """The champion, registered and marked in the rows (when the sweep selects one), or why there is none."""
+    if not succeeded:
+        return None, "no trial succeeded"
+    if not config.run.select:
+        return None, "selection skipped (--no-select)"
+    champion = choose_champion(config, tracked.uri, tracked.context.parent_run_id)
+    if champion is not None:
+        link = run_url(tracked.ui_base, champion.experiment_id, champion.run_id)
+        print(f"champion: {champion.run_name} -> {champion.model_uri}  {link}")
+        for row in rows:
+            row.champion = row.mlflow_run_id == champion.run_id
+    return champion, "no finished trial with a model"
+
+
+def report(config: SweepConfig, tracked: Tracked, rows: list[Row], champion: Champion | None, no_champion: str) -> None:
+    """What mattered, the summary on the parent run, the link to it; the rows again, champion marked."""
+    parent_run_id, primary = tracked.context.parent_run_id, config.objectives[0]
+    report_importance(rows, config, tracked.uri, parent_run_id)  # its plot before the summary, which lists it
+    summarise_sweep(tracked.uri, parent_run_id, primary.metric, primary.mode, champion, no_champion)
+    print(f"the sweep in MLflow's UI: {tracked.sweep_link}")
     if config.run.output_json:
         write_json(rows, config.run.output_json)
-    return 0 if succeeded else 1
 
 
 def choose_champion(config: SweepConfig, uri: str, parent_run_id: str) -> Champion | None:

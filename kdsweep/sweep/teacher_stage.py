@@ -27,13 +27,13 @@ from kdsweep.trial import TeacherOutputs, pick_device
 def _train_and_cache(spec: TeacherSpec, teacher: Teacher | None, data: Dataset, epochs: int):
     if teacher is None:
         teacher = train_teacher(spec, data)
-    outputs = teacher_outputs(spec, teacher, data, epochs)
-    return teacher, outputs, ray.get_runtime_context().get_node_id(), val_accuracy(outputs, data)
+    logit_source = teacher_outputs(spec, teacher, data, epochs)
+    return teacher, logit_source, ray.get_runtime_context().get_node_id(), val_accuracy(logit_source, data)
 
 
-def val_accuracy(outputs: TeacherOutputs, data: Dataset) -> float:
+def val_accuracy(logit_source: TeacherOutputs, data: Dataset) -> float:
     """The teacher's validation accuracy, from the logits trials compare with: what gap_closed closes."""
-    logits = outputs.eval_logits(data, "val", pick_device())
+    logits = logit_source.eval_logits(data, "val", pick_device())
     return float((logits.argmax(1).cpu() == data.val.labels).double().mean())
 
 
@@ -43,7 +43,7 @@ class StagedTeacher:
     (in the object store), the node that computed them, and its validation accuracy (what gap_closed closes)."""
 
     teacher: Teacher
-    outputs: ray.ObjectRef  # a TeacherOutputs
+    logit_source: ray.ObjectRef  # a TeacherOutputs
     node_id: str
     val_accuracy: float
 
@@ -53,8 +53,8 @@ def find_teachers(config: SweepConfig, data: Dataset, in_store: bool, log=print)
     cached on disk (`in_store` False: checked before MLflow's store and Ray are touched, so that a bad
     file is one line of bad input), or those in the MLflow store (`in_store` True)."""
     return {
-        name: find_teacher(spec, data, log)
-        for name, spec in config.teacher_specs.items()
+        teacher_name: find_teacher(spec, data, log)
+        for teacher_name, spec in config.teacher_specs.items()
         if (spec.checkpoint or "").startswith(MLFLOW_SCHEMES) == in_store
     }
 
@@ -66,25 +66,25 @@ def teacher_stage(
     cached once, all of them at the same time (one task each, on a GPU when the trials use GPUs)."""
     gpus = 1 if config.resources.gpus_per_trial > 0 else 0
     refs = {}
-    for name, spec in config.teacher_specs.items():
-        refs[name] = _train_and_cache.options(num_cpus=config.resources.cpus_per_trial, num_gpus=gpus).remote(
-            spec, found[name], data_ref, config.budget.epochs
+    for teacher_name, spec in config.teacher_specs.items():
+        refs[teacher_name] = _train_and_cache.options(num_cpus=config.resources.cpus_per_trial, num_gpus=gpus).remote(
+            spec, found[teacher_name], data_ref, config.budget.epochs
         )
     staged = {}
-    for name, (teacher_ref, outputs_ref, node_ref, accuracy_ref) in refs.items():
+    for teacher_name, (teacher_ref, logit_source_ref, node_ref, accuracy_ref) in refs.items():
         try:
-            trained, node_id, accuracy = ray.get([teacher_ref, node_ref, accuracy_ref])
+            trained, node_id, teacher_accuracy = ray.get([teacher_ref, node_ref, accuracy_ref])
         except ray.exceptions.RayTaskError as error:  # bad input found on the node (e.g. pretrained weights)
             if isinstance(error.cause, ConfigError):
                 raise error.cause from None
             raise
-        spec = config.teacher_specs[name]
-        if found[name] is None:
+        spec = config.teacher_specs[teacher_name]
+        if found[teacher_name] is None:
             keep_trained(spec, trained, data, log)
-        what = f"teacher {name}" if config.teachers else "teacher"
+        what = f"teacher {teacher_name}" if config.teachers else "teacher"
         log(
-            f"{what}: {'trained and ' if found[name] is None else ''}cached on node {node_id}"
-            f"{' (GPU)' if gpus else ''}, val_accuracy {accuracy:.4f}"
+            f"{what}: {'trained and ' if found[teacher_name] is None else ''}cached on node {node_id}"
+            f"{' (GPU)' if gpus else ''}, val_accuracy {teacher_accuracy:.4f}"
         )
-        staged[name] = StagedTeacher(trained, outputs_ref, node_id, accuracy)
+        staged[teacher_name] = StagedTeacher(trained, logit_source_ref, node_id, teacher_accuracy)
     return staged

@@ -20,9 +20,10 @@ from kdsweep.data import Dataset
 from kdsweep.models import create_model
 from kdsweep.plots import confusion_figure
 from kdsweep.plugins import import_plugins
-from kdsweep.space import TrialTemplate, baseline_key, is_baseline
+from kdsweep.space import TrialTemplate
+from kdsweep.sweep.baselines import is_baseline, run_tags, trial_config
 from kdsweep.tracking.pending import FAIL_FAST
-from kdsweep.tracking.runs import TAG_BASELINE, TrackingContext, TrialTracker
+from kdsweep.tracking.runs import TrackingContext, TrialTracker
 from kdsweep.tracking.store import QUIET_MLFLOW
 from kdsweep.trial import TeacherOutputs, TrialConfig, pick_device, place, predict, run_trial
 
@@ -41,7 +42,7 @@ def tune_trial(
     sampled_config: dict[str, Any],
     template: TrialTemplate,
     data: Dataset,
-    teachers: dict[str, ray.ObjectRef],
+    logit_sources: dict[str, ray.ObjectRef],
     tracking: TrackingContext | None,
     plugins: list[str],
 ) -> None:
@@ -55,9 +56,9 @@ def tune_trial(
     cpus = max(1, int(context.get_trial_resources().required_resources.get("CPU", 1)))
     # The Tune boundary: validated here once, trusted everywhere after (the space's every extreme
     # was validated before Ray started, so a failure here is a bug, with its traceback).
-    config = template.trial(sampled_config, num_threads=cpus)
+    config = trial_config(template, sampled_config, num_threads=cpus)
     trial_id = context.get_trial_id()
-    tracker = open_trial_run(tracking, trial_id, config, data, is_baseline(sampled_config)) if tracking else None
+    tracker = open_trial_run(tracking, trial_id, sampled_config, config, data) if tracking else None
     node_id = ray.get_runtime_context().get_node_id()
     resume_state = None
     checkpoint = tune.get_checkpoint()
@@ -84,18 +85,19 @@ def tune_trial(
             tune.report({**metrics, **extra}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     # Only the drawn teacher's logits come to this process, and none to a trial that does not distil.
-    teacher: TeacherOutputs | None = ray.get(teachers[config.teacher]) if config.needs_teacher else None
-    run_trial(config, data, teacher=teacher, report=report, resume_state=resume_state)
+    logit_source: TeacherOutputs | None = ray.get(logit_sources[config.teacher]) if config.needs_teacher else None
+    run_trial(config, data, logit_source=logit_source, report=report, resume_state=resume_state)
 
 
 def open_trial_run(
-    tracking: TrackingContext, trial_id: str, config: TrialConfig, data: Dataset, baseline: bool = False
+    tracking: TrackingContext, trial_id: str, sampled_config: dict[str, Any], config: TrialConfig, data: Dataset
 ) -> TrialTracker:
     """The trial's MLflow run (found by its trial id, else created with its parameters; a baseline's
-    tagged with its key, by which a later sweep of the experiment finds it)."""
+    tagged as such)."""
     params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
-    tags = {TAG_BASELINE: baseline_key(config, data.digest)} if baseline else {}
-    return TrialTracker(tracking, trial_id, run_name(config, trial_id, baseline), params, data, tags=tags)
+    tags = run_tags(sampled_config, config, data.digest)
+    name = run_name(config, trial_id, is_baseline(sampled_config))
+    return TrialTracker(tracking, trial_id, name, params, data, tags=tags)
 
 
 def log_final_student(tracker: TrialTracker, config: TrialConfig, weights: dict, data: Dataset) -> None:

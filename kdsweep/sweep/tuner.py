@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ from ray.tune.search import ConcurrencyLimiter, SearchAlgorithm, Searcher
 from kdsweep.config import SweepConfig
 from kdsweep.schedulers import SchedulerSettings, scheduler_entry
 from kdsweep.searchers import SearchSettings, searcher_entry
-from kdsweep.space import BASELINE, OptunaSpace, trial_template, tune_param_space
-from kdsweep.sweep.baselines import BaselinesFirst, BaselinesRunOut, drawn_points, with_baselines
+from kdsweep.space import OptunaSpace, TrialTemplate, tune_param_space
+from kdsweep.sweep.baselines import BASELINE, Baselines, BaselinesFirst, BaselinesRunOut, drawn_points, with_baselines
 from kdsweep.sweep.callbacks import CloseRuns
 from kdsweep.sweep.trainable import tune_trial
 from kdsweep.tracking.runs import TrackingContext
@@ -35,29 +35,22 @@ def experiment_path(config: SweepConfig) -> str:
     return f"{storage_path(config).rstrip('/')}/{config.experiment_name}"
 
 
-@dataclass(frozen=True)
-class Baselines:
-    """Scratch baselines to schedule: of students on the dataset with this digest, but for those done."""
-
-    digest: str
-    done: frozenset[str]  # keys of baselines already trained in the experiment (reused)
-
-
 def build_tuner(
     config: SweepConfig,
+    template: TrialTemplate,
     data: ray.ObjectRef,
-    teachers: dict[str, ray.ObjectRef],
+    logit_sources: dict[str, ray.ObjectRef],
     tracking: TrackingContext,
     baselines: Baselines | None = None,
 ) -> tune.Tuner:
-    """Every trial gets the dataset and, by name, what it may read teacher logits from (TeacherOutputs),
+    """Every trial gets the dataset and, by teacher name, what it may read teacher logits from (TeacherOutputs),
     all already in the object store: put there once, by the driver and by the teacher stage."""
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial,
-            template=trial_template(config),
+            template=template,
             data=data,
-            teachers=teachers,
+            logit_sources=logit_sources,
             tracking=tracking,
             plugins=config.plugins,
         ),
@@ -113,7 +106,6 @@ def _searcher(
     trials drawn here (random/grid, baselines among them); an adaptive one (Optuna) its define-by-run
     space, and a baseline in front of each new student from `BaselinesFirst`."""
     entry = searcher_entry(config.searcher.name)
-    template = trial_template(config)
     settings = SearchSettings(
         metrics=[o.metric for o in config.objectives],
         modes=[o.mode for o in config.objectives],
@@ -123,14 +115,14 @@ def _searcher(
     if not entry.adaptive:
         points = drawn_points(tune_param_space(config), config.budget.num_samples, config.searcher.seed)
         if baselines:
-            points = with_baselines(points, template, baselines.digest, set(baselines.done))
+            points = with_baselines(points, baselines.template, baselines.digest, set(baselines.done))
         # Keys only: every point sets its values (a domain here would make Tune check a baseline's
         # scratch values against it, and warn).
         return entry.build(replace(settings, points=points)), dict.fromkeys([*config.search, BASELINE]), len(points)
     searcher = entry.build(replace(settings, define_by_run=OptunaSpace(config)))
     num_samples = config.budget.num_samples
     if baselines:  # the searcher says when it is done: Tune's count would include the baselines
-        searcher = BaselinesFirst(searcher, template, baselines.digest, set(baselines.done), num_samples)
+        searcher = BaselinesFirst(searcher, baselines.template, baselines.digest, set(baselines.done), num_samples)
         num_samples = -1
     if config.searcher.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=config.searcher.max_concurrent)

@@ -124,12 +124,12 @@ def _compute_cache(
     module: nn.Module, data: Dataset, view_epochs: int, device: torch.device, batch_size: int
 ) -> TeacherLogitCache:
     # A copy: the caller's module stays where it was, in the mode it was.
-    teacher = place(copy.deepcopy(module), device).eval()
+    teacher_module = place(copy.deepcopy(module), device).eval()
     train = np.empty((view_epochs, len(data.train), data.num_classes), np.float16)
     views = np.empty((view_epochs, len(data.train)), np.int32)
 
     def half(images: torch.Tensor) -> np.ndarray:
-        return teacher(images).float().cpu().numpy().astype(np.float16)
+        return teacher_module(images).float().cpu().numpy().astype(np.float16)
 
     with torch.inference_mode(), autocast(device):
         for epoch in range(1, view_epochs + 1):

@@ -37,7 +37,7 @@ TAG_TEACHER_RUN = "kdsweep.teacher_run_id"
 TAG_TEACHER_KEY = "kdsweep.teacher_key"
 TAG_TEACHER_NODE = "kdsweep.teacher_node_id"
 TAG_ERROR = "kdsweep.error"
-TAG_BASELINE = "kdsweep.baseline"  # on a scratch baseline's run: its key (kdsweep.space.baseline_key)
+TAG_BASELINE = "kdsweep.baseline"  # on a scratch baseline's run: its key (kdsweep.sweep.baselines.baseline_key)
 TAG_COMPARED_AT = "kdsweep.vs_scratch_epoch"  # the epoch kd_gain and gap_closed compare
 TAG_PARENT = "mlflow.parentRunId"
 TEACHERS_EXPERIMENT = "kdsweep-teachers"
@@ -189,12 +189,12 @@ class SweepTracker:
         return TrackingContext(self.uri, self.experiment_id, self.parent_run_id, config.run.tracking_patience_s)
 
     def link_teacher(
-        self, teacher_run_id: str, reference: dict[str, float], node_id: str, name: str | None = None
+        self, teacher_run_id: str, reference: dict[str, float], node_id: str, teacher_name: str | None = None
     ) -> None:
         """The teacher's reference metrics on the parent, so students can be compared with it, and the
         node that prepared the teacher for this sweep (trained it, computed its logit cache). One of
-        several teachers is `name`d: kdsweep.teacher_run_id.NAME, teacher.NAME.val_accuracy, ..."""
-        suffix, prefix = (f".{name}", f"teacher.{name}.") if name else ("", "teacher_")
+        several teachers is named (`teacher_name`): kdsweep.teacher_run_id.NAME, teacher.NAME.val_accuracy, ..."""
+        suffix, prefix = (f".{teacher_name}", f"teacher.{teacher_name}.") if teacher_name else ("", "teacher_")
         self.client.set_tag(self.parent_run_id, TAG_TEACHER_RUN + suffix, teacher_run_id)
         self.client.set_tag(self.parent_run_id, TAG_TEACHER_NODE + suffix, node_id)
         now = int(time.time() * 1000)

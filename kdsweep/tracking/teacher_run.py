@@ -25,19 +25,19 @@ def log_teacher(uri: str, teacher, data) -> tuple[str, dict[str, float]]:
     """The teacher's own run (training curve, test accuracy, size, latency, model), made once per
     teacher; returns its run id and the reference metrics students are compared with."""
     client = MlflowClient(uri)
-    teachers = experiment_id(client, TEACHERS_EXPERIMENT)
+    teachers_experiment = experiment_id(client, TEACHERS_EXPERIMENT)
     origin = teacher.source.split(":", 1)[-1]  # the teacher file: one run per file, however often reused
     if origin.startswith(("models:/", "runs:/")):  # already in MLflow: link to the run that logged it
         return source_run_id(client, origin), {"test_accuracy": teacher.meta.test_accuracy}
     # The file's path, hashed: a path may hold any character, a hash is safe in a search filter.
     key = hashlib.sha256(origin.encode()).hexdigest()
-    found = client.search_runs([teachers], tag_equals(TAG_TEACHER_KEY, key), max_results=1)
+    found = client.search_runs([teachers_experiment], tag_equals(TAG_TEACHER_KEY, key), max_results=1)
     if found:
         reference = {k: found[0].data.metrics[k] for k in REFERENCE_METRICS if k in found[0].data.metrics}
         return found[0].info.run_id, reference
     cost = measure_cost(teacher.module, data.input_shape)
     run = client.create_run(
-        teachers,
+        teachers_experiment,
         tags={TAG_ROLE: "teacher", TAG_TEACHER_KEY: key, "source": teacher.source},
         run_name=f"teacher-{teacher.meta.arch}-{teacher.meta.dataset}",
     )

@@ -65,16 +65,16 @@ class TrialResult:
 def run_trial(
     config: TrialConfig,
     data: Dataset,
-    teacher: TeacherOutputs | None = None,
+    logit_source: TeacherOutputs | None = None,
     report: Report | None = None,
     resume_state: dict[str, Any] | None = None,
 ) -> TrialResult:
-    """Train one student on `data`, distilling from `teacher` when its loss needs one.
+    """Train one student on `data`, distilling from the teacher behind `logit_source` when its loss needs one.
 
     Args:
         config: the validated trial (student, loss, optimiser, epochs, seed, ...).
         data: the loaded dataset; a sweep decodes it once and shares it with every trial.
-        teacher: where teacher logits come from (online or the shared cache); its view schedule
+        logit_source: where teacher logits come from (online or the shared cache); its view schedule
             applies to every trial that gets it, distilling or not, so baselines see the same images.
         report: called after every epoch with its metrics and a callable returning the state to
             checkpoint.
@@ -88,10 +88,10 @@ def run_trial(
     """
     device = pick_device()
     _setup_process(config, device)
-    if config.needs_teacher and teacher is None:
+    if config.needs_teacher and logit_source is None:
         raise ValueError(f"loss '{config.loss}' with alpha={config.alpha} needs a teacher, and none was given")
-    distill_from = teacher if config.needs_teacher else None
-    view_epochs = teacher.view_epochs if teacher is not None else None
+    distill_from = logit_source if config.needs_teacher else None
+    view_epochs = logit_source.view_epochs if logit_source is not None else None
 
     student = create_model(config.student, data.num_classes, data.in_channels, data.image_size, config.width)
     if config.pretrained and resume_state is None:
@@ -185,14 +185,14 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
     params: LossParams,
-    teacher: TeacherOutputs | None,
+    logit_source: TeacherOutputs | None,
 ) -> dict[str, float]:
     student.train()
     device = model_device(student)
     totals = torch.zeros(3, dtype=torch.float64)
     seen = 0
     for batch, views in train_batches(data, config.batch_size, epoch, config.seed, device, view_epochs):
-        teacher_logits = teacher.train_logits(batch, views, epoch) if teacher is not None else None
+        teacher_logits = logit_source.train_logits(batch, views, epoch) if logit_source is not None else None
         with autocast(device):
             logits = student(batch.images)
         terms = loss_fn(logits.float(), teacher_logits, batch.labels, params)
