@@ -47,8 +47,12 @@ def this_machine() -> list[NodeType]:
 
 def cluster_node_types(ray) -> list[NodeType]:
     """The autoscaler's node types when the cluster has an autoscaler, else its alive nodes."""
-    alive = [node for node in ray.nodes() if node["Alive"]]
-    config = autoscaler_config(ray)
+    return node_types([node for node in ray.nodes() if node["Alive"]], autoscaler_config(ray))
+
+
+def node_types(alive: list[dict], config: dict | None) -> list[NodeType]:
+    """The node types of a cluster whose alive nodes are `alive` (as `ray.nodes()` gives them), run by an
+    autoscaler with `config` (None: no autoscaler, the alive nodes are what there is)."""
     if config is None:
         return [NodeType(node["NodeManagerAddress"], dict(node["Resources"]), False, node["NodeID"]) for node in alive]
     head_type = config.get("head_node_type")
