@@ -1,11 +1,11 @@
 """What ASHA saves and what it costs: the same space and samples with ASHA and without, several seeds.
 
-Each side is `python -m kdsweep.search` on a space (default: search_spaces/default.yaml), scratch
+Each side is `python -m kdsweep.search` on a space (default: the shipped space `default`), scratch
 baselines and selection off, its own storage and store; per run it records the best validation
 accuracy a shippable (FINISHED) student reached and the trial-epochs spent. Goal (issue): ASHA within
 0.5 point of the full budget at <= 40% of its trial-epochs.
 
-    PYTHONPATH=. python benchmarks/early_stopping.py [--seeds 0 1 2] [--space PATH] [--set KEY=VALUE ...]
+    PYTHONPATH=. python benchmarks/early_stopping.py [--seeds 0 1 2] [--space PATH|NAME] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import torch
 
 def sweep(space: str, scheduler: str, seed: int, root: Path, overrides: list[str]) -> dict[str, float]:
     out = root / f"{scheduler}-{seed}.json"
-    command = [sys.executable, "-m", "kdsweep.search", "--space", str(Path(space).resolve())]
+    space = str(Path(space).resolve()) if Path(space).is_file() else space  # a path, else a shipped space's name
+    command = [sys.executable, "-m", "kdsweep.search", "--space", space]
     command += ["--name", f"es-{scheduler}-{seed}"]
     command += [arg for override in overrides for arg in ("--set", override)]
     command += ["--set", f"scheduler.name={scheduler}", "--set", f"searcher.seed={seed}", "--no-baselines"]
@@ -48,7 +49,7 @@ def sweep(space: str, scheduler: str, seed: int, root: Path, overrides: list[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="search_spaces/default.yaml")
+    parser.add_argument("--space", default="default")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to both sides' sweeps")
     args = parser.parse_args()

@@ -39,7 +39,7 @@ MAKE_SECRETS = CLUSTER_DIR / "make-secrets.sh"
 AWS_POLICIES = CLUSTER_DIR / "aws"
 SECRETS_DIR = "~/.kdsweep-secrets"  # on the machine that runs `ray up`, made by make-secrets.sh
 README = ROOT / "README.md"
-SPACES = [ROOT / "search_spaces" / "cifar10.yaml", ROOT / "search_spaces" / "cifar100.yaml"]
+SPACES = [ROOT / "kdsweep" / "search_spaces" / "cifar10.yaml", ROOT / "kdsweep" / "search_spaces" / "cifar100.yaml"]
 DB_URI = re.compile(r"^(sqlite|postgresql|mysql|mssql)(\+\w+)?://")
 # Instance types with exactly one GPU, for worker types that leave `resources` to AWS auto-detection.
 ONE_GPU_INSTANCE_TYPES = {"g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge", "g5.2xlarge", "g6.xlarge", "g6.2xlarge"}
@@ -605,7 +605,7 @@ def test_rsync_excludes_keep_local_state_off_the_nodes(name, tmp_path):
 
     raw = load(name)
     checkout = tmp_path / "checkout"
-    wanted = ["kdsweep/__init__.py", "search_spaces/cifar10.yaml", ".gitignore"]
+    wanted = ["kdsweep/__init__.py", "kdsweep/search_spaces/cifar10.yaml", ".gitignore"]
     unwanted = [".git/HEAD", ".venv/bin/python", "mlruns/0/meta.yaml", "mlartifacts/1/model.pth", "mlflow.db"]
     unwanted += ["kdsweep_results/sweep/result.json", "kdsweep/__pycache__/x.pyc"]
     for relative in wanted + unwanted:
