@@ -3,13 +3,13 @@
 The same space and samples with each registered scheduler that stops trials early (ASHA, HyperBand,
 ...) and without one (`none`: every trial runs the full budget), several seeds.
 
-Each run is `python -m kdsweep.search` on a space (default: search_spaces/default.yaml), scratch
+Each run is `python -m kdsweep.search` on a space (default: the shipped space `default`), scratch
 baselines and selection off, its own storage and store; per run it records the best validation
 accuracy a shippable (FINISHED) student reached, the trial-epochs spent and the epoch each trial
 ended at. Goal (issue): within 0.5 point of the full budget at <= 40% of its trial-epochs.
 
     PYTHONPATH=. python benchmarks/early_stopping.py [--schedulers asha hyperband] [--seeds 0 1 2]
-        [--space PATH] [--set KEY=VALUE ...]
+        [--space PATH|NAME] [--set KEY=VALUE ...]
 
 HyperBand needs every trial created at once: with the default space (max_concurrent: 2) add
 `--set searcher.max_concurrent=` (passed to every run: on 2 CPUs, 2 trials still run at a time).
@@ -36,7 +36,8 @@ from kdsweep.schedulers import list_schedulers, scheduler_entry
 
 def sweep(space: str, scheduler: str, seed: int, root: Path, overrides: list[str]) -> dict[str, float]:
     out = root / f"{scheduler}-{seed}.json"
-    command = [sys.executable, "-m", "kdsweep.search", "--space", str(Path(space).resolve())]
+    space = str(Path(space).resolve()) if Path(space).is_file() else space  # a path, else a shipped space's name
+    command = [sys.executable, "-m", "kdsweep.search", "--space", space]
     command += ["--name", f"es-{scheduler}-{seed}"]
     command += [arg for override in overrides for arg in ("--set", override)]
     command += ["--set", f"scheduler.name={scheduler}", "--set", f"searcher.seed={seed}", "--no-baselines"]
@@ -60,7 +61,7 @@ def sweep(space: str, scheduler: str, seed: int, root: Path, overrides: list[str
 def main() -> None:
     early = [name for name in list_schedulers() if scheduler_entry(name).stops_early]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="search_spaces/default.yaml")
+    parser.add_argument("--space", default="default")
     parser.add_argument("--schedulers", nargs="+", choices=early, default=["asha"], help="each against none")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every sweep")

@@ -3,7 +3,7 @@
 For each dataset and seed, two runs of `python -m kdsweep.search` in one MLflow experiment:
   (1) the recipe: every student of the space (a grid) distilled with T = 4, alpha = 0.9 (loss kd)
       for the full budget, no scheduler; kdsweep trains each student's scratch baseline alongside;
-  (2) the sweep: the space itself (default: search_spaces/default.yaml) with its scheduler and
+  (2) the sweep: the space itself (default: kdsweep/search_spaces/default.yaml) with its scheduler and
       searcher; it reuses the recipe's baselines (same student, settings and data) and trains the rest.
 The seed sets the students' initialisation and the searcher's draws; the data split is the space's,
 so each dataset's teacher is trained once (by the first run) and cached for the others. Validation
@@ -43,7 +43,7 @@ RECIPE = {"loss": "kd", "temperature": 4.0, "alpha": 0.9}
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--space", default=str(ROOT / "search_spaces" / "default.yaml"))
+    p.add_argument("--space", default=str(ROOT / "kdsweep" / "search_spaces" / "default.yaml"))
     p.add_argument("--datasets", nargs="+", default=["digits", "glyphs"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sweep-samples", type=int, default=None, help="the sweep's num_samples (default: the space's)")

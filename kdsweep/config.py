@@ -9,6 +9,7 @@ kd, ...) are the single source of truth.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdsweep.data import DataSpec, check_dataset_name
-from kdsweep.errors import ConfigError, from_validation_error, unknown_name
+from kdsweep.errors import ConfigError, did_you_mean, from_validation_error, unknown_name
 from kdsweep.losses import LossParams, needs_teacher
 from kdsweep.models import require_model
 from kdsweep.plugins import import_plugins
@@ -25,7 +26,8 @@ from kdsweep.searchers import list_searchers, searcher_entry
 from kdsweep.teachers import TeacherSpec
 from kdsweep.trial import TrialConfig, reported_metrics
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+# The shipped search spaces are package data (kdsweep/search_spaces/*.yaml): `--space cifar10` names one.
+SPACES_DIR = Path(str(resources.files("kdsweep") / "search_spaces"))
 DEFAULT_SPACE = SPACES_DIR / "default.yaml"
 DOMAINS = ("choice", "grid", "uniform", "loguniform", "randint")
 # Trial fields a search space must not set: the sweep owns them ("data" has its own section).
@@ -209,10 +211,9 @@ class SweepConfig(_Strict):
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, **flags: Any) -> SweepConfig:
-    """Read the YAML, apply `--set key=value` overrides then flags (both by dotted path), validate."""
-    path = Path(path) if path else DEFAULT_SPACE
-    if not path.is_file():
-        raise ConfigError("--space", f"file '{path}' does not exist")
+    """Read the YAML (a path, or the name of a shipped space), apply `--set key=value` overrides then flags
+    (both by dotted path), validate."""
+    path = space_file(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -235,6 +236,28 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise from_validation_error(error) from None
     validate_semantics(config)
     return config
+
+
+def shipped_spaces() -> list[str]:
+    """The names of the search spaces that ship with kdsweep (`--space NAME`)."""
+    return sorted(path.stem for path in SPACES_DIR.glob("*.yaml"))
+
+
+def space_file(space: str | os.PathLike | None) -> Path:
+    """`--space` as a file: the default space, a YAML file that exists, or a shipped space by name."""
+    if not space:
+        return DEFAULT_SPACE
+    path = Path(space)
+    if path.is_file():
+        return path
+    names = shipped_spaces()
+    if path.name == str(space) and path.stem in names and path.suffix in ("", ".yaml"):
+        return SPACES_DIR / f"{path.stem}.yaml"
+    if path.name == str(space) and not path.suffix:  # a name, not a path
+        raise ConfigError("--space", unknown_name("search space", str(space), names, "a path to a YAML file"))
+    raise ConfigError(
+        "--space", f"file '{path}' does not exist{did_you_mean(path.stem, names)} (shipped: {', '.join(names)})"
+    )
 
 
 def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:

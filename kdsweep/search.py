@@ -1,9 +1,10 @@
 """`python -m kdsweep.search`: a search space -> Ray Tune trials of the one distill function -> a leaderboard.
 
-With no arguments it runs search_spaces/default.yaml (digits, CPU, a few minutes) on an embedded
-Ray runtime. Every flag overrides one field of the space (named in its help), as `--set` does.
+With no arguments it runs the shipped space `default` (kdsweep/search_spaces/default.yaml: digits, CPU,
+a few minutes) on an embedded Ray runtime. Every flag overrides one field of the space (named in its
+help), as `--set` does.
 
-    python -m kdsweep.search --space search_spaces/cifar10.yaml --address auto --gpus-per-trial 0.25
+    python -m kdsweep.search --space cifar10 --address auto --gpus-per-trial 0.25
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import NoReturn
 import ray
 
 from kdsweep.cli import ArgumentParser, add_dataset, add_tracking_uri, run_command
-from kdsweep.config import SweepConfig, load_config
+from kdsweep.config import SweepConfig, load_config, shipped_spaces
 from kdsweep.sweep.run import run_sweep
 from kdsweep.tracking.store import display_uri
 
@@ -26,9 +27,13 @@ from kdsweep.tracking.store import display_uri
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="python -m kdsweep.search",
-        description="Run a knowledge-distillation sweep on Ray Tune (default: search_spaces/default.yaml).",
+        description="Run a knowledge-distillation sweep on Ray Tune (default: the shipped space `default`).",
     )
-    p.add_argument("--space", default=None, help="search-space YAML (default: search_spaces/default.yaml)")
+    p.add_argument(
+        "--space",
+        default=None,
+        help=f"search-space YAML, or a shipped space by name: {', '.join(shipped_spaces())} (default: default)",
+    )
     add_dataset(p, default=None)
     p.add_argument("--num-samples", type=int, default=None, help="budget.num_samples: trials to sample")
     p.add_argument("--max-concurrent", type=int, default=None, help="searcher.max_concurrent")

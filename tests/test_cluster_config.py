@@ -40,7 +40,7 @@ AWS_POLICIES = CLUSTER_DIR / "aws"
 SECRETS_DIR = "~/.kdsweep-secrets"  # on the machine that runs `ray up`, made by make-secrets.sh
 README = ROOT / "README.md"
 SCALING_DOC = ROOT / "docs" / "scaling.md"  # how a sweep runs on the cluster: the launcher's Ray, trials per worker
-SPACES = [ROOT / "search_spaces" / "cifar10.yaml", ROOT / "search_spaces" / "cifar100.yaml"]
+SPACES = [ROOT / "kdsweep" / "search_spaces" / "cifar10.yaml", ROOT / "kdsweep" / "search_spaces" / "cifar100.yaml"]
 DB_URI = re.compile(r"^(sqlite|postgresql|mysql|mssql)(\+\w+)?://")
 # Instance types with exactly one GPU, for worker types that leave `resources` to AWS auto-detection.
 ONE_GPU_INSTANCE_TYPES = {"g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge", "g5.2xlarge", "g6.xlarge", "g6.2xlarge"}
@@ -600,7 +600,7 @@ def test_rsync_excludes_keep_local_state_off_the_nodes(name, tmp_path):
 
     raw = load(name)
     checkout = tmp_path / "checkout"
-    wanted = ["kdsweep/__init__.py", "search_spaces/cifar10.yaml", ".gitignore"]
+    wanted = ["kdsweep/__init__.py", "kdsweep/search_spaces/cifar10.yaml", ".gitignore"]
     unwanted = [".git/HEAD", ".venv/bin/python", "mlruns/0/meta.yaml", "mlartifacts/1/model.pth", "mlflow.db"]
     unwanted += ["kdsweep_results/sweep/result.json", "kdsweep/__pycache__/x.pyc"]
     for relative in wanted + unwanted:
@@ -677,3 +677,34 @@ def test_the_docs_the_files_point_to_exist():
     for path in [*CONFIG_FILES.values(), README, *CLUSTER_DIR.rglob("*.sh"), REQUIREMENTS]:
         for doc in re.findall(r"\bdocs/[\w./-]+\.md\b", path.read_text()):
             assert (ROOT / doc).is_file(), f"{path.name} points to {doc}, which does not exist"
+
+
+def _alive_node(address: str, resources: dict[str, float], head: bool = False) -> dict:
+    """One entry of `ray.nodes()`, with the fields the node-type rule reads."""
+    extra = {"node:__internal_head__": 1.0} if head else {}
+    return {
+        "NodeID": f"id-{address}",
+        "Alive": True,
+        "NodeManagerAddress": address,
+        "Resources": {**resources, f"node:{address}": 1.0, "memory": 8e9, "object_store_memory": 2e9, **extra},
+    }
+
+
+def test_a_cpu_only_head_of_cluster_local_yaml_takes_trials_for_the_gpus_of_its_workers():
+    """`ray up cluster-local.yaml` leaves ONE node type whose resources Ray detects on each machine: the
+    head's CPUs are not every machine's, and trials asking for the workers' GPUs are accepted."""
+    from ray.autoscaler._private.commands import _bootstrap_config
+
+    from kdsweep.config import load_config
+    from kdsweep.errors import ConfigError
+    from kdsweep.sweep.resources import check_resources, node_types
+
+    on_the_head = _bootstrap_config(load("local"), no_config_cache=True)  # ~/ray_bootstrap_config.yaml
+    head = _alive_node("10.0.0.1", {"CPU": 4.0}, head=True)
+    workers = [_alive_node(f"10.0.0.{i}", {"CPU": 8.0, "GPU": 1.0}) for i in (2, 3)]
+    config = load_config(None, ["resources.gpus_per_trial=1", "resources.cpus_per_trial=4"])
+    found = node_types([head, *workers], on_the_head)
+    check_resources(config, found)
+    assert sorted(t.node_id for t in found if t.fits({"CPU": 4, "GPU": 1})) == ["id-10.0.0.2", "id-10.0.0.3"]
+    with pytest.raises(ConfigError, match=r"resources\.gpus_per_trial: 1 GPUs per trial, but no node"):
+        check_resources(config, node_types([head], on_the_head))  # the workers have not joined

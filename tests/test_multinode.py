@@ -159,3 +159,23 @@ def test_a_streamed_folder_that_a_node_cannot_read_is_refused_before_any_trial(
     error = next(line for line in sweep.log.read_text().splitlines() if line.startswith("error: "))
     assert error.startswith(f"error: data.name: {root} is not the same on node {blind}"), error
     assert "No such file or directory" in error and not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_storage_path_that_a_node_does_not_share_is_refused_before_any_trial(
+    two_nodes, sweeps, mlflow_server, tmp_path
+):
+    storage = tmp_path / "results"  # where Sweep puts Tune's storage
+    storage.mkdir()
+    # A third node that sees another directory at that path, as a node of another machine would.
+    blind = two_nodes.start_worker("blind", ["--num-cpus=1", "--num-gpus=0"], hidden=[storage])
+    try:
+        sweep = sweeps(two_nodes, mlflow_server, tmp_path, SPACE, "multinode-storage")
+        code, rows = sweep.finish(timeout=240)
+    finally:
+        two_nodes.kill_role("blind")
+    assert code == 2, sweep.log_tail()
+    error = next(line for line in sweep.log.read_text().splitlines() if line.startswith("error: "))
+    assert error.startswith(f"error: --storage: {storage} is not shared with node {blind}"), error
+    assert "No such file or directory" in error and list(storage.iterdir()) == []
+    assert MlflowClient(mlflow_server).get_experiment_by_name("multinode-storage") is None

@@ -224,15 +224,36 @@ def test_conditional_parameters_are_drawn_where_they_apply_and_reproduced_by_sea
     assert conditional != [(config.get("width"), config.get("beta")) for config in other]
 
 
-@pytest.mark.parametrize("name", ["default", "cifar10", "cifar100", "imagefolder", "zoo"])
-def test_the_shipped_search_spaces_validate(name, tmp_path):
-    from kdsweep.config import SPACES_DIR, load_config
+SHIPPED_SPACES = ["cifar10", "cifar100", "default", "imagefolder", "zoo"]
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPACES)
+def test_the_shipped_search_spaces_validate_by_name(name, tmp_path, monkeypatch):
+    from kdsweep import config as spaces
 
     for split in ("train/a", "train/b", "test/a", "test/b"):
         (tmp_path / split).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # found in the package, not relative to where the command runs
     flags = {"data.name": str(tmp_path)} if name == "imagefolder" else {}
-    config = load_config(SPACES_DIR / f"{name}.yaml", **flags)
+    config = spaces.load_config(name, **flags)
+    assert spaces.shipped_spaces() == SHIPPED_SPACES and config.experiment_name == name
     assert config.search and config.objectives[0].metric == "val_accuracy"
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ("cifr10", "unknown search space 'cifr10'; did you mean 'cifar10'? (choose from: cifar10, cifar100, default"),
+        ("search_spaces/zoo.yaml", "file 'search_spaces/zoo.yaml' does not exist; did you mean 'zoo'? (shipped: "),
+    ],
+)
+def test_a_space_that_is_neither_a_file_nor_shipped_is_one_line_with_the_shipped_names(
+    space, message, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # where no search_spaces/ folder is
+    assert search.main(["--space", space]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: --space: {message}"), line
 
 
 def test_optuna_multi_objective_sweep_on_digits(ray_session, mlflow_server, tmp_path):

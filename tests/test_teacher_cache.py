@@ -171,6 +171,20 @@ def test_the_sweep_gets_the_cache_in_cached_mode_and_the_module_online(teacher, 
     assert isinstance(online, OnlineTeacher) and online.module is teacher and online.view_epochs is None
 
 
+def test_the_teacher_task_returns_cpu_tensors_after_running_the_online_teacher_on_another_device(data):
+    """The teacher task runs the online teacher on its node's GPU, then returns the Teacher (and, through the
+    object store, the OnlineTeacher) to a head that may have no GPU, where `ray.get` cannot restore a CUDA
+    tensor. `meta` stands in for CUDA: what crosses the task boundary must hold only CPU tensors."""
+    other = torch.device("meta")
+    prepared = Teacher(create_model("small_cnn", data.num_classes, data.in_channels, data.image_size), None, "test")
+    online = teacher_outputs(TeacherSpec(mode="online"), prepared, data, 2)
+    assert online.eval_logits(data, "val", other).device == other  # as val_accuracy on the GPU node
+    returned_teacher, returned_online = pickle.loads(pickle.dumps((prepared, online)))  # as Ray sends them
+    for module in (prepared.module, returned_teacher.module, returned_online.module):
+        assert {t.device.type for t in (*module.parameters(), *module.buffers())} == {"cpu"}
+    assert returned_online.eval_logits(data, "val", CPU).shape == (len(data.val), data.num_classes)
+
+
 def test_the_cache_pickles_its_arrays_out_of_band_for_zero_copy_sharing(cache):
     buffers: list[pickle.PickleBuffer] = []
     payload = pickle.dumps(cache, protocol=5, buffer_callback=buffers.append)  # what Ray's object store does

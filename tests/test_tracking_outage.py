@@ -124,3 +124,55 @@ def test_a_server_that_stays_away_is_named_in_the_leaderboard_and_no_trial_fails
     for run in runs:
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
         assert steps == list(range(1, len(steps) + 1)) and len(steps) < EPOCHS
+
+
+def _finished_with_a_checkpoint_torch_cannot_read(sampled: dict) -> None:
+    """A trainable that ends its one epoch with a checkpoint torch cannot load (as one saved from a GPU, read
+    without map_location on a CPU-only head, could not be)."""
+    import tempfile
+
+    from ray import tune
+
+    from kdsweep.sweep.trainable import STATE_FILE
+
+    with tempfile.TemporaryDirectory() as directory:
+        (Path(directory) / STATE_FILE).write_bytes(b"not a checkpoint this machine can load")
+        tune.report({"epoch": 1, "val_accuracy": 0.5}, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def test_an_unreadable_checkpoint_is_said_at_once_not_retried_as_mlflow_being_away(
+    ray_session, mlflow_server, tmp_path
+):
+    """The driver's repair of a run without its model reads the student from the trial's last checkpoint:
+    a torch/pickle error there is no tracking outage, so it must not wait out the patience and end as
+    'MLflow stayed unreachable'."""
+    from ray import tune
+    from ray.tune import ExperimentAnalysis
+    from test_sweep import write_space
+
+    from kdsweep.config import load_config
+    from kdsweep.data import load_dataset
+    from kdsweep.space import tune_param_space
+    from kdsweep.sweep.callbacks import RunCloser
+    from kdsweep.tracking.runs import SweepTracker
+
+    space = {**TINY_SPACE, "budget": {"epochs": 1, "num_samples": 1}, "scheduler": {"name": "none"}}
+    config = load_config(write_space(tmp_path, space), ["run.tracking_patience_s=30", "run.name=unreadable"])
+    run_config = tune.RunConfig(storage_path=str(tmp_path / "results"), name="unreadable", verbose=0)
+    tune.Tuner(
+        _finished_with_a_checkpoint_torch_cannot_read, param_space=tune_param_space(config), run_config=run_config
+    ).fit()
+    analysis = ExperimentAnalysis(str(tmp_path / "results" / "unreadable"))
+    data = load_dataset(config.data)
+    tracker = SweepTracker(mlflow_server, "unreadable")
+    said: list[str] = []
+    closer = RunCloser(tracker, tracker.start_parent(config, data, resume=False), config, data, log=said.append)
+
+    started = time.monotonic()
+    lacking = closer.reconcile(analysis.trials, analysis.trial_dataframes)
+    assert time.monotonic() - started < 15 and lacking == {}, said
+    (trial,) = analysis.trials
+    assert [line for line in said if "checkpoint cannot be read" in line and trial.trial_id in line], said
+    assert not [line for line in said if line.startswith("MLflow: could not store")], said
+    (run,) = MlflowClient(mlflow_server).search_runs([tracker.experiment_id], "tags.`kdsweep.role` = 'trial'")
+    assert run.info.status == "FINISHED" and run.data.metrics["val_accuracy"] == 0.5

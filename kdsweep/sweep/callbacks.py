@@ -18,6 +18,7 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from kdsweep.data import Dataset
+from kdsweep.errors import one_line
 from kdsweep.outcome import Outcome, outcome_of, trial_error
 from kdsweep.space import TrialTemplate
 from kdsweep.sweep.baselines import trial_config
@@ -45,7 +46,7 @@ class RunCloser:
     ) -> None:
         self.tracker, self.tracking, self.data = tracker, tracking, data
         self.template, self.epochs = template, epochs  # the sweep's, and its epoch budget
-        self.pending = Pending(log)
+        self.pending, self.log = Pending(log), log
 
     def register(self, sweep: str) -> None:
         _CLOSERS[sweep] = self
@@ -97,9 +98,8 @@ class RunCloser:
         keys = [k for k in last if k not in AUTO_RESULT_KEYS and k not in TRIAL_EXTRAS and not k.startswith("config/")]
         for _, row in frame.iterrows() if frame is not None else []:
             tracker.log_epoch({k: row[k] for k in keys if k in row and _finite(row[k])})  # epochs it has are skipped
-        if wants_model and trial.checkpoint is not None:
-            with trial.checkpoint.as_directory() as directory:
-                weights = torch.load(Path(directory) / STATE_FILE, weights_only=True)["student"]
+        weights = self._last_student(trial) if wants_model and trial.checkpoint is not None else None
+        if weights is not None:
             tracker.pending.flush()  # the run must be open before it is asked whether it has the model
             if not tracker.has_model:
                 log_final_student(tracker, config, weights, self.data)
@@ -107,6 +107,17 @@ class RunCloser:
         if unsaved:
             raise ConnectionError(f"MLflow still lacks {unsaved}")  # keeps this repair pending
         self._close(trial, outcome, tracker.run_id)
+
+    def _last_student(self, trial) -> dict | None:
+        """The student of the trial's last checkpoint, on the CPU (saved on a GPU node, read here on a head
+        that may have none); None, said at once, when it cannot be read: no tracking server coming back
+        would fix that, so it must not wait in the pending queue as if MLflow were away."""
+        try:
+            with trial.checkpoint.as_directory() as directory:
+                return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)["student"]
+        except Exception as error:  # torch's and pickle's errors, a missing file: whatever it is, not MLflow's
+            self.log(f"trial {trial.trial_id}: its last checkpoint cannot be read ({one_line(error)}); no model logged")
+            return None
 
 
 def _finite(value: Any) -> bool:

@@ -2,12 +2,15 @@
 
 Trials run on other machines. They reach MLflow only over the network (a sqlite file or a `file:`
 store on the head is out of their reach), and they read a streamed image folder by its path, which
-must therefore exist, with the same files, on every node a trial can land on.
+must therefore exist, with the same files, on every node a trial can land on; so must Tune's storage,
+where they write their checkpoints, when it is a path rather than a URI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import uuid
 from pathlib import Path
 
 import ray
@@ -76,6 +79,12 @@ def _on(node_type: NodeType) -> dict:
     return {"num_cpus": node_type.resources.get("CPU", 0), "num_gpus": node_type.resources.get("GPU", 0)}
 
 
+def _trial_node_types(node_types: list[NodeType], config: SweepConfig) -> list[NodeType]:
+    """The node types that can run a trial: where a trial's path must mean what it means to the driver."""
+    request = {"CPU": config.resources.cpus_per_trial, "GPU": config.resources.gpus_per_trial}
+    return [node for node in node_types if node.fits(request)]
+
+
 def check_folder_on_nodes(data: Dataset, node_types: list[NodeType], config: SweepConfig) -> None:
     """A streamed ImageFolder is read by path: check, with a task the size of each node type that can run
     a trial (so it lands on that type, and an autoscaler adds one if needed), that its files are there."""
@@ -85,8 +94,7 @@ def check_folder_on_nodes(data: Dataset, node_types: list[NodeType], config: Swe
     for folder in folders.values():
         relative = [str(Path(path).relative_to(folder.root)) for path, _ in folder.samples]
         expected = folder_fingerprint(folder.root, relative)  # as the driver, which loaded it, sees it
-        request = {"CPU": config.resources.cpus_per_trial, "GPU": config.resources.gpus_per_trial}
-        for node_type in (node for node in node_types if node.fits(request)):
+        for node_type in _trial_node_types(node_types, config):
             task = _fingerprint_on_node.options(**_on(node_type))
             node, found, problem = ray.get(task.remote(folder.root, relative))
             if found != expected:
@@ -96,3 +104,42 @@ def check_folder_on_nodes(data: Dataset, node_types: list[NodeType], config: Swe
                     f"{data.name} is not the same on node {node} ({node_type.name}): {problem}. A streamed folder "
                     "is read by its path on every node: put it on storage every node mounts at that path",
                 )
+
+
+@ray.remote
+def _read_on_node(path: str) -> tuple[str, str | None, str | None]:
+    """(node id, the file's text there or None, why not)."""
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        return node, Path(path).read_text(), None
+    except OSError as error:
+        return node, None, one_line(error)
+
+
+def check_storage_on_nodes(storage: str, node_types: list[NodeType], config: SweepConfig) -> None:
+    """Tune's storage on a path (not a URI such as s3://) must be ONE directory that every node running
+    trials sees, or each trial fails at its first checkpoint and burns its retries: the driver writes a
+    marker there, and a task on each node type that can run a trial (see `_on`) must read it back."""
+    if "://" in storage and not storage.startswith("file://"):
+        return
+    root = Path(storage.removeprefix("file://"))
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    marker = root / f".kdsweep-shared-{token}"
+    marker.write_text(token)
+    try:
+        for node_type in _trial_node_types(node_types, config):
+            node, seen, problem = ray.get(_read_on_node.options(**_on(node_type)).remote(str(marker)))
+            if seen != token:
+                raise ConfigError(
+                    "--storage",
+                    f"{root} is not shared with node {node} ({node_type.name}): {problem or 'another file there'}. "
+                    "Trials write their checkpoints there: give a directory every node mounts at this path "
+                    "(NFS, ...) or an s3:// URI",
+                )
+    finally:
+        marker.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):  # Tune makes it again; a sweep refused leaves nothing behind
+                root.rmdir()

@@ -47,14 +47,21 @@ def this_machine() -> list[NodeType]:
 
 def cluster_node_types(ray) -> list[NodeType]:
     """The autoscaler's node types when the cluster has an autoscaler, else its alive nodes."""
-    alive = [node for node in ray.nodes() if node["Alive"]]
-    config = autoscaler_config(ray)
-    if config is None:
+    return node_types([node for node in ray.nodes() if node["Alive"]], autoscaler_config(ray))
+
+
+def node_types(alive: list[dict], config: dict | None) -> list[NodeType]:
+    """The node types of a cluster whose alive nodes are `alive` (as `ray.nodes()` gives them), run by an
+    autoscaler with `config` (None: no autoscaler, the alive nodes are what there is)."""
+    declared = config.get("available_node_types") or {} if config else {}
+    if config is None or (len(declared) == 1 and not next(iter(declared.values())).get("resources")):
+        # No autoscaler; or one node type, whose resources Ray detects on each machine (the local provider
+        # of cluster-local.yaml: a CPU-only head and GPU workers are all of that type): each node as it is.
         return [NodeType(node["NodeManagerAddress"], dict(node["Resources"]), False, node["NodeID"]) for node in alive]
     head_type = config.get("head_node_type")
     head = next((n for n in alive if "node:__internal_head__" in n["Resources"]), None)
     types = []
-    for name, spec in (config.get("available_node_types") or {}).items():
+    for name, spec in declared.items():
         resources = dict(spec.get("resources") or {})
         if name == head_type and not resources and head is not None:
             resources = dict(head["Resources"])  # `resources: {}`: Ray detected them on the head

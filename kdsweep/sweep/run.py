@@ -23,7 +23,12 @@ from kdsweep.space import TrialTemplate, trial_template
 from kdsweep.summary import summarise_sweep
 from kdsweep.sweep.baselines import Baselines, compare_with_baselines, log_gains, plan_baselines
 from kdsweep.sweep.callbacks import RunCloser
-from kdsweep.sweep.cluster import check_experiment_artifacts, check_folder_on_nodes, tracking_host
+from kdsweep.sweep.cluster import (
+    check_experiment_artifacts,
+    check_folder_on_nodes,
+    check_storage_on_nodes,
+    tracking_host,
+)
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
 from kdsweep.sweep.rows import leaderboard_rows
 from kdsweep.sweep.teacher_stage import StagedTeacher, find_teachers, teacher_stage
@@ -93,6 +98,7 @@ def prepare(config: SweepConfig) -> Prepared:
         check_resources(config, node_types)
         if config.run.address:
             check_folder_on_nodes(data, node_types, config)
+            check_storage_on_nodes(storage_path(config), node_types, config)
         data_ref = ray.put(data)
         staged_teachers = teacher_stage(config, data, data_ref, found) if distils else {}
     except BaseException:

@@ -64,7 +64,7 @@ def tune_trial(
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            resume_state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+            resume_state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
 
     def report(metrics: dict[str, float], state) -> None:
         snapshot = state()
