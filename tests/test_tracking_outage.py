@@ -152,7 +152,7 @@ def test_an_unreadable_checkpoint_is_said_at_once_not_retried_as_mlflow_being_aw
 
     from kdsweep.config import load_config
     from kdsweep.data import load_dataset
-    from kdsweep.space import tune_param_space
+    from kdsweep.space import trial_template, tune_param_space
     from kdsweep.sweep.callbacks import RunCloser
     from kdsweep.tracking.runs import SweepTracker
 
@@ -166,7 +166,8 @@ def test_an_unreadable_checkpoint_is_said_at_once_not_retried_as_mlflow_being_aw
     data = load_dataset(config.data)
     tracker = SweepTracker(mlflow_server, "unreadable")
     said: list[str] = []
-    closer = RunCloser(tracker, tracker.start_parent(config, data, resume=False), config, data, log=said.append)
+    context = tracker.start_parent(config, data, resume=False)
+    closer = RunCloser(tracker, context, trial_template(config), config.budget.epochs, data, log=said.append)
 
     started = time.monotonic()
     lacking = closer.reconcile(analysis.trials, analysis.trial_dataframes)
