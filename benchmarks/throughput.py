@@ -173,10 +173,7 @@ def measure(student: str, args: argparse.Namespace, data: Dataset, cache: Teache
                 times[mode].append(seconds)
         whole = [("run_trial epoch", trial_epochs), ("plain epoch + val", plain_epoch_and_val)]
         for mode, fn in whole if round_ % 2 == 0 else whole[::-1]:
-            if mode == "run_trial epoch":
-                seconds_list = fn(epoch)
-            else:
-                seconds_list = [timed(fn, epoch)]
+            seconds_list = fn(epoch) if mode == "run_trial epoch" else [timed(fn, epoch)]
             if round_:
                 times[mode] += seconds_list
     n = len(data.train)

@@ -10,6 +10,7 @@ this machine. `Sweep` runs `python -m kdsweep.search --address ...` against one,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -135,10 +136,9 @@ class _Cluster:
     def stop(self) -> None:
         """SIGKILL every process group this cluster started (nodes an autoscaler added run in the head's)."""
         for process in self.processes.values():
-            try:  # SIGTERM would make the head drain for up to 30 s; nothing here needs a clean exit
+            # SIGTERM would make the head drain for up to 30 s; nothing here needs a clean exit
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait(timeout=30)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 

@@ -46,7 +46,8 @@ def test_the_test_cluster_has_the_node_types_of_cluster_yaml(autoscaling):
     source = yaml.safe_load(CLUSTER_YAML.read_text())
     config = yaml.safe_load(autoscaling.config_file.read_text())
     workers = {name for name in source["available_node_types"] if name != source["head_node_type"]}
-    assert workers and workers <= set(config["available_node_types"])
+    assert workers
+    assert workers <= set(config["available_node_types"])
     for name in workers:
         assert config["available_node_types"][name]["resources"]["GPU"] == source["available_node_types"][name][
             "resources"
@@ -58,7 +59,8 @@ def test_a_sweep_gets_gpu_workers_from_the_autoscaler_and_tracks_every_trial_in_
     autoscaling, sweeps, tmp_path
 ):
     before = autoscaling.nodes()
-    assert len(before) == 1 and not before[0]["Resources"].get("GPU"), "the cluster starts with its head alone"
+    assert len(before) == 1, "the cluster starts with its head alone"
+    assert not before[0]["Resources"].get("GPU"), "the cluster starts with its head alone"
 
     sweep = sweeps(autoscaling, None, tmp_path, SPACE, "autoscaled", "--gpus-per-trial", "0.5", select=True)
     code, rows = sweep.finish(timeout=480)
@@ -66,8 +68,10 @@ def test_a_sweep_gets_gpu_workers_from_the_autoscaler_and_tracks_every_trial_in_
 
     nodes = alive_nodes(autoscaling.address, dead_too=True)
     gpu_nodes = {n["NodeID"] for n in nodes if n["Resources"].get("GPU")}
-    assert gpu_nodes and autoscaling.head_node_id not in gpu_nodes, "the autoscaler added GPU workers"
-    assert len(rows) == 3 and all(row["status"] == "FINISHED" for row in rows), sweep.log_tail()
+    assert gpu_nodes, "the autoscaler added GPU workers"
+    assert autoscaling.head_node_id not in gpu_nodes, "the autoscaler added GPU workers"
+    assert len(rows) == 3, sweep.log_tail()
+    assert all(row["status"] == "FINISHED" for row in rows), sweep.log_tail()
     assert {row["node_id"] for row in rows} <= gpu_nodes, "every trial ran on a GPU worker"
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # the default store, in the sweep's directory
@@ -80,7 +84,8 @@ def test_a_sweep_gets_gpu_workers_from_the_autoscaler_and_tracks_every_trial_in_
     # Served on the head's cluster address (not 127.0.0.1, which is every node's own), and the students
     # uploaded through it: a worker's disk is out of the driver's reach.
     served = next(line for line in sweep.log.read_text().splitlines() if line.startswith("MLflow: "))
-    assert "http://127.0.0.1" not in served and autoscaling.address.split(":")[0] in served, served
+    assert "http://127.0.0.1" not in served, served
+    assert autoscaling.address.split(":")[0] in served, served
     assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in runs)
     assert len(list((tmp_path / "mlartifacts").rglob("MLmodel"))) >= len(runs)
     champion = client.get_model_version_by_alias("autoscaled", "champion")

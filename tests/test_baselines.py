@@ -56,9 +56,12 @@ def config(tmp_path):
 
 def test_gain_and_gap_closed_by_hand():
     g = gain(accuracy=0.80, baseline=0.60, teacher_accuracy=0.90, resolution=0.01, epoch=3)
-    assert g.kd_gain == pytest.approx(0.20) and g.gap_closed == pytest.approx(0.20 / 0.30) and g.note is None
+    assert g.kd_gain == pytest.approx(0.20)
+    assert g.gap_closed == pytest.approx(0.20 / 0.30)
+    assert g.note is None
     worse = gain(accuracy=0.55, baseline=0.60, teacher_accuracy=0.70, resolution=0.01, epoch=3)
-    assert worse.kd_gain == pytest.approx(-0.05) and worse.gap_closed == pytest.approx(-0.5)
+    assert worse.kd_gain == pytest.approx(-0.05)
+    assert worse.gap_closed == pytest.approx(-0.5)
     assert gain(accuracy=0.9, baseline=0.6, teacher_accuracy=0.9, resolution=0.01, epoch=3).gap_closed == pytest.approx(
         1.0
     )
@@ -68,7 +71,8 @@ def test_a_teacher_no_better_than_scratch_closes_no_gap():
     # Within one validation sample (0.01) of the baseline: not a gap worth dividing by.
     for teacher_accuracy in (0.605, 0.60, 0.50):
         g = gain(accuracy=0.62, baseline=0.60, teacher_accuracy=teacher_accuracy, resolution=0.01, epoch=2)
-        assert g.kd_gain == pytest.approx(0.02) and g.gap_closed is None
+        assert g.kd_gain == pytest.approx(0.02)
+        assert g.gap_closed is None
         assert "no better than scratch" in g.note
     assert gain(accuracy=0.62, baseline=0.60, teacher_accuracy=0.611, resolution=0.01, epoch=2).gap_closed is not None
 
@@ -76,7 +80,9 @@ def test_a_teacher_no_better_than_scratch_closes_no_gap():
 def test_a_trial_is_compared_with_its_baseline_at_its_own_epoch():
     history = {1: 0.30, 2: 0.50, 3: 0.60}
     stopped = versus_baseline(history, accuracy=0.45, epoch=1, teacher_accuracy=0.90, resolution=0.01)
-    assert stopped.epoch == 1 and stopped.baseline == 0.30 and stopped.kd_gain == pytest.approx(0.15)
+    assert stopped.epoch == 1
+    assert stopped.baseline == 0.30
+    assert stopped.kd_gain == pytest.approx(0.15)
     assert stopped.gap_closed == pytest.approx(0.15 / 0.60)
     assert versus_baseline({1: 0.3}, 0.5, 3, 0.9, 0.01) == "its baseline reached epoch 1, not 3"
 
@@ -90,7 +96,9 @@ def test_scratch_keeps_the_student_and_its_training_and_drops_the_teacher():
     )
     scratch = config.scratch()
     assert (scratch.student, scratch.width, scratch.lr) == ("small_cnn", 8, 0.02)
-    assert scratch.alpha == 0.0 and scratch.loss == "kd" and not scratch.needs_teacher
+    assert scratch.alpha == 0.0
+    assert scratch.loss == "kd"
+    assert not scratch.needs_teacher
     assert (scratch.temperature, scratch.beta, scratch.standardize) == (4.0, 8.0, False)  # the defaults
     assert scratch.scratch() == scratch
 
@@ -110,15 +118,18 @@ def test_trials_differing_only_in_distillation_and_a_continuous_setting_share_a_
     assert baseline_key(baseline_of(template, a), "other data") != key["a"]
     baseline = baseline_of(template, a)
     assert baseline.lr == pytest.approx((0.01 * 0.1) ** 0.5)  # the middle of the loguniform range
-    assert baseline.alpha == 0 and baseline.batch_size == 32  # fixed settings kept
+    assert baseline.alpha == 0
+    assert baseline.batch_size == 32
     point = baseline_point(template, a)
-    assert is_baseline(point) and baseline_of(template, point) == baseline  # a baseline's baseline is itself
+    assert is_baseline(point)
+    assert baseline_of(template, point) == baseline
 
 
 def test_random_search_puts_one_baseline_in_front_of_each_new_student(config):
     template = trial_template(config)
     points = drawn_points(tune_param_space(config), 8, seed=3)
-    assert len(points) == 8 and points == drawn_points(tune_param_space(config), 8, seed=3)  # reproducible
+    assert len(points) == 8
+    assert points == drawn_points(tune_param_space(config), 8, seed=3)
     scheduled = with_baselines(points, template, "d", set())
     trials = [p for p in scheduled if not is_baseline(p)]
     assert trials == points
@@ -130,7 +141,8 @@ def test_random_search_puts_one_baseline_in_front_of_each_new_student(config):
             key = baseline_key(baseline_of(template, point), "d")
             served = [baseline_key(baseline_of(template, p), "d") for p in scheduled if not is_baseline(p)]
             before = [baseline_key(baseline_of(template, p), "d") for p in scheduled[:i] if not is_baseline(p)]
-            assert key in served and key not in before
+            assert key in served
+            assert key not in before
     done = {keys[0]}
     assert len([p for p in with_baselines(points, template, "d", done) if is_baseline(p)]) == len(set(keys)) - 1
 
@@ -152,13 +164,12 @@ def test_optuna_gets_a_baseline_first_for_each_new_student_and_never_sees_its_re
     baselines = [c for c in suggested if is_baseline(c)]
     assert len(trials) == 5, "num_samples counts the searcher's own trials, not the baselines"
     students = {baseline_key(baseline_of(template, c), "d") for c in trials}
-    assert (
-        len(baselines) == len(students)
-        and {baseline_key(trial_config(template, b), "d") for b in baselines} == students
-    )
+    assert len(baselines) == len(students)
+    assert {baseline_key(trial_config(template, b), "d") for b in baselines} == students
     # Optuna saw exactly its five trials completed, none of them a baseline (alpha 0 is outside its space).
     completed = [t for t in inner._ot_study.trials if t.state.name == "COMPLETE"]
-    assert len(completed) == 5 and all(t.params["alpha"] >= 0.5 for t in completed)
+    assert len(completed) == 5
+    assert all(t.params["alpha"] >= 0.5 for t in completed)
     assert all(BASELINE not in c or c[BASELINE] for c in suggested)
 
 
@@ -194,7 +205,8 @@ def test_an_early_stopping_scheduler_never_brackets_stops_or_pauses_a_baseline(n
     def bracketed(trial) -> bool:  # ASHA files its trials by id, HyperBand by trial
         return trial in inner._trial_info or trial.trial_id in inner._trial_info
 
-    assert not bracketed(baseline) and all(bracketed(t) for t in trials), "in no rung or bracket"
+    assert not bracketed(baseline), "in no rung or bracket"
+    assert all(bracketed(t) for t in trials), "in no rung or bracket"
     for trial in trials:
         trial.status = "RUNNING"
     assert scheduler.choose_trial_to_run(controller) is baseline, "started when the scheduler has nothing to start"
@@ -203,7 +215,8 @@ def test_an_early_stopping_scheduler_never_brackets_stops_or_pauses_a_baseline(n
         result = {"training_iteration": epoch, "val_accuracy": 0.0, "time_total_s": epoch}
         assert scheduler.on_trial_result(controller, baseline, result) == "CONTINUE"
     scheduler.on_trial_complete(controller, baseline, result)
-    assert not controller.stopped and not bracketed(baseline)
+    assert not controller.stopped
+    assert not bracketed(baseline)
     assert scheduler.metric == "val_accuracy"
 
 
@@ -240,14 +253,16 @@ def test_early_stopped_trials_are_compared_at_their_epoch_with_the_right_baselin
     )
     by_id = {r.trial_id: r for r in rows}
     stopped = by_id["stopped"]  # ASHA stopped it at epoch 1: the small CNN's baseline at epoch 1
-    assert stopped.vs_scratch.epoch == 1 and stopped.vs_scratch.baseline_val_accuracy == 0.30
+    assert stopped.vs_scratch.epoch == 1
+    assert stopped.vs_scratch.baseline_val_accuracy == 0.30
     assert stopped.metrics["kd_gain"] == pytest.approx(0.15)
     assert stopped.metrics["gap_closed"] == pytest.approx(0.15 / 0.60)
     finished = by_id["finished"]
     assert finished.metrics["kd_gain"] == pytest.approx(0.05)
     assert finished.metrics["gap_closed"] == pytest.approx(0.05 / 0.20)
     reused = by_id["reused"]  # an earlier sweep's baseline of the same student
-    assert reused.vs_scratch.baseline_val_accuracy == 0.35 and reused.metrics["kd_gain"] == pytest.approx(0.2)
+    assert reused.vs_scratch.baseline_val_accuracy == 0.35
+    assert reused.metrics["kd_gain"] == pytest.approx(0.2)
     assert by_id["orphan"].vs_scratch == VsScratch(note="its baseline did not report")
     assert "kd_gain" not in by_id["orphan"].metrics
     assert all("kd_gain" not in by_id[b].metrics and by_id[b].vs_scratch is None for b in ("b-small", "b-resnet"))

@@ -204,14 +204,17 @@ def test_mlflow_server_flags(name):
     host = flags.get("--host") or flags.get("-h")
     assert host, "bind MLflow to the head's private address with --host (its default is 127.0.0.1)"
     assert host not in {"0.0.0.0", "::", "[::]", "*"}, "MLflow must not listen on all interfaces"
-    assert host not in {"localhost", "::1"} and not host.startswith("127."), "workers could not reach it"
+    assert host not in {"localhost", "::1"}, "workers could not reach it"
+    assert not host.startswith("127."), "workers could not reach it"
     if "$" not in host:  # a literal address must be a private one
         assert ipaddress.ip_address(host).is_private, host
 
     assert flags.get("--port") == "5000"
     backend = flags.get("--backend-store-uri")
-    assert backend and DB_URI.match(backend), f"--backend-store-uri must be a database, got {backend!r}"
-    assert "--serve-artifacts" in flags and "--no-serve-artifacts" not in flags
+    assert backend, f"--backend-store-uri must be a database, got {backend!r}"
+    assert DB_URI.match(backend), f"--backend-store-uri must be a database, got {backend!r}"
+    assert "--serve-artifacts" in flags
+    assert "--no-serve-artifacts" not in flags
     assert flags.get("--artifacts-destination"), "say where the proxied artifacts go"
     allowed = flags.get("--allowed-hosts")
     if allowed is not None:
@@ -296,14 +299,16 @@ def test_nothing_but_the_setup_script_installs_packages(name):
 def test_aws_nodes():
     raw = load("aws")
     assert raw["auth"]["ssh_user"] == "ubuntu"
-    assert isinstance(raw.get("max_workers"), int) and raw["max_workers"] >= 1
+    assert isinstance(raw.get("max_workers"), int)
+    assert raw["max_workers"] >= 1
     node_types = raw["available_node_types"]
     head = node_types[raw["head_node_type"]]
     assert not head["resources"].get("GPU"), "the head is a CPU node"
     workers = {k: v for k, v in node_types.items() if k != raw["head_node_type"]}
     assert workers, "there must be a worker node type"
     for node_name, node in workers.items():
-        assert "min_workers" in node and "max_workers" in node, f"{node_name}: set min_workers and max_workers"
+        assert "min_workers" in node, f"{node_name}: set min_workers and max_workers"
+        assert "max_workers" in node, f"{node_name}: set min_workers and max_workers"
         assert 0 <= node["min_workers"] <= node["max_workers"] <= raw["max_workers"], node_name
         assert node["max_workers"] >= 1, node_name
         gpus = node["resources"].get("GPU")
@@ -318,8 +323,10 @@ def test_aws_nodes():
 def test_local_nodes():
     raw = load("local")
     provider = raw["provider"]
-    assert provider["head_ip"] and provider["worker_ips"]
-    assert isinstance(raw.get("max_workers"), int) and 1 <= raw["max_workers"] <= len(provider["worker_ips"])
+    assert provider["head_ip"]
+    assert provider["worker_ips"]
+    assert isinstance(raw.get("max_workers"), int)
+    assert 1 <= raw["max_workers"] <= len(provider["worker_ips"])
     assert raw["auth"]["ssh_user"]
 
 
@@ -339,7 +346,8 @@ def test_requirements_pin_every_package_exactly():
     found = {}
     for requirement in requirements():
         if requirement.name == "kdsweep":
-            assert requirement.url and re.search(r"^git\+\S+\.git@[\w.\-]+$", requirement.url), (
+            assert requirement.url, "install kdsweep from a git tag or commit: kdsweep @ git+https://...git@TAG"
+            assert re.search(r"^git\+\S+\.git@[\w.\-]+$", requirement.url), (
                 "install kdsweep from a git tag or commit: kdsweep @ git+https://...git@TAG"
             )
             continue
@@ -491,7 +499,8 @@ def test_head_and_workers_have_their_own_instance_profiles():
     names = profile_names()
     head = names.pop(raw["head_node_type"])
     assert head != "ray-autoscaler-v1"
-    assert names and all(worker not in (head, "ray-autoscaler-v1") for worker in names.values())
+    assert names
+    assert all(worker not in (head, "ray-autoscaler-v1") for worker in names.values())
 
 
 def test_head_may_pass_the_worker_role_and_no_other():

@@ -26,7 +26,7 @@ def test_a_trial_is_judged_only_after_its_warm_up_and_never_at_its_first_epoch()
 
 
 @pytest.mark.parametrize(
-    "accuracies, warmup, collapsed",
+    ("accuracies", "warmup", "collapsed"),
     [
         ({1: 0.1, 2: 0.1}, 0, False),  # epoch 1 does not count: one judged epoch at chance
         ({1: 0.1, 2: 0.1, 3: 0.1}, 0, True),
@@ -49,7 +49,8 @@ def test_a_trial_that_learns_nothing_ends_collapsed_with_its_reason(tiny_data):
     result = run_trial(config, tiny_data, report=lambda metrics, state: reported.append(metrics))
     assert [m["epoch"] for m in reported] == [1, 2, 3], "ended at the second judged epoch at chance"
     last = result.metrics
-    assert last["collapsed"] == 1.0 and last["val_accuracy"] <= last["chance_level"]
+    assert last["collapsed"] == 1.0
+    assert last["val_accuracy"] <= last["chance_level"]
     assert last["chance_level"] == pytest.approx(chance_level(tiny_data.val.labels))
     assert trial_outcome(last, errored=False, epochs=5) is Outcome.COLLAPSED
     assert ending_reason(last) == (
@@ -57,4 +58,5 @@ def test_a_trial_that_learns_nothing_ends_collapsed_with_its_reason(tiny_data):
         "at epochs 2-3, after its warm-up"
     )
     kept = run_trial(config.model_copy(update={"stop_at_chance": False, "epochs": 3}), tiny_data)
-    assert kept.metrics["epoch"] == 3 and "collapsed" not in kept.metrics
+    assert kept.metrics["epoch"] == 3
+    assert "collapsed" not in kept.metrics

@@ -94,11 +94,12 @@ def test_digits_shape_classes_and_in_memory(digits):
     assert digits.input_shape == (1, 8, 8)
     assert digits.num_classes == 10
     assert digits.in_memory
-    assert digits.train.images.dtype == torch.float32 and digits.train.labels.dtype == torch.int64
+    assert digits.train.images.dtype == torch.float32
+    assert digits.train.labels.dtype == torch.int64
     assert digits.augment == AugmentSpec(pad=1, flip=False)
 
 
-@pytest.mark.parametrize("val_fraction, test_fraction", [(0.1, 0.2), (0.25, 0.3)])
+@pytest.mark.parametrize(("val_fraction", "test_fraction"), [(0.1, 0.2), (0.25, 0.3)])
 def test_digits_split_sizes_follow_fractions(val_fraction, test_fraction):
     data = load_dataset(DataSpec(name="digits", val_fraction=val_fraction, test_fraction=test_fraction))
     test = math.ceil(test_fraction * 1797)  # sklearn rounds the held-out part up
@@ -134,7 +135,8 @@ def test_digits_splits_are_stratified(digits):
 def test_digits_same_seed_gives_identical_splits(digits):
     again = load_dataset(DataSpec(name="digits", seed=0, val_fraction=0.1, test_fraction=0.2))
     for a, b in [(digits.train, again.train), (digits.val, again.val), (digits.test, again.test)]:
-        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+        assert torch.equal(a.images, b.images)
+        assert torch.equal(a.labels, b.labels)
 
 
 def test_digits_other_seed_gives_other_splits(digits):
@@ -149,7 +151,8 @@ def test_digits_train_split_is_normalised_to_mean_0_std_1(digits):
     assert images.mean(dim=(0, 2, 3)).abs().max() < 1e-5
     assert (images.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-4
     # the statistics recorded are the raw training split's (pixels / 16, in [0, 1])
-    assert 0 < digits.mean[0] < 1 and 0 < digits.std[0] < 1
+    assert 0 < digits.mean[0] < 1
+    assert 0 < digits.std[0] < 1
 
 
 # ---------------------------------------------------------------- synthetic
@@ -174,13 +177,16 @@ def test_synthetic_splits_are_disjoint_and_cover_all_samples():
     keys = [_row_keys(split.images.numpy()) for split in (data.train, data.val, data.test)]
     # continuous random images: no two samples coincide, so a shared row would be a shared sample
     assert all(count == 1 for k in keys for count in k.values())
-    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+    assert not (keys[0] & keys[1])
+    assert not (keys[0] & keys[2])
+    assert not (keys[1] & keys[2])
     assert sum(len(k) for k in keys) == 80
 
 
 def test_synthetic_is_seeded():
     a, b, c = load_dataset(_synthetic(seed=3)), load_dataset(_synthetic(seed=3)), load_dataset(_synthetic(seed=4))
-    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
+    assert torch.equal(a.train.images, b.train.images)
+    assert torch.equal(a.test.labels, b.test.labels)
     assert not torch.equal(a.train.images, c.train.images)
 
 
@@ -208,12 +214,15 @@ def test_every_face_draws_every_glyph_class():
 
 def test_glyphs_are_47_balanced_classes_of_16x16_characters(glyph_images):
     images, labels = glyph_images
-    assert images.shape == (47 * 21 * 5, 1, 16, 16) and images.dtype == torch.float32
-    assert 0 <= images.min() and images.max() <= 1
+    assert images.shape == (47 * 21 * 5, 1, 16, 16)
+    assert images.dtype == torch.float32
+    assert images.min() >= 0
+    assert images.max() <= 1
     assert torch.bincount(labels).tolist() == [21 * 5] * 47
     # the characters' strokes stand out of the noise (noise alone: top-10 mean about 0.32)
     top = images.flatten(1).topk(10, dim=1).values.mean(dim=1)
-    assert top.mean() > 0.75 and (top > 0.35).all()
+    assert top.mean() > 0.75
+    assert (top > 0.35).all()
     # two renderings of one character in one face differ (size, offset, shear, rotation, noise)
     assert not torch.equal(images[0], images[1])
 
@@ -222,9 +231,12 @@ def test_glyphs_are_a_fixed_artefact_and_the_seed_only_splits_them(glyph_images)
     from kdsweep.data.glyphs import render
 
     again = render()
-    assert torch.equal(glyph_images[0], again[0]) and torch.equal(glyph_images[1], again[1])
+    assert torch.equal(glyph_images[0], again[0])
+    assert torch.equal(glyph_images[1], again[1])
     a, b = load_dataset(DataSpec(name="glyphs", seed=0)), load_dataset(DataSpec(name="glyphs", seed=1))
-    assert a.input_shape == (1, 16, 16) and a.num_classes == 47 and a.in_memory
+    assert a.input_shape == (1, 16, 16)
+    assert a.num_classes == 47
+    assert a.in_memory
     assert (len(a.train), len(a.val), len(a.test)) == (3553, 395, 987)
     assert a.digest != b.digest
     for data in (a, b):
@@ -248,7 +260,8 @@ def test_draw_views_is_a_pure_function_of_seed_and_epoch():
 
 def test_draw_views_offsets_span_0_to_2_pad_and_flips_both_ways():
     views = draw_views(2000, AugmentSpec(pad=2, flip=True), seed=0, epoch=0)
-    assert set(views.dx.tolist()) == set(range(5)) and set(views.dy.tolist()) == set(range(5))
+    assert set(views.dx.tolist()) == set(range(5))
+    assert set(views.dy.tolist()) == set(range(5))
     assert views.flip.dtype == torch.bool
     assert 800 < int(views.flip.sum()) < 1200
 
@@ -256,12 +269,14 @@ def test_draw_views_offsets_span_0_to_2_pad_and_flips_both_ways():
 def test_draw_views_never_flips_when_flip_is_false():
     views = draw_views(500, AugmentSpec(pad=1, flip=False), seed=0, epoch=7)
     assert not views.flip.any()
-    assert views.dx.min() >= 0 and views.dx.max() <= 2
+    assert views.dx.min() >= 0
+    assert views.dx.max() <= 2
 
 
 def test_draw_views_without_pad_is_the_identity_offset():
     views = draw_views(50, AugmentSpec(pad=0, flip=False), seed=1, epoch=1)
-    assert views.dx.eq(0).all() and views.dy.eq(0).all()
+    assert views.dx.eq(0).all()
+    assert views.dy.eq(0).all()
 
 
 def test_apply_views_on_a_hand_computed_2x2_image():
@@ -273,7 +288,7 @@ def test_apply_views_on_a_hand_computed_2x2_image():
     assert out[2, 0].tolist() == [[2.0, 1.0], [4.0, 3.0]]  # centred, mirrored
 
 
-@pytest.mark.parametrize("pad, flip", [(1, False), (2, True), (4, True), (0, True)])
+@pytest.mark.parametrize(("pad", "flip"), [(1, False), (2, True), (4, True), (0, True)])
 def test_apply_views_matches_per_sample_reference(pad, flip):
     images = torch.randn(12, 3, 6, 5, generator=torch.Generator().manual_seed(pad))
     views = draw_views(12, AugmentSpec(pad=pad, flip=flip), seed=2, epoch=pad)
@@ -290,7 +305,7 @@ def test_views_take_selects_per_sample_parameters():
 
 
 @pytest.mark.parametrize(
-    "pad, flip, count", [(0, False, 1), (0, True, 2), (1, False, 9), (2, False, 25), (4, True, 162)]
+    ("pad", "flip", "count"), [(0, False, 1), (0, True, 2), (1, False, 9), (2, False, 25), (4, True, 162)]
 )
 def test_num_views_counts_crop_offsets_times_flips(pad, flip, count):
     augment = AugmentSpec(pad=pad, flip=flip)
@@ -319,12 +334,14 @@ def test_train_batches_cover_every_index_once_with_its_augmented_view(synthetic)
     for batch, views in train_batches(data, batch_size=16, epoch=2, shuffle_seed=9, device=CPU):
         index = batch.indices
         seen.append(index)
-        assert torch.equal(views.dx, expected_views.dx[index]) and torch.equal(views.flip, expected_views.flip[index])
+        assert torch.equal(views.dx, expected_views.dx[index])
+        assert torch.equal(views.flip, expected_views.flip[index])
         assert torch.equal(batch.labels, data.train.labels[index])
         reference = _reference_views(data.train.images[index], views.dx, views.dy, views.flip, data.augment.pad)
         assert torch.equal(batch.images, reference)
     sizes = [len(i) for i in seen]
-    assert sizes[:-1] == [16] * (len(sizes) - 1) and sum(sizes) == len(data.train)
+    assert sizes[:-1] == [16] * (len(sizes) - 1)
+    assert sum(sizes) == len(data.train)
     assert torch.equal(torch.cat(seen).sort().values, torch.arange(len(data.train)))
 
 
@@ -362,7 +379,8 @@ def test_unknown_dataset_name_suggests_the_close_match():
 
 def test_the_digest_names_the_exact_splits_and_nothing_else(digits):
     again = load_dataset(DataSpec(name="digits", seed=0, val_fraction=0.1, test_fraction=0.2))
-    assert again.digest == digits.digest and len(digits.digest) == 16
+    assert again.digest == digits.digest
+    assert len(digits.digest) == 16
     others = [
         DataSpec(name="digits", seed=1),
         DataSpec(name="digits", val_fraction=0.2),
@@ -415,8 +433,10 @@ def _test_images_in_file_order(arrays, classes=("a", "b"), count=2) -> np.ndarra
 def test_image_folder_in_memory_loads_classes_splits_and_pixels(tree):
     root, arrays = tree
     data = load_dataset(_folder_spec(root))
-    assert data.in_memory and isinstance(data.train, TensorSplit)
-    assert data.num_classes == 2 and data.input_shape == (3, 16, 16)
+    assert data.in_memory
+    assert isinstance(data.train, TensorSplit)
+    assert data.num_classes == 2
+    assert data.input_shape == (3, 16, 16)
     assert (len(data.train), len(data.val), len(data.test)) == (8, 2, 4)
     assert sorted(data.val.labels.tolist()) == [0, 1]  # stratified
     assert data.test.labels.tolist() == [0, 0, 1, 1]
@@ -437,15 +457,18 @@ def test_image_folder_in_memory_train_batches_cover_every_index_once(tree):
 def test_image_folder_resizes_to_image_size(tree):
     root, _ = tree
     data = load_dataset(_folder_spec(root, image_size=8))
-    assert data.input_shape == (3, 8, 8) and data.train.images.shape[1:] == (3, 8, 8)
+    assert data.input_shape == (3, 8, 8)
+    assert data.train.images.shape[1:] == (3, 8, 8)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_image_folder_streaming_yields_every_training_index_once(tree, num_workers):
     root, _ = tree
     data = load_dataset(_folder_spec(root, memory_limit_mb=0, num_workers=num_workers))
-    assert not data.in_memory and isinstance(data.train, FolderSplit)
-    assert data.num_classes == 2 and data.input_shape == (3, 16, 16)
+    assert not data.in_memory
+    assert isinstance(data.train, FolderSplit)
+    assert data.num_classes == 2
+    assert data.input_shape == (3, 16, 16)
     assert (len(data.train), len(data.val), len(data.test)) == (8, 2, 4)
     seen = []
     for batch, views in train_batches(data, batch_size=3, epoch=0, shuffle_seed=0, device=CPU):
@@ -481,7 +504,8 @@ def test_image_folder_streaming_matches_in_memory_split_and_statistics(tree):
     memory = load_dataset(_folder_spec(root))
     streaming = load_dataset(_folder_spec(root, memory_limit_mb=0))
     assert torch.equal(streaming.train.labels, memory.train.labels)
-    assert np.allclose(streaming.mean, memory.mean, atol=1e-5) and np.allclose(streaming.std, memory.std, atol=1e-5)
+    assert np.allclose(streaming.mean, memory.mean, atol=1e-5)
+    assert np.allclose(streaming.std, memory.std, atol=1e-5)
     images = torch.cat([b.images for b in eval_batches(streaming, streaming.train, 4, CPU)])
     assert torch.allclose(images, memory.train.images, atol=1e-4)
 
@@ -498,14 +522,16 @@ def test_streamed_and_in_memory_training_crops_pad_with_the_same_value(tmp_path)
         torch.manual_seed(0)  # the streamed crops' offsets come from torch's global generator
         images = torch.cat([batch.images for batch, _ in train_batches(data, 4, epoch=1, shuffle_seed=0, device=CPU)])
         values[memory_limit_mb] = set(torch.round(images, decimals=4).unique().tolist())
-    assert 0.0 in values[2048] and len(values[2048]) == 3  # the two levels, and the padding: the mean colour
+    assert 0.0 in values[2048]
+    assert len(values[2048]) == 3
     assert values[0] == values[2048]
 
 
 def test_image_folder_of_grayscale_pngs_has_one_channel(tmp_path):
     arrays = _make_tree(tmp_path / "gray", {"train": 3, "val": 2}, mode="L")
     data = load_dataset(_folder_spec(tmp_path / "gray", val_fraction=0.34))
-    assert data.in_channels == 1 and data.input_shape == (1, 16, 16)
+    assert data.in_channels == 1
+    assert data.input_shape == (1, 16, 16)
     assert np.array_equal(
         _levels(data.test.images, data, 255.0),
         _test_images_in_file_order({("test", c, i): arrays["val", c, i] for c in ("a", "b") for i in range(2)}),
@@ -515,7 +541,8 @@ def test_image_folder_of_grayscale_pngs_has_one_channel(tmp_path):
 def test_image_folder_accepts_val_instead_of_test(tmp_path):
     _make_tree(tmp_path / "v", {"train": 3, "val": 1}, size=8)
     data = load_dataset(_folder_spec(tmp_path / "v", image_size=8, val_fraction=0.34))
-    assert len(data.test) == 2 and len(data.train) + len(data.val) == 6
+    assert len(data.test) == 2
+    assert len(data.train) + len(data.val) == 6
 
 
 def test_image_folder_missing_directory_is_a_dataset_config_error(tmp_path):
@@ -723,7 +750,7 @@ def test_cifar100_downloads_extracts_and_splits(tmp_path, monkeypatch):
     _check_torchvision_dataset(data, fake, 100, (3, 32, 32), (300, 100, 200))
 
 
-@pytest.mark.parametrize("name, cls", [("mnist", tvd.MNIST), ("fashion_mnist", tvd.FashionMNIST)])
+@pytest.mark.parametrize(("name", "cls"), [("mnist", tvd.MNIST), ("fashion_mnist", tvd.FashionMNIST)])
 def test_mnist_family_downloads_extracts_and_splits(tmp_path, monkeypatch, name, cls):
     fake = _fake_mnist(monkeypatch, cls, train_count=60, test_count=20)
     data = load_dataset(DataSpec(name=name, root=str(tmp_path), val_fraction=0.2))
@@ -743,7 +770,8 @@ def test_torchvision_dataset_without_network_says_where_to_put_the_files(tmp_pat
     message = str(error)
     assert f"cannot download {name} into {root}" in message
     assert f"place the files in {root}" in message
-    assert "data.root" in message and "KDSWEEP_DATA" in message
+    assert "data.root" in message
+    assert "KDSWEEP_DATA" in message
 
 
 def test_torchvision_dataset_with_corrupted_download_is_a_config_error(tmp_path, monkeypatch):

@@ -47,10 +47,14 @@ def test_trial_reports_every_epoch_with_all_metrics(tiny_data):
     metrics = reports[-1][0]
     for key in ("val_accuracy", "val_macro_precision", "val_macro_recall", "val_macro_f1", "teacher_agreement"):
         assert 0.0 <= metrics[key] <= 1.0, key
-    assert metrics["val_loss"] > 0 and metrics["train_loss"] > 0 and metrics["train_kd"] > 0
+    assert metrics["val_loss"] > 0
+    assert metrics["train_loss"] > 0
+    assert metrics["train_kd"] > 0
     assert metrics["params"] == sum(p.numel() for p in result.student.parameters())
-    assert metrics["flops"] > 0 and metrics["latency_ms"] > 0
-    assert reports[-1][1]["epoch"] == 2 and "student" in reports[-1][1]
+    assert metrics["flops"] > 0
+    assert metrics["latency_ms"] > 0
+    assert reports[-1][1]["epoch"] == 2
+    assert "student" in reports[-1][1]
     # train_loss is alpha * kd + (1 - alpha) * ce, averaged the same way
     assert metrics["train_loss"] == pytest.approx(0.9 * metrics["train_kd"] + 0.1 * metrics["train_ce"], rel=1e-6)
 
@@ -115,10 +119,12 @@ def test_a_model_and_the_batches_it_sees_are_always_on_one_device(tiny_data):
     other = torch.device("meta")
     model = place(DeviceRecorder(tiny_model(tiny_data)), other)
     logits, labels = predict(model, tiny_data, "val")
-    assert model.seen == {"meta"} and logits.device == labels.device == other
+    assert model.seen == {"meta"}
+    assert logits.device == labels.device == other
     teacher = OnlineTeacher(DeviceRecorder(tiny_model(tiny_data)))  # prepared on the driver's CPU
     batch = Batch(tiny_data.train.images[:16].to(other), tiny_data.train.labels[:16].to(other), torch.arange(16))
-    assert teacher.train_logits(batch, None, 1).device == other and teacher.module.seen == {"meta"}
+    assert teacher.train_logits(batch, None, 1).device == other
+    assert teacher.module.seen == {"meta"}
     assert teacher.eval_logits(tiny_data, "val", other).shape == (len(tiny_data.val), tiny_data.num_classes)
 
 
@@ -147,7 +153,7 @@ def test_distillation_on_digits_reaches_high_accuracy():
 
 
 @pytest.mark.parametrize(
-    "change, field",
+    ("change", "field"),
     [({"alpha": 1.5}, "alpha"), ({"temperature": 0}, "temperature"), ({"lr": -1}, "lr"), ({"colour": 1}, "colour")],
 )
 def test_trial_config_rejects_bad_values(change, field):
@@ -180,11 +186,13 @@ def test_cli_runs_one_trial_and_prints_the_final_table():
         "0.9",
     )
     assert out.returncode == 0, out.stderr
-    assert "epoch   2/2" in out.stdout and "test_accuracy" in out.stdout and "latency_ms" in out.stdout
+    assert "epoch   2/2" in out.stdout
+    assert "test_accuracy" in out.stdout
+    assert "latency_ms" in out.stdout
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    ("args", "message"),
     [
         (["--student", "mobilnet_v2"], "student: unknown model 'mobilnet_v2'; did you mean 'mobilenet_v2'?"),
         (["--alpha", "1.5"], "alpha"),

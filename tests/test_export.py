@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import onnxruntime as ort
@@ -128,7 +129,8 @@ def test_onnx_champion_matches_pytorch_and_is_logged_on_the_versions_source_run(
     assert export.main(argv) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == str(output)
-    assert "version 1 of 'digits'" in out and "144 validation images: max |logit diff|" in out
+    assert "version 1 of 'digits'" in out
+    assert "144 validation images: max |logit diff|" in out
 
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     images = digits.val.images
@@ -143,13 +145,16 @@ def test_onnx_champion_matches_pytorch_and_is_logged_on_the_versions_source_run(
     client = MlflowClient(sweep.uri)
     assert client.get_model_version_by_alias("digits", "champion").run_id == sweep.student_run_id
     metrics = exported_metrics(sweep, sweep.student_run_id)
-    assert metrics["onnx_max_abs_diff"] <= 1e-4 and metrics["onnx_agreement"] == 1.0
-    assert metrics["onnx_latency_ms"] > 0 and metrics["pytorch_latency_ms"] > 0 and metrics["onnx_export_seconds"] > 0
+    assert metrics["onnx_max_abs_diff"] <= 1e-4
+    assert metrics["onnx_agreement"] == 1.0
+    assert metrics["onnx_latency_ms"] > 0
+    assert metrics["pytorch_latency_ms"] > 0
+    assert metrics["onnx_export_seconds"] > 0
     run = client.get_run(sweep.student_run_id)
     assert run.data.tags["kdsweep.onnx.check"].endswith("passed")
     assert "export/model.onnx" in [a.path for a in client.list_artifacts(sweep.student_run_id, "export")]
     logged = client.download_artifacts(sweep.student_run_id, "export/model.onnx", str(tmp_path / "logged"))
-    assert open(logged, "rb").read() == output.read_bytes()
+    assert Path(logged).read_bytes() == output.read_bytes()
 
 
 def test_torchscript_from_a_run_uri_loads_with_torch_jit_and_matches(sweep, digits, tmp_path, capsys):
@@ -167,7 +172,8 @@ def test_torchscript_from_a_run_uri_loads_with_torch_jit_and_matches(sweep, digi
         assert (scripted(images) - expected).abs().max() <= 1e-4
         assert (scripted(images[:1]) - expected[:1]).abs().max() <= 1e-4
     metrics = exported_metrics(sweep, sweep.student_run_id)
-    assert metrics["torchscript_max_abs_diff"] <= 1e-4 and metrics["torchscript_latency_ms"] > 0
+    assert metrics["torchscript_max_abs_diff"] <= 1e-4
+    assert metrics["torchscript_latency_ms"] > 0
     artifacts = [a.path for a in MlflowClient(sweep.uri).list_artifacts(sweep.student_run_id, "export")]
     assert "export/model.pt" in artifacts
 
@@ -181,12 +187,14 @@ def test_int8_writes_both_models_named_after_the_version_and_logs_accuracy_and_l
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == "digits-v1.onnx"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits-v1.int8.onnx", "digits-v1.onnx"]  # no ./mlflow.db
-    assert "int8 (static QDQ" in out and "val_accuracy" in out
+    assert "int8 (static QDQ" in out
+    assert "val_accuracy" in out
     session = ort.InferenceSession(str(tmp_path / "digits-v1.int8.onnx"), providers=["CPUExecutionProvider"])
     assert any(node.op_type == "QuantizeLinear" for node in graph_nodes(tmp_path / "digits-v1.int8.onnx"))
     assert session.get_inputs()[0].shape[0] == "batch"
     metrics = exported_metrics(sweep, sweep.student_run_id)
-    assert 0.5 <= metrics["onnx_int8_val_accuracy"] <= 1.0 and metrics["onnx_int8_latency_ms"] > 0
+    assert 0.5 <= metrics["onnx_int8_val_accuracy"] <= 1.0
+    assert metrics["onnx_int8_latency_ms"] > 0
     assert abs(metrics["onnx_int8_val_accuracy"] - metrics["onnx_val_accuracy"]) <= 0.05
     artifacts = [a.path for a in MlflowClient(sweep.uri).list_artifacts(sweep.student_run_id, "export")]
     assert {"export/model.onnx", "export/model.int8.onnx"} <= set(artifacts)
@@ -199,7 +207,8 @@ def test_a_failed_check_exits_1_logs_the_failure_and_writes_no_file(sweep, tmp_p
     assert "FAILED" in capsys.readouterr().out
     assert not output.exists()
     tag = MlflowClient(sweep.uri).get_run(sweep.student_run_id).data.tags["kdsweep.onnx.check"]
-    assert tag.endswith("FAILED") and "tolerance 1e-12" in tag
+    assert tag.endswith("FAILED")
+    assert "tolerance 1e-12" in tag
 
 
 # ---------------------------------------------------------------- select --export
@@ -211,7 +220,8 @@ def test_select_export_registers_then_ships_the_champion(sweep, tmp_path, capsys
     assert select.main([*argv, *FAST]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == "models:/digits-shipped@champion"  # still the last line, as without --export
-    assert any("passed" in line for line in lines) and output.exists()
+    assert any("passed" in line for line in lines)
+    assert output.exists()
     ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
 
 
@@ -263,7 +273,8 @@ def test_bad_input_is_one_line_exits_2_and_writes_nothing(sweep, tmp_path, monke
     before = {run_id: exported_metrics(sweep, run_id) for run_id in (sweep.student_run_id, sweep.cummax_run_id)}
     assert export.main([arg.format(**names) for arg in argv] + ["--tracking-uri", sweep.uri]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(message) and err.count("\n") == 1, err
+    assert err.startswith(message), err
+    assert err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
     assert {run_id: exported_metrics(sweep, run_id) for run_id in before} == before
 

@@ -67,8 +67,10 @@ def by_name(report) -> dict:
 def test_the_parameter_the_objective_depends_on_gets_the_importance():
     report = importance_report(trials(32, lambda c: 0.3 + 0.08 * c["temperature"]), CONFIG)
     overall = by_name(report)["all trials"]
-    assert overall.trials == 32 and list(overall.importances)[0] == "temperature"
-    assert overall.importances["temperature"] > 0.8 and overall.importances["alpha"] < 0.2
+    assert overall.trials == 32
+    assert next(iter(overall.importances)) == "temperature"
+    assert overall.importances["temperature"] > 0.8
+    assert overall.importances["alpha"] < 0.2
     assert sum(overall.importances.values()) == pytest.approx(1)
     assert set(overall.importances) == {"student", "temperature", "alpha", "loss"}  # unconditional only
     assert importance_report(trials(32, lambda c: 0.3 + 0.08 * c["temperature"]), CONFIG) == report  # seeded
@@ -83,10 +85,13 @@ def test_a_conditional_parameter_is_judged_only_over_the_trials_that_carry_it():
     report = importance_report(rows, CONFIG)
     scopes = by_name(report)
     branch = scopes["loss=dkd"]
-    assert branch.trials == dkd == 16 and branch.carrying == ["beta"]
-    assert list(branch.importances)[0] == "beta" and branch.importances["beta"] > 0.8
+    assert branch.trials == dkd == 16
+    assert branch.carrying == ["beta"]
+    assert next(iter(branch.importances)) == "beta"
+    assert branch.importances["beta"] > 0.8
     assert "loss" not in branch.importances  # the condition fixes it
-    assert "beta" not in scopes["all trials"].importances and "width" not in scopes["all trials"].importances
+    assert "beta" not in scopes["all trials"].importances
+    assert "width" not in scopes["all trials"].importances
     text = format_report(report)
     assert "loss=dkd (16 trials, those carrying beta): beta 0." in text
     assert text.startswith("what mattered for val_accuracy (fANOVA over 32 finished trials")
@@ -99,7 +104,9 @@ def test_student_families_with_enough_trials_get_their_own_line_and_carry_their_
     report = importance_report(rows, CONFIG)
     scopes = by_name(report)
     family = scopes["student=small_cnn"]
-    assert family.trials == 12 and family.carrying == ["width"] and list(family.importances)[0] == "width"
+    assert family.trials == 12
+    assert family.carrying == ["width"]
+    assert next(iter(family.importances)) == "width"
     assert "student" not in family.importances
     assert "student=small_cnn" not in [s.name for s in report.scopes if s is not family]  # width: no scope of its own
     assert f"too few trials (4) for student=resnet8 (needs {MIN_FAMILY_TRIALS})" in format_report(report)
@@ -113,7 +120,8 @@ def test_scratch_baselines_and_trials_without_a_result_are_left_out():
         replace(rows[1], status=Outcome.DIVERGED, metrics={"val_accuracy": 0.99}),
     ]
     report = importance_report(rows + noise, CONFIG)
-    assert report.trials == 8 and by_name(report)["all trials"].trials == 8
+    assert report.trials == 8
+    assert by_name(report)["all trials"].trials == 8
 
 
 def test_stopped_trials_count_only_when_too_few_finished_and_the_report_says_so():
@@ -122,12 +130,13 @@ def test_stopped_trials_count_only_when_too_few_finished_and_the_report_says_so(
     assert importance_report(enough, CONFIG).trials == 6  # the finished ones only
     few = trials(3, value) + trials(6, value, seed=1, status=Outcome.STOPPED)
     report = importance_report(few, CONFIG)
-    assert report.trials == 9 and report.stopped == 6
+    assert report.trials == 9
+    assert report.stopped == 6
     assert "over 9 trials, 6 of them stopped early" in format_report(report)
 
 
 @pytest.mark.parametrize(
-    "rows, reason",
+    ("rows", "reason"),
     [
         (trials(3, lambda c: c["temperature"]), "too few trials (3; needs 4)"),
         (trials(10, lambda c: 0.5), "val_accuracy is the same in all 10 trials"),
@@ -145,7 +154,8 @@ def test_too_few_trials_or_a_flat_objective_give_one_line_and_no_plot(rows, reas
 def test_the_figure_has_one_panel_per_scope():
     report = importance_report(trials(32, lambda c: 0.5 + 0.05 * c.get("beta", 2)), CONFIG)
     figure = importance_figure([(s.name, s.importances) for s in report.scopes], "val_accuracy")
-    assert isinstance(figure, Figure) and len(figure.axes) == len(report.scopes) >= 2
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == len(report.scopes) >= 2
     assert [a.get_title(loc="left") for a in figure.axes] == [s.name for s in report.scopes]
 
 
@@ -158,7 +168,8 @@ def test_the_report_is_logged_on_the_parent_and_listed_by_its_summary(tmp_path, 
     assert "all trials (16 trials): temperature" in capsys.readouterr().out
     assert {a.path for a in client.list_artifacts(parent)} == {IMPORTANCE_PLOT, IMPORTANCE_JSON}
     stored = json.loads(Path(client.download_artifacts(parent, IMPORTANCE_JSON, str(tmp_path))).read_text())
-    assert stored["evaluator"] == "fANOVA" and stored["scopes"][0]["importances"] == report.scopes[0].importances
+    assert stored["evaluator"] == "fANOVA"
+    assert stored["scopes"][0]["importances"] == report.scopes[0].importances
     summarise_sweep(uri, parent, "val_accuracy", "max", None)
     assert f"`{IMPORTANCE_PLOT}`" in client.get_run(parent).data.tags[NOTE_TAG]
 
@@ -173,9 +184,11 @@ def test_a_small_sweep_reports_what_mattered_after_its_leaderboard(ray_session, 
     }
     code, rows, uri = sweep(tmp_path, space, "--no-select", name="learned", uri=mlflow_server)
     out = capsys.readouterr().out
-    assert code == 0 and len(rows) == 6
+    assert code == 0
+    assert len(rows) == 6
     assert 0 < out.index("leaderboard (val_loss") < out.index("what mattered for val_loss (fANOVA over 6")
     client = MlflowClient(uri)
     parent = client.get_run(client.get_run(rows[0]["mlflow_run_id"]).data.tags["mlflow.parentRunId"])
     assert {IMPORTANCE_PLOT, IMPORTANCE_JSON} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert f"`{IMPORTANCE_PLOT}`" in parent.data.tags[NOTE_TAG] and IMPORTANCE_JSON in parent.data.tags[NOTE_TAG]
+    assert f"`{IMPORTANCE_PLOT}`" in parent.data.tags[NOTE_TAG]
+    assert IMPORTANCE_JSON in parent.data.tags[NOTE_TAG]

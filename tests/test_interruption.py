@@ -91,16 +91,17 @@ def assert_resumed_to_the_end(tmp_path: Path, name: str, command: list[str], bef
     driver = Driver(tmp_path, command, f"{name}-resumed.log")
     assert driver.wait() == 0, driver.log.read_text()[-5000:]
     rows = json.loads((tmp_path / f"{name}.json").read_text())
-    assert len(rows) == TRIALS and all(row["status"] == "FINISHED" for row in rows), rows
-    assert [row["role"] for row in rows].count("baseline") == 1 and all(
-        "kd_gain" in row["metrics"] for row in rows if row["role"] == "trial"
-    )
+    assert len(rows) == TRIALS, rows
+    assert all(row["status"] == "FINISHED" for row in rows), rows
+    assert [row["role"] for row in rows].count("baseline") == 1
+    assert all("kd_gain" in row["metrics"] for row in rows if row["role"] == "trial")
     after = epochs_reported(tmp_path, name)
     for trial, text in before.items():
         if text.count("\n") == SPACE["budget"]["epochs"]:
             assert after[trial] == text, f"finished trial {trial} was run again"
     client, runs = trial_runs(tmp_path, name)
-    assert len(runs) == TRIALS and len({r.data.tags["kdsweep.trial_id"] for r in runs}) == TRIALS
+    assert len(runs) == TRIALS
+    assert len({r.data.tags["kdsweep.trial_id"] for r in runs}) == TRIALS
     assert all(r.info.status == "FINISHED" and r.data.tags["kdsweep.outcome"] == "FINISHED" for r in runs)
     for run in runs:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
@@ -126,26 +127,32 @@ def test_ctrl_c_stops_the_sweep_closes_its_runs_and_prints_the_resume_command(ra
 
     rows = json.loads((tmp_path / "interrupted.json").read_text())
     interrupted = [row for row in rows if row["status"] == "INTERRUPTED"]
-    assert interrupted and all(row["status"] in ("FINISHED", "INTERRUPTED") for row in rows), rows
+    assert interrupted, rows
+    assert all(row["status"] in ("FINISHED", "INTERRUPTED") for row in rows), rows
     for row in interrupted:  # with their real parameters
         if row["role"] == "trial":
-            assert row["config"]["loss"] in ("kd", "dkd") and "temperature" in row["config"]
+            assert row["config"]["loss"] in ("kd", "dkd")
+            assert "temperature" in row["config"]
         else:
-            assert row["config"]["alpha"] == 0 and "loss" not in row["config"]
+            assert row["config"]["alpha"] == 0
+            assert "loss" not in row["config"]
     client, runs = trial_runs(tmp_path, "interrupted")
-    assert runs and not [r for r in runs if r.info.status == "RUNNING"], "no run is left RUNNING"
+    assert runs, "no run is left RUNNING"
+    assert not [r for r in runs if r.info.status == "RUNNING"], "no run is left RUNNING"
     by_trial = {r.data.tags["kdsweep.trial_id"]: r for r in runs}
     for row in interrupted:
         if row["trial_id"] in by_trial:  # one that never started has no run
             run = by_trial[row["trial_id"]]
-            assert run.info.status == "KILLED" and run.data.tags["kdsweep.outcome"] == "INTERRUPTED"
+            assert run.info.status == "KILLED"
+            assert run.data.tags["kdsweep.outcome"] == "INTERRUPTED"
     assert client.search_registered_models() == [], "an interrupted sweep registers nothing"
     assert "champion" not in log
     # Nothing Tune pickled into its experiment state (which may live on shared storage) holds where
     # this invocation's tracking server listened.
     served = next(line for line in log.splitlines() if line.startswith("MLflow: ")).rsplit(" at ", 1)[1]
     state = [p for p in (tmp_path / "results" / "interrupted").iterdir() if p.is_file()]
-    assert state and not [p.name for p in state if served.encode() in p.read_bytes()]
+    assert state
+    assert not [p.name for p in state if served.encode() in p.read_bytes()]
 
     before = epochs_reported(tmp_path, "interrupted")
     assert_resumed_to_the_end(tmp_path, "interrupted", [sys.executable, *shlex.split(resume)[1:]], before)

@@ -55,7 +55,9 @@ def test_rows_written_as_json_keep_the_keys_and_values_the_benchmarks_read(tmp_p
     assert list(compared) == [*KEYS, "vs_scratch", "champion"]
     assert list(note_only) == [*KEYS, "vs_scratch", "champion"]
     assert list(baseline) == KEYS  # neither compared nor judged: no vs_scratch, no champion
-    assert compared["status"] == "FINISHED" and baseline["status"] == "ERROR" and baseline["role"] == "baseline"
+    assert compared["status"] == "FINISHED"
+    assert baseline["status"] == "ERROR"
+    assert baseline["role"] == "baseline"
     assert compared["vs_scratch"] == {
         "epoch": 2,
         "baseline_val_accuracy": 0.7,
@@ -63,8 +65,10 @@ def test_rows_written_as_json_keep_the_keys_and_values_the_benchmarks_read(tmp_p
         "note": None,
     }
     assert note_only["vs_scratch"] == {"note": "its baseline did not report"}
-    assert compared["champion"] is True and note_only["champion"] is False
-    assert compared["metrics"] == written[0].metrics and compared["config"] == written[0].config
+    assert compared["champion"] is True
+    assert note_only["champion"] is False
+    assert compared["metrics"] == written[0].metrics
+    assert compared["config"] == written[0].config
     assert [row.to_json() for row in written] == json.loads(path.read_text())  # the round trip: nothing lost
 
 
@@ -72,10 +76,15 @@ def test_the_table_shows_each_rows_run_outcome_and_comparison():
     text = format_leaderboard(rows())
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["rank", "run", "student"]
-    assert lines[2].split()[1] == "t1" and "+0.1000" in lines[2] and lines[2].endswith("FINISHED")
-    assert lines[3].split()[8] == "-" and "vs scratch: its baseline did not report" in text
-    assert "not in MLflow: its final status" in text and "error: RuntimeError: boom" in text
+    assert lines[2].split()[1] == "t1"
+    assert "+0.1000" in lines[2]
+    assert lines[2].endswith("FINISHED")
+    assert lines[3].split()[8] == "-"
+    assert "vs scratch: its baseline did not report" in text
+    assert "not in MLflow: its final status" in text
+    assert "error: RuntimeError: boom" in text
     # Read from MLflow: named by its run, and a finished run without a model says so.
     from_mlflow = Row(run_name="resnet8-T4.0", status=Outcome.FINISHED, config={}, metrics={}, rank=1, no_model=True)
     line = format_leaderboard([from_mlflow]).splitlines()[2]
-    assert line.split()[1] == "resnet8-T4.0" and line.endswith("FINISHED (no model)")
+    assert line.split()[1] == "resnet8-T4.0"
+    assert line.endswith("FINISHED (no model)")

@@ -152,7 +152,9 @@ DKD_TARGETS = [1, 2, 0]
 
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
-@pytest.mark.parametrize("alpha,beta,warmup", [(1.0, 8.0, 1.0), (0.5, 2.0, 1.0), (2.0, 0.0, 0.3), (0.0, 1.0, 0.6)])
+@pytest.mark.parametrize(
+    ("alpha", "beta", "warmup"), [(1.0, 8.0, 1.0), (0.5, 2.0, 1.0), (2.0, 0.0, 0.3), (0.0, 1.0, 0.6)]
+)
 def test_dkd_matches_numpy_reference_of_paper_formulas(temperature, alpha, beta, warmup):
     exp_total, exp_ce, exp_kd = _np_dkd(DKD_STUDENT, DKD_TEACHER, DKD_TARGETS, temperature, alpha, beta, warmup)
     params = LossParams(temperature=temperature, alpha=alpha, beta=beta, warmup=warmup)
@@ -181,7 +183,7 @@ def test_dkd_identical_student_and_teacher_give_zero_kd_term():
 
 
 @pytest.mark.parametrize(
-    "epoch,warmup_epochs,expected",
+    ("epoch", "warmup_epochs", "expected"),
     [
         (1, 20, 0.05),
         (10, 20, 0.5),
@@ -245,7 +247,7 @@ def test_kd_loss_gradcheck_wrt_student_logits(alpha):
     assert torch.autograd.gradcheck(lambda x: kd_loss(x, t, _y(), 2.0, alpha), (s,))
 
 
-@pytest.mark.parametrize("temperature,alpha,beta", [(1.0, 1.0, 8.0), (4.0, 0.5, 2.0)])
+@pytest.mark.parametrize(("temperature", "alpha", "beta"), [(1.0, 1.0, 8.0), (4.0, 0.5, 2.0)])
 def test_dkd_loss_gradcheck_wrt_student_logits(temperature, alpha, beta):
     g = torch.Generator().manual_seed(1)
     s = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
@@ -267,14 +269,14 @@ def test_list_losses_is_sorted_names():
 
 
 def test_unknown_loss_message_lists_choices_and_suggests_close_name():
-    with pytest.raises(ValueError) as excinfo:
+    with pytest.raises(ValueError, match="unknown loss 'kdd'") as excinfo:
         get_loss("kdd")
     message = str(excinfo.value)
-    assert "unknown loss 'kdd'; did you mean 'kd'? (choose from: dist, dkd, kd)" == message
+    assert message == "unknown loss 'kdd'; did you mean 'kd'? (choose from: dist, dkd, kd)"
 
 
 def test_unknown_loss_far_from_any_name_has_no_suggestion():
-    with pytest.raises(ValueError) as excinfo:
+    with pytest.raises(ValueError, match="unknown loss 'contrastive'") as excinfo:
         get_loss("contrastive")
     assert "did you mean" not in str(excinfo.value)
 
@@ -291,7 +293,7 @@ def test_register_loss_makes_function_selectable_by_name(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "name,alpha,expected",
+    ("name", "alpha", "expected"),
     [
         ("kd", 0.0, False),
         ("kd", 0.5, True),

@@ -28,7 +28,7 @@ def _y(targets=TARGETS):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
-@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (2.0, 0.5), (0.0, 1.0), (1.0, 0.0)])
+@pytest.mark.parametrize(("alpha", "beta"), [(1.0, 1.0), (2.0, 0.5), (0.0, 1.0), (1.0, 0.0)])
 def test_dist_matches_a_plain_python_recomputation_of_the_official_code(temperature, alpha, beta):
     total, ce, soft = ref.dist(STUDENT, TEACHER, TARGETS, temperature, alpha, beta)
     terms = dist_terms(_t(STUDENT), _t(TEACHER), _y(), LossParams(temperature, alpha, beta))
@@ -85,7 +85,7 @@ EQUAL = [[3.0, 3.0, 3.0]] * 3
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 @pytest.mark.parametrize(
-    "student,teacher",
+    ("student", "teacher"),
     [(EXTREME_STUDENT, EXTREME_TEACHER), (EXTREME_STUDENT, EQUAL), (EQUAL, EXTREME_TEACHER)],
     ids=["extreme", "equal-teacher", "equal-student"],
 )
@@ -97,7 +97,8 @@ def test_extreme_and_all_equal_float32_logits_give_the_reference_value_and_finit
     terms.total.backward()
     _, _, soft = ref.dist(student, teacher, [0, 2, 1], temperature, 1.0, 2.0)
     assert terms.kd.item() == pytest.approx(soft, rel=1e-5, abs=1e-5)
-    assert torch.isfinite(terms.total).item() and torch.isfinite(s.grad).all().item()
+    assert torch.isfinite(terms.total).item()
+    assert torch.isfinite(s.grad).all().item()
 
 
 def test_all_equal_logits_on_both_sides_give_distance_one_for_both_relations():
@@ -109,7 +110,7 @@ def test_all_equal_logits_on_both_sides_give_distance_one_for_both_relations():
     assert torch.equal(s.grad, torch.zeros_like(s))
 
 
-@pytest.mark.parametrize("temperature,alpha,beta", [(1.0, 1.0, 1.0), (4.0, 2.0, 0.5)])
+@pytest.mark.parametrize(("temperature", "alpha", "beta"), [(1.0, 1.0, 1.0), (4.0, 2.0, 0.5)])
 def test_dist_gradcheck_wrt_student_logits(temperature, alpha, beta):
     g = torch.Generator().manual_seed(2)
     s = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)

@@ -67,7 +67,7 @@ def test_the_soft_term_takes_standardized_logits_and_ce_the_raw_ones(name):
 
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("side", ["student", "teacher"])
-@pytest.mark.parametrize("scale,shift", [(3.7, 5.0), (0.2, -11.0)])
+@pytest.mark.parametrize(("scale", "shift"), [(3.7, 5.0), (0.2, -11.0)])
 def test_standardized_soft_terms_ignore_a_positive_scale_and_a_shift_of_either_side(name, side, scale, shift):
     fn = LOSSES[name]
     params = LossParams(4.0, 0.7, 2.0, standardize=True)
@@ -86,7 +86,9 @@ EQUAL = [[3.0, 3.0, 3.0]] * 3
 
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize(
-    "student,teacher", [(EXTREME, EXTREME[::-1]), (EQUAL, EXTREME), (EXTREME, EQUAL)], ids=["extreme", "eq-s", "eq-t"]
+    ("student", "teacher"),
+    [(EXTREME, EXTREME[::-1]), (EQUAL, EXTREME), (EXTREME, EQUAL)],
+    ids=["extreme", "eq-s", "eq-t"],
 )
 def test_standardized_losses_on_extreme_and_equal_float32_logits_are_finite_and_as_referenced(name, student, teacher):
     s = _t(student, dtype=torch.float32, requires_grad=True)
@@ -94,7 +96,8 @@ def test_standardized_losses_on_extreme_and_equal_float32_logits_are_finite_and_
         s, _t(teacher, dtype=torch.float32), _y([0, 2, 1]), LossParams(4.0, 0.7, 2.0, standardize=True)
     )
     terms.total.backward()
-    assert torch.isfinite(terms.total).item() and torch.isfinite(s.grad).all().item()
+    assert torch.isfinite(terms.total).item()
+    assert torch.isfinite(s.grad).all().item()
     zs, zt = ref.standardize(student), ref.standardize(teacher)
     if name == "kd":
         assert terms.kd.item() == pytest.approx(ref.kd_soft(zs, zt, 4.0), rel=1e-5)

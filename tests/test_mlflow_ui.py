@@ -129,7 +129,8 @@ def status_icon(page, run_id: str) -> str:
 def test_the_printed_link_opens_the_training_view_with_every_trial_and_the_champion_model(sweep, browser):
     url, lines, rows = sweep
     link = printed_link(lines, "the sweep in MLflow's UI:")
-    assert "?workflowType=machine_learning" in link and "/runs?" in link
+    assert "?workflowType=machine_learning" in link
+    assert "/runs?" in link
     champion = next(r for r in rows if r.get("champion"))
     experiment = MlflowClient(url).get_experiment_by_name("ui")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # what MLflow 3.17 does not read

@@ -64,10 +64,11 @@ def test_list_models_by_role_partitions_the_registry():
     teachers, students = list_models("teacher"), list_models("student")
     assert not set(teachers) & set(students)
     assert sorted(teachers + students) == list_models()
-    assert "resnet56" in teachers and "small_cnn" in students
+    assert "resnet56" in teachers
+    assert "small_cnn" in students
 
 
-@pytest.mark.parametrize("name, channels, size", CASES)
+@pytest.mark.parametrize(("name", "channels", "size"), CASES)
 def test_model_forward_gives_finite_logits_of_shape_batch_by_classes(name, channels, size):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=channels, image_size=size)
@@ -102,10 +103,12 @@ def test_resnet18_on_224_keeps_the_imagenet_stem_with_new_in_channels():
 def test_small_image_stem_of_mobile_students_is_stride_one(name):
     model = create_model(name, 10, 1, 32)
     stem = model.features[0][0] if name.startswith("mobilenet") else model.conv1[0]
-    assert stem.stride == (1, 1) and stem.in_channels == 1
+    assert stem.stride == (1, 1)
+    assert stem.in_channels == 1
     big = create_model(name, 10, 1, 224)
     big_stem = big.features[0][0] if name.startswith("mobilenet") else big.conv1[0]
-    assert big_stem.stride == (2, 2) and big_stem.in_channels == 1
+    assert big_stem.stride == (2, 2)
+    assert big_stem.in_channels == 1
 
 
 def test_vgg_small_image_uses_a_linear_head_from_512_features():
@@ -190,7 +193,7 @@ def test_unknown_model_name_suggests_the_close_name():
 
 
 @pytest.mark.parametrize(
-    "name, depth",
+    ("name", "depth"),
     [
         ("resnet8", 8),
         ("resnet20", 20),
@@ -228,7 +231,7 @@ def test_cifar_resnet_rejects_depth_not_6n_plus_2(depth):
 
 
 @pytest.mark.parametrize(
-    "name, millions",  # on CIFAR-100, as tabulated by CRD (Tian et al. 2020) and DKD (Zhao et al. 2022)
+    ("name", "millions"),  # on CIFAR-100, as tabulated by CRD (Tian et al. 2020) and DKD (Zhao et al. 2022)
     [
         ("wrn_40_2", 2.26),
         ("wrn_16_2", 0.70),

@@ -61,7 +61,8 @@ def test_a_sweep_joined_by_address_runs_trials_on_both_nodes_and_logs_every_stud
     sweep = sweeps(two_nodes, mlflow_server, tmp_path, SPACE, "multinode-spread")
     code, rows = sweep.finish(timeout=240)
     assert code == 0, sweep.log_tail()
-    assert len(rows) == 2 and all(row["status"] == "FINISHED" for row in rows), sweep.log_tail()
+    assert len(rows) == 2, sweep.log_tail()
+    assert all(row["status"] == "FINISHED" for row in rows), sweep.log_tail()
     # One CPU per node and per trial: the two trials can only run at once on different nodes.
     assert {row["node_id"] for row in rows} == {two_nodes.head_node_id, two_nodes.worker_node_id}
 
@@ -95,11 +96,13 @@ def test_a_quarter_gpu_per_trial_runs_four_trials_at_once_on_one_gpu(two_nodes, 
     )
     code, rows = sweep.finish(timeout=240)
     assert code == 0, sweep.log_tail()
-    assert len(rows) == 4 and all(row["status"] == "FINISHED" for row in rows), sweep.log_tail()
+    assert len(rows) == 4, sweep.log_tail()
+    assert all(row["status"] == "FINISHED" for row in rows), sweep.log_tail()
     assert {row["node_id"] for row in rows} == {two_nodes.head_node_id}  # the only node with a GPU
     # All four were running at one moment: each started before any of them had finished.
     spans = [(r[0]["timestamp"] - r[0]["time_total_s"], r[-1]["timestamp"]) for r in sweep.results().values()]
-    assert len(spans) == 4 and max(start for start, _ in spans) < min(end for _, end in spans), spans
+    assert len(spans) == 4, spans
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
 
 
 def test_killing_the_worker_node_mid_sweep_retries_its_trial_from_a_checkpoint_on_the_head(
@@ -123,15 +126,18 @@ def test_killing_the_worker_node_mid_sweep_retries_its_trial_from_a_checkpoint_o
     code, rows = sweep.finish(timeout=240)
 
     assert code == 0, sweep.log_tail()
-    assert len(rows) == 2 and all(row["status"] == "FINISHED" for row in rows), sweep.log_tail()
+    assert len(rows) == 2, sweep.log_tail()
+    assert all(row["status"] == "FINISHED" for row in rows), sweep.log_tail()
     results = sweep.results()[interrupted]
     # Resumed after its last checkpoint, not from epoch 1: every epoch reported exactly once, in order.
     assert [r["epoch"] for r in results] == list(range(1, epochs + 1)), results
-    assert results[0]["node_id"] == two_nodes.worker_node_id and results[-1]["node_id"] == two_nodes.head_node_id
+    assert results[0]["node_id"] == two_nodes.worker_node_id
+    assert results[-1]["node_id"] == two_nodes.head_node_id
 
     runs = trial_runs(mlflow_server, "multinode-fault")
     trial_ids = [r.data.tags["kdsweep.trial_id"] for r in runs]
-    assert len(runs) == 2 and len(set(trial_ids)) == 2, trial_ids
+    assert len(runs) == 2, trial_ids
+    assert len(set(trial_ids)) == 2, trial_ids
     assert sorted(r.info.run_id for r in runs) == sorted(row["mlflow_run_id"] for row in rows)
     assert all(r.info.status == "FINISHED" and "kdsweep.model_uri" in r.data.tags for r in runs)
 
@@ -152,13 +158,14 @@ def test_a_streamed_folder_that_a_node_cannot_read_is_refused_before_any_trial(
     try:
         data = {"name": str(root), "image_size": 8, "memory_limit_mb": 0, "num_workers": 0, "val_fraction": 0.25}
         sweep = sweeps(two_nodes, mlflow_server, tmp_path, {**SPACE, "data": data}, "multinode-folder")
-        code, rows = sweep.finish(timeout=240)
+        code, _rows = sweep.finish(timeout=240)
     finally:
         two_nodes.kill_role("blind")
     assert code == 2, sweep.log_tail()
     error = next(line for line in sweep.log.read_text().splitlines() if line.startswith("error: "))
     assert error.startswith(f"error: data.name: {root} is not the same on node {blind}"), error
-    assert "No such file or directory" in error and not (tmp_path / "results").exists()
+    assert "No such file or directory" in error
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow
@@ -171,11 +178,12 @@ def test_a_storage_path_that_a_node_does_not_share_is_refused_before_any_trial(
     blind = two_nodes.start_worker("blind", ["--num-cpus=1", "--num-gpus=0"], hidden=[storage])
     try:
         sweep = sweeps(two_nodes, mlflow_server, tmp_path, SPACE, "multinode-storage")
-        code, rows = sweep.finish(timeout=240)
+        code, _rows = sweep.finish(timeout=240)
     finally:
         two_nodes.kill_role("blind")
     assert code == 2, sweep.log_tail()
     error = next(line for line in sweep.log.read_text().splitlines() if line.startswith("error: "))
     assert error.startswith(f"error: --storage: {storage} is not shared with node {blind}"), error
-    assert "No such file or directory" in error and list(storage.iterdir()) == []
+    assert "No such file or directory" in error
+    assert list(storage.iterdir()) == []
     assert MlflowClient(mlflow_server).get_experiment_by_name("multinode-storage") is None

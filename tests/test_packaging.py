@@ -55,13 +55,24 @@ def test_a_wheel_in_a_fresh_venv_runs_the_default_sweep_from_another_directory_a
     ]
     # No --space: the shipped default, as `python -m kdsweep.search` on a cluster's head runs it.
     run(
-        [python, "-m", "kdsweep.search", *(a for t in tiny for a in ("--set", t))]
-        + ["--set", "fixed.batch_size=256", "--no-select", "--no-baselines", "--output-json", "rows.json"],
+        [
+            python,
+            "-m",
+            "kdsweep.search",
+            *(a for t in tiny for a in ("--set", t)),
+            "--set",
+            "fixed.batch_size=256",
+            "--no-select",
+            "--no-baselines",
+            "--output-json",
+            "rows.json",
+        ],
         cwd=elsewhere,
         env=env,
     )
     (row,) = [r for r in json.loads((elsewhere / "rows.json").read_text()) if r["role"] == "trial"]
-    assert row["status"] == "FINISHED" and (elsewhere / "kdsweep_results" / "default").is_dir()
+    assert row["status"] == "FINISHED"
+    assert (elsewhere / "kdsweep_results" / "default").is_dir()
     # Every shipped space by name (but imagefolder, which needs a folder of images).
     names = "from kdsweep.config import *; [load_config(n) for n in shipped_spaces() if n != 'imagefolder']"
     run([python, "-c", names], cwd=elsewhere, env=env)

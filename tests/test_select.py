@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import mlflow.models
@@ -126,7 +127,7 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points(points, senses, fro
 
 @pytest.mark.parametrize(("points", "senses"), [([(1.0, 2.0)], ("max", "up")), ([(1.0, 2.0, 3.0)], ("max", "min"))])
 def test_pareto_front_refuses_unknown_senses_and_ragged_points(points, senses):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="every point needs one value per sense"):
         pareto_front(points, senses)
 
 
@@ -175,9 +176,11 @@ def test_selection_reads_back_the_exact_config_the_sweep_logged(selected):
     sweep, _, _ = selected
     client = MlflowClient(sweep.uri)
     config = sweep_config(client, client.get_run(sweep.parent_run_id))
-    assert config.data == SPEC and config.budget.epochs == 1 and config.fixed == {"alpha": 0.0, "width": 4}
+    assert config.data == SPEC
+    assert config.budget.epochs == 1
+    assert config.fixed == {"alpha": 0.0, "width": 4}
     child = client.get_run(sweep.run_ids["fast"])
-    with pytest.raises(ConfigError, match="--parent-run-id: run .* has no search_space/resolved.json"):
+    with pytest.raises(ConfigError, match=r"--parent-run-id: run .* has no search_space/resolved.json"):
         sweep_config(client, child)
 
 
@@ -186,12 +189,15 @@ def test_selection_reads_back_the_exact_config_the_sweep_logged(selected):
 
 def test_most_accurate_finished_run_wins_and_stopped_or_model_less_runs_never_do(selected):
     sweep, champion, lines = selected
-    assert champion.run_name == "accurate-slow" and champion.run_id == sweep.run_ids["accurate-slow"]
-    assert champion.model_uri == "models:/tiny@champion" and champion.version == 1
+    assert champion.run_name == "accurate-slow"
+    assert champion.run_id == sweep.run_ids["accurate-slow"]
+    assert champion.model_uri == "models:/tiny@champion"
+    assert champion.version == 1
     front_line = next(line for line in lines if line.startswith("Pareto front"))
     assert sorted(front_line.split(": ", 1)[1].split(", ")) == ["accurate-slow", "fast"]
     board = "\n".join(lines)
-    assert "STOPPED" in board and "FINISHED (no model)" in board
+    assert "STOPPED" in board
+    assert "FINISHED (no model)" in board
 
 
 def test_latency_limit_passes_over_the_most_accurate_run(sweep):
@@ -241,7 +247,7 @@ def test_pareto_plot_is_logged_on_the_parent(selected, tmp_path):
     client = MlflowClient(sweep.uri)
     assert "pareto_front.png" in [a.path for a in client.list_artifacts(sweep.parent_run_id)]
     path = client.download_artifacts(sweep.parent_run_id, "pareto_front.png", str(tmp_path))
-    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_main_prints_the_champion_uri_of_the_most_recent_sweep(selected, monkeypatch, capsys):
@@ -277,7 +283,8 @@ def test_bad_input_is_one_line_naming_the_flag_and_exits_2(selected, capsys, arg
     sweep, _, _ = selected
     assert main(["--tracking-uri", sweep.uri, *argv]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(message) and err.count("\n") == 1, err
+    assert err.startswith(message), err
+    assert err.count("\n") == 1, err
 
 
 def test_selection_never_ranks_by_a_test_metric(selected):
@@ -291,7 +298,8 @@ def test_a_refused_file_store_is_a_one_line_error(tmp_path, monkeypatch, capsys)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")  # this MLflow's default: file stores are opt-in
     assert main(["--tracking-uri", tmp_path.as_uri() + "/mlruns"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --tracking-uri: cannot open the MLflow store") and "MLFLOW_ALLOW_FILE_STORE" in err
+    assert err.startswith("error: --tracking-uri: cannot open the MLflow store")
+    assert "MLFLOW_ALLOW_FILE_STORE" in err
 
 
 # ---------------------------------------------------------------- a real MLflow server
@@ -304,7 +312,8 @@ def test_select_on_a_real_mlflow_server(mlflow_server, tmp_path, tiny_data, stud
     champion = select_champion(
         mlflow_server, "tiny-server", constraints=Constraints(max_params=2000), log=lambda line: None
     )
-    assert champion.run_name == "fast" and champion.model_uri == "models:/tiny-server@champion"
+    assert champion.run_name == "fast"
+    assert champion.model_uri == "models:/tiny-server@champion"
     assert "test_accuracy" in champion.metrics
     mlflow.set_tracking_uri(mlflow_server)
     served = mlflow.pytorch.load_model(champion.model_uri)
@@ -333,14 +342,19 @@ def test_the_parent_run_summarises_the_sweep_as_metrics_and_a_markdown_leaderboa
         "trials_error": 0,
     }
     assert metrics["best_val_accuracy"] == 0.99  # the best any trial that finished or was stopped reached
-    assert metrics["champion_val_accuracy"] == 0.90 and "champion_test_accuracy" in metrics
+    assert metrics["champion_val_accuracy"] == 0.90
+    assert "champion_test_accuracy" in metrics
     note = parent.data.tags[NOTE_TAG]
-    assert "3 finished, 1 stopped early" in note and "`models:/tiny@champion`" in note
+    assert "3 finished, 1 stopped early" in note
+    assert "`models:/tiny@champion`" in note
     assert f"on **synthetic** (digest `{tiny_data.digest}`)" in note
     table = [line for line in note.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| rank | run |") and len(table) == 2 + len(TRIALS)  # header, rule, trials
-    assert table[2].startswith("| 1 | accurate-slow |") and "| STOPPED |" in table[-1]
-    assert "`pareto_front.png`" in note and "importance.png" not in note  # only plots that are there
+    assert table[0].startswith("| rank | run |")
+    assert len(table) == 2 + len(TRIALS)
+    assert table[2].startswith("| 1 | accurate-slow |")
+    assert "| STOPPED |" in table[-1]
+    assert "`pareto_front.png`" in note
+    assert "importance.png" not in note
 
 
 def test_a_large_sweeps_description_is_cut_to_fit_mlflows_tag_limit():
@@ -352,5 +366,6 @@ def test_a_large_sweeps_description_is_cut_to_fit_mlflows_tag_limit():
     parent = SimpleNamespace(inputs=None, data=SimpleNamespace(tags={}), info=SimpleNamespace(run_name="sweep-x"))
     note = summary_note(parent, rank(runs, "val_accuracy", "max"), "val_accuracy", "max", None, "--no-select", [])
     assert len(note) <= NOTE_LIMIT
-    assert "| 1 | trial-0499 |" in note and note.rstrip().endswith("more trials: see the runs table.")
+    assert "| 1 | trial-0499 |" in note
+    assert note.rstrip().endswith("more trials: see the runs table.")
     assert "**No champion**: --no-select." in note

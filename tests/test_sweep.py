@@ -81,26 +81,31 @@ def assert_baselines(trials: list[dict], baselines: list[dict], uri: str, val_si
     teacher = client.get_run(client.get_run(trials[0]["mlflow_run_id"]).data.tags["mlflow.parentRunId"])
     teacher = teacher.data.metrics["teacher_val_accuracy"]
     for b in baselines:
-        assert b["config"]["alpha"] == 0 and "temperature" not in b["config"] and "kd_gain" not in b["metrics"]
-        assert b["status"] == "FINISHED" and b["metrics"]["epoch"] == epochs
+        assert b["config"]["alpha"] == 0
+        assert "temperature" not in b["config"]
+        assert "kd_gain" not in b["metrics"]
+        assert b["status"] == "FINISHED"
+        assert b["metrics"]["epoch"] == epochs
         assert "kdsweep.baseline" in client.get_run(b["mlflow_run_id"]).data.tags
     for t in trials:
         [b] = [b for b in baselines if student(b["config"]) == student(t["config"])]
         history = {m.step: m.value for m in client.get_metric_history(b["mlflow_run_id"], "val_accuracy")}
         epoch, compared = int(t["metrics"]["epoch"]), t["vs_scratch"]
-        assert compared["epoch"] == epoch and compared["baseline_val_accuracy"] == pytest.approx(history[epoch])
+        assert compared["epoch"] == epoch
+        assert compared["baseline_val_accuracy"] == pytest.approx(history[epoch])
         assert compared["teacher_val_accuracy"] == pytest.approx(teacher)
         gain = t["metrics"]["val_accuracy"] - history[epoch]
         run = client.get_run(t["mlflow_run_id"])
-        assert t["metrics"]["kd_gain"] == pytest.approx(gain) and run.data.metrics["kd_gain"] == pytest.approx(gain)
+        assert t["metrics"]["kd_gain"] == pytest.approx(gain)
+        assert run.data.metrics["kd_gain"] == pytest.approx(gain)
         assert run.data.tags["kdsweep.vs_scratch_epoch"] == str(epoch)
         if teacher - history[epoch] >= 1 / val_size:
             gap = gain / (teacher - history[epoch])
-            assert t["metrics"]["gap_closed"] == pytest.approx(gap) and run.data.metrics["gap_closed"] == pytest.approx(
-                gap
-            )
+            assert t["metrics"]["gap_closed"] == pytest.approx(gap)
+            assert run.data.metrics["gap_closed"] == pytest.approx(gap)
         else:
-            assert "gap_closed" not in t["metrics"] and "no better than scratch" in compared["note"]
+            assert "gap_closed" not in t["metrics"]
+            assert "no better than scratch" in compared["note"]
 
 
 def child_runs(uri: str, experiment: str):
@@ -114,7 +119,8 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
     assert code == 0
     trials = [row for row in rows if row["role"] == "trial"]
     baselines = [row for row in rows if row["role"] == "baseline"]
-    assert len(trials) == 3 and baselines
+    assert len(trials) == 3
+    assert baselines
     assert {row["status"] for row in rows} <= {"FINISHED", "STOPPED"}
     assert [row["rank"] for row in rows] == list(range(1, len(rows) + 1))
     for row in trials:
@@ -127,7 +133,8 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
     runs = child_runs(uri, "tiny")
     assert sorted(r.info.run_id for r in runs) == sorted(row["mlflow_run_id"] for row in rows)
     finished = [r for r in runs if r.data.tags["kdsweep.outcome"] == "FINISHED"]
-    assert finished and all("kdsweep.model_uri" in r.data.tags for r in finished)
+    assert finished
+    assert all("kdsweep.model_uri" in r.data.tags for r in finished)
     assert sum(row.get("champion", False) for row in rows) == 1
     assert not any(row.get("champion") for row in baselines), "a baseline is never champion unless asked"
     client = MlflowClient(uri)
@@ -136,7 +143,8 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
         assert run.data.params["student"] == row["config"]["student"]
         if row["role"] == "trial":
             assert float(run.data.params["temperature"]) == pytest.approx(row["config"]["temperature"])
-        assert run.data.params["lr"] == "0.05" and run.data.params["data.name"] == "synthetic"
+        assert run.data.params["lr"] == "0.05"
+        assert run.data.params["data.name"] == "synthetic"
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == list(range(1, int(row["metrics"]["epoch"]) + 1))
         best = max(sorted(history, key=lambda m: m.step), key=lambda m: m.value)  # the first epoch that reached it
@@ -150,11 +158,14 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
         assert {"train_ce", "lr", "params", "latency_ms"} <= set(run.data.metrics)
         assert ({"train_kd", "teacher_agreement"} <= set(run.data.metrics)) == (row["role"] == "trial")
         # An early stop is not a failure: FINISHED in MLflow, the outcome in its tag.
-        assert run.info.status == "FINISHED" and run.data.tags["kdsweep.outcome"] == row["status"]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["kdsweep.outcome"] == row["status"]
         assert (run.data.tags.get("kdsweep.stopped_early") == "true") == (row["status"] == "STOPPED")
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
-    assert parent.data.tags["kdsweep.role"] == "parent" and parent.data.tags["dataset"] == "synthetic"
-    assert "teacher_test_accuracy" in parent.data.metrics and "kdsweep.teacher_run_id" in parent.data.tags
+    assert parent.data.tags["kdsweep.role"] == "parent"
+    assert parent.data.tags["dataset"] == "synthetic"
+    assert "teacher_test_accuracy" in parent.data.metrics
+    assert "kdsweep.teacher_run_id" in parent.data.tags
     artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "search_space")]
     assert "search_space/space.yaml" in artifacts
 
@@ -174,7 +185,8 @@ def test_a_hyperband_sweep_stops_a_trial_and_runs_every_baseline_its_whole_budge
     assert code == 0
     trials = [row for row in rows if row["role"] == "trial"]
     baselines = [row for row in rows if row["role"] == "baseline"]
-    assert len(trials) == 4 and sorted(row["status"] for row in trials) == ["FINISHED"] * 3 + ["STOPPED"]
+    assert len(trials) == 4
+    assert sorted(row["status"] for row in trials) == ["FINISHED"] * 3 + ["STOPPED"]
     assert_baselines(trials, baselines, uri, len(tiny_data.val))
     assert sorted(r.info.run_id for r in child_runs(uri, "hyperband")) == sorted(row["mlflow_run_id"] for row in rows)
 
@@ -195,7 +207,8 @@ def test_a_sweep_where_no_trial_succeeds_exits_1_and_lists_the_failures(ray_sess
     assert sorted(row["config"]["temperature"] for row in rows) == [2.0, 4.0]  # the grid, once each
     assert all(row["status"] == "ERROR" and "injected failure" in row["error"] for row in rows)
     runs = child_runs(uri, "failing")
-    assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
+    assert len(runs) == 2
+    assert all(r.info.status == "FAILED" for r in runs)
     assert faults.crashes() == 2
 
 
@@ -219,7 +232,8 @@ def test_conditional_parameters_are_drawn_where_they_apply_and_reproduced_by_sea
         assert ("width" in config) == (config["student"] == "small_cnn")
         assert ("beta" in config) == (config["loss"] == "dkd")
     conditional = [(config.get("width"), config.get("beta")) for config in first]
-    assert any(width for width, _ in conditional) and any(beta for _, beta in conditional)
+    assert any(width for width, _ in conditional)
+    assert any(beta for _, beta in conditional)
     assert conditional == [(config.get("width"), config.get("beta")) for config in again]
     assert conditional != [(config.get("width"), config.get("beta")) for config in other]
 
@@ -236,12 +250,14 @@ def test_the_shipped_search_spaces_validate_by_name(name, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)  # found in the package, not relative to where the command runs
     flags = {"data.name": str(tmp_path)} if name == "imagefolder" else {}
     config = spaces.load_config(name, **flags)
-    assert spaces.shipped_spaces() == SHIPPED_SPACES and config.experiment_name == name
-    assert config.search and config.objectives[0].metric == "val_accuracy"
+    assert spaces.shipped_spaces() == SHIPPED_SPACES
+    assert config.experiment_name == name
+    assert config.search
+    assert config.objectives[0].metric == "val_accuracy"
 
 
 @pytest.mark.parametrize(
-    "space, message",
+    ("space", "message"),
     [
         ("cifr10", "unknown search space 'cifr10'; did you mean 'cifar10'? (choose from: cifar10, cifar100, default"),
         ("search_spaces/zoo.yaml", "file 'search_spaces/zoo.yaml' does not exist; did you mean 'zoo'? (shipped: "),
@@ -266,11 +282,12 @@ def test_optuna_multi_objective_sweep_on_digits(ray_session, mlflow_server, tmp_
         "searcher": {"name": "optuna", "max_concurrent": 2, "seed": 3},
         "budget": {"epochs": 1, "num_samples": 3},
     }
-    code, rows, uri = sweep(tmp_path, space, name="optuna", uri=mlflow_server, baselines=True)
+    code, rows, _uri = sweep(tmp_path, space, name="optuna", uri=mlflow_server, baselines=True)
     assert code == 0
     trials = [row for row in rows if row["role"] == "trial"]
     students = {(row["config"]["student"], row["config"].get("width")) for row in trials}
-    assert len(trials) == 3 and len(rows) == 3 + len(students), "Optuna's 3 samples, and a baseline per student"
+    assert len(trials) == 3, "Optuna's 3 samples, and a baseline per student"
+    assert len(rows) == 3 + len(students), "Optuna's 3 samples, and a baseline per student"
     assert all(row["status"] == "FINISHED" for row in rows)
     assert all(row["metrics"]["latency_ms"] > 0 for row in rows)
     assert all(("beta" in row["config"]) == (row["config"]["loss"] == "dkd") for row in trials)
@@ -291,7 +308,8 @@ def test_a_later_sweep_of_the_experiment_reuses_its_baselines(ray_session, mlflo
     later = tmp_path / "later"
     later.mkdir()
     code, second, _ = sweep(later, space, name="again", uri=uri, baselines=True)  # a new sweep, same experiment
-    assert code == 0 and [row["role"] for row in second] == ["trial", "trial"], "the baseline was not retrained"
+    assert code == 0, "the baseline was not retrained"
+    assert [row["role"] for row in second] == ["trial", "trial"], "the baseline was not retrained"
     for row in second:
         assert row["vs_scratch"]["baseline_val_accuracy"] == pytest.approx(baseline["metrics"]["val_accuracy"])
         assert row["metrics"]["kd_gain"] == pytest.approx(
@@ -311,7 +329,9 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint_in_the_same_run(ray_ses
     }
     code, rows, uri = sweep(tmp_path, space, name="retry", uri=mlflow_server)  # --no-baselines
     assert code == 0
-    assert len(rows) == 1 and rows[0]["role"] == "trial" and "kd_gain" not in rows[0]["metrics"]
+    assert len(rows) == 1
+    assert rows[0]["role"] == "trial"
+    assert "kd_gain" not in rows[0]["metrics"]
     assert rows[0]["status"] == "FINISHED"
     results = [json.loads(line) for line in (Path(rows[0]["path"]) / "result.json").read_text().splitlines()]
     assert [r["epoch"] for r in results] == [1, 2, 3]  # epoch 1 was not trained again
@@ -338,7 +358,8 @@ def test_a_diverging_trial_is_diverged_with_its_reason_never_retried_and_logs_no
     code, rows, uri = sweep(tmp_path, space, name="diverging", uri=mlflow_server)
     assert code == 1  # no trial succeeded
     [row] = rows
-    assert row["status"] == "DIVERGED" and row["error"] == "non-finite train_loss at epoch 1"
+    assert row["status"] == "DIVERGED"
+    assert row["error"] == "non-finite train_loss at epoch 1"
     assert all(math.isfinite(value) for value in row["metrics"].values())
     assert "DIVERGED\n      error: non-finite train_loss at epoch 1" in capsys.readouterr().out
     trial_dir = Path(row["path"])
@@ -347,10 +368,12 @@ def test_a_diverging_trial_is_diverged_with_its_reason_never_retried_and_logs_no
     [state] = trial_dir.parent.glob("experiment_state-*.json")  # Tune's own count of the trial's failures
     assert [json.loads(meta)["num_failures"] for _, meta in json.loads(state.read_text())["trial_data"]] == [0]
     [run] = child_runs(uri, "diverging")
-    assert run.info.status == "FINISHED" and run.data.tags["kdsweep.outcome"] == "DIVERGED"
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["kdsweep.outcome"] == "DIVERGED"
     assert run.data.tags["kdsweep.error"] == "non-finite train_loss at epoch 1"
     client = MlflowClient(uri)
-    assert "train_loss" not in run.data.metrics and "val_accuracy" in run.data.metrics
+    assert "train_loss" not in run.data.metrics
+    assert "val_accuracy" in run.data.metrics
     for key in run.data.metrics:
         assert all(math.isfinite(m.value) for m in client.get_metric_history(run.info.run_id, key)), key
 
@@ -365,7 +388,9 @@ def test_a_sweep_named_with_quotes_runs_end_to_end_and_registers_its_champion(ra
     }
     name = "o'brien's \"sweep\""
     code, rows, uri = sweep(tmp_path, space, name=name, uri=mlflow_server)
-    assert code == 0 and rows[0]["status"] == "FINISHED" and rows[0]["champion"]
+    assert code == 0
+    assert rows[0]["status"] == "FINISHED"
+    assert rows[0]["champion"]
     [run] = child_runs(uri, name)
     assert run.info.run_id == rows[0]["mlflow_run_id"]
     version = MlflowClient(uri).get_model_version_by_alias(name, "champion")
@@ -384,7 +409,7 @@ def bad(space_change: dict) -> dict:
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    ("change", "message"),
     [
         ({"colour": "red"}, "colour: unknown key"),
         (
@@ -449,10 +474,11 @@ def bad(space_change: dict) -> dict:
     ],
 )
 def test_bad_input_exits_2_with_one_line_before_anything_runs(tmp_path, capsys, change, message):
-    code, rows, uri = sweep(tmp_path, bad(change), name="bad")
+    code, _rows, _uri = sweep(tmp_path, bad(change), name="bad")
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
+    assert len(err) == 1, err
+    assert message in err[0], err
     assert not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "results").exists()
 
@@ -476,16 +502,18 @@ def test_unreachable_tracking_server_exits_2_before_any_trial(tmp_path, capsys):
 def test_a_bad_teacher_file_is_one_line_before_mlflow_or_ray_is_touched(tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     line = refused(tmp_path, capsys, space=bad({"teacher": {"checkpoint": str(tmp_path / "junk.pt")}}))
-    assert line.startswith("error: teacher.checkpoint: ") and "is not a readable checkpoint" in line
+    assert line.startswith("error: teacher.checkpoint: ")
+    assert "is not a readable checkpoint" in line
 
 
 def test_input_refused_after_the_private_server_launched_stops_that_server(ray_session, tmp_path, capsys):
     """The private MLflow server starts while Ray does; input refused after that (torchvision weights a
     teacher cannot take, found where it is trained) still exits 2, logs nothing, leaves no server behind."""
     space = bad({"teacher": {"arch": "small_cnn", "epochs": 1, "weights": "IMAGENET9K"}})
-    code, rows, uri = sweep(tmp_path, space, name="refused-teacher")
+    code, _rows, uri = sweep(tmp_path, space, name="refused-teacher")
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith("error: teacher.weights: "), err
+    assert code == 2, err
+    assert err[-1].startswith("error: teacher.weights: "), err
     assert MlflowClient(uri).search_experiments(filter_string="name = 'refused-teacher'") == []
     assert list(tmp_path.glob(".mlflow-server-*.log")) == []
     assert servers_of(tmp_path) == [], "an mlflow server of this sweep is still running"
@@ -497,8 +525,10 @@ def refused(tmp_path: Path, capsys, *flags: str, space: dict = TINY_SPACE) -> st
     argv = ["--space", str(write_space(tmp_path, space)), "--storage", str(tmp_path / "results")]
     code = search.main([*argv, "--tracking-uri", uri, *flags])  # a flag given twice: the last one counts
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1, err
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+    assert code == 2, err
+    assert len(err) == 1, err
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "results").exists()
     return err[0]
 
 
@@ -515,7 +545,8 @@ def test_an_unwritable_storage_or_mlflow_folder_is_refused_before_anything_runs(
     folder = tmp_path / "file" / "sub" if place == "below-a-file" else Path("/proc/kdsweep")
     error = refused(tmp_path, capsys, flag, str(folder) if flag == "--storage" else f"sqlite:///{folder}/mlflow.db")
     expected = "which is a file, not a directory" if place == "below-a-file" else "cannot write the "
-    assert error.startswith(f"error: {flag}: ") and expected in error, error
+    assert error.startswith(f"error: {flag}: "), error
+    assert expected in error, error
 
 
 def test_a_full_disk_for_storage_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):

@@ -38,7 +38,8 @@ def test_a_saved_teacher_loads_with_the_same_outputs(tiny_data, tmp_path):
     loaded, meta = load_teacher(str(tmp_path / "t.pt"), tiny_data)
     images = tiny_data.val.images[:8]
     assert torch.equal(loaded(images), module(images))
-    assert meta.input_shape == tiny_data.input_shape and meta.test_accuracy == 0.5
+    assert meta.input_shape == tiny_data.input_shape
+    assert meta.test_accuracy == 0.5
 
 
 class Payload:
@@ -49,13 +50,13 @@ class Payload:
 def test_a_checkpoint_carrying_a_pickled_payload_is_refused_not_run(tiny_data, tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "kdsweep-teacher/1", "meta": {}, "state_dict": {}, "x": Payload()}, path)
-    with pytest.raises(ConfigError, match="teacher.checkpoint: .*refused"):
+    with pytest.raises(ConfigError, match=r"teacher.checkpoint: .*refused"):
         load_teacher(str(path), tiny_data)
     assert not os.path.exists("/tmp/kdsweep-pwned")
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    ("change", "message"),
     [
         ({"num_classes": 7}, "predicts 7 classes but synthetic has 4"),
         ({"input_shape": (3, 8, 8)}, r"expects inputs \(3, 8, 8\) but synthetic has \(1, 8, 8\)"),
@@ -85,9 +86,11 @@ def test_a_trained_teacher_is_reused_by_the_next_sweep_on_the_same_data(tiny_dat
     spec = TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path))
     lines: list[str] = []
     first = prepare_teacher(spec, tiny_data, log=lines.append)
-    assert first.source.startswith("trained:") and first.history
+    assert first.source.startswith("trained:")
+    assert first.history
     second = prepare_teacher(spec, tiny_data, log=lines.append)
-    assert second.source.startswith("cache:") and any("reusing" in line for line in lines)
+    assert second.source.startswith("cache:")
+    assert any("reusing" in line for line in lines)
     for a, b in zip(first.module.state_dict().values(), second.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     other_seed = prepare_teacher(spec.model_copy(update={"seed": 1}), tiny_data, log=lines.append)
@@ -102,7 +105,8 @@ def test_a_teacher_kept_under_a_path_with_quotes_has_one_mlflow_run(tiny_data, t
     trained = prepare_teacher(spec, tiny_data, log=lambda _: None)
     first, _ = log_teacher(uri, trained, tiny_data)
     reused = prepare_teacher(spec, tiny_data, log=lambda _: None)  # the same file, found in the cache
-    assert reused.source.startswith("cache:") and "o'brien's" in reused.source
+    assert reused.source.startswith("cache:")
+    assert "o'brien's" in reused.source
     assert log_teacher(uri, reused, tiny_data)[0] == first
     client = MlflowClient(uri)
     assert len(client.search_runs([client.get_experiment_by_name("kdsweep-teachers").experiment_id])) == 1
@@ -134,13 +138,15 @@ def test_two_folders_of_the_same_name_do_not_share_a_teacher(tmp_path):
                 for i in range(4):
                     Image.new("L", (8, 8), color=shade + i).save(root / split / label / f"{i}.png")
         paths.append(cache_path(TeacherSpec(), load_dataset(DataSpec(name=str(root), image_size=8, val_fraction=0.25))))
-    assert paths[0] != paths[1] and paths[0].name.startswith("pets-")
+    assert paths[0] != paths[1]
+    assert paths[0].name.startswith("pets-")
 
 
 def test_a_teacher_trained_on_other_data_of_the_same_shape_is_refused(tiny_data, tmp_path):
     spec = TeacherSpec(arch="small_cnn", epochs=1, cache_dir=str(tmp_path))
     trained = prepare_teacher(spec, tiny_data, log=lambda _: None)
-    assert trained.meta.data_digest == tiny_data.digest and trained.meta.lr == spec.lr
+    assert trained.meta.data_digest == tiny_data.digest
+    assert trained.meta.lr == spec.lr
     path = trained.source.removeprefix("trained:")
     other = load_dataset(tiny_data.spec.model_copy(update={"seed": 1}))  # same shape and classes, other splits
     with pytest.raises(ConfigError, match=r"teacher.checkpoint: .* was trained on other data than this sweep's"):
@@ -149,7 +155,7 @@ def test_a_teacher_trained_on_other_data_of_the_same_shape_is_refused(tiny_data,
 
 
 @pytest.mark.parametrize(
-    "payload, message",
+    ("payload", "message"),
     [
         ({"format": "kdsweep-teacher/1", "meta": {}, "state_dict": {}}, "an older kdsweep teacher file"),
         ({"format": "kdsweep-teacher/2", "meta": {"arch": "small_cnn"}, "state_dict": {}}, "malformed metadata"),
@@ -165,7 +171,8 @@ def test_teacher_files_with_bad_metadata_or_weights_are_one_line_errors(tiny_dat
     torch.save({**good, **payload}, tmp_path / "t.pt")
     with pytest.raises(ConfigError, match=message) as caught:
         load_teacher(str(tmp_path / "t.pt"), tiny_data)
-    assert caught.value.field == "teacher.checkpoint" and "\n" not in str(caught.value)
+    assert caught.value.field == "teacher.checkpoint"
+    assert "\n" not in str(caught.value)
 
 
 def test_pretrained_torchvision_weights_are_copied_where_shapes_agree(tmp_path, monkeypatch):
@@ -224,13 +231,17 @@ def test_teacher_cli_trains_saves_and_logs_a_teacher_run(tmp_path):
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "test_accuracy" in out.stdout and (tmp_path / "teacher.pt").exists()
+    assert "test_accuracy" in out.stdout
+    assert (tmp_path / "teacher.pt").exists()
     data = load_dataset(DataSpec(name="digits"))
-    module, meta = load_teacher(str(tmp_path / "teacher.pt"), data)
-    assert meta.arch == "small_cnn" and meta.num_classes == 10 and 0.1 < meta.test_accuracy <= 1.0
+    _module, meta = load_teacher(str(tmp_path / "teacher.pt"), data)
+    assert meta.arch == "small_cnn"
+    assert meta.num_classes == 10
+    assert 0.1 < meta.test_accuracy <= 1.0
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("kdsweep-teachers").experiment_id])
-    assert len(runs) == 1 and runs[0].data.metrics["test_accuracy"] == pytest.approx(meta.test_accuracy)
+    assert len(runs) == 1
+    assert runs[0].data.metrics["test_accuracy"] == pytest.approx(meta.test_accuracy)
     assert "val_accuracy" in runs[0].data.metrics
 
 
@@ -265,7 +276,7 @@ def test_a_teacher_registered_in_mlflow_is_accepted_by_uri_and_checked_against_t
     same_shape = load_dataset(tiny_data.spec.model_copy(update={"seed": 2}))
     with pytest.raises(ConfigError, match="models:/tiny-teacher@best was trained on other data than this sweep's"):
         prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@best"), same_shape)
-    with pytest.raises(ConfigError, match="teacher.checkpoint: cannot load models:/tiny-teacher@nope"):
+    with pytest.raises(ConfigError, match=r"teacher.checkpoint: cannot load models:/tiny-teacher@nope"):
         prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@nope"), tiny_data)
 
 
@@ -282,5 +293,5 @@ def test_a_teacher_fine_tuned_from_pretrained_weights_starts_from_them(tiny_data
     started = reference.layer4[1].conv2.weight.flatten()
     trained = teacher.module.layer4[1].conv2.weight.flatten()
     assert torch.corrcoef(torch.stack([started, trained]))[0, 1] > 0.9
-    with pytest.raises(ConfigError, match="teacher.weights: unknown weights 'NOPE'"):
+    with pytest.raises(ConfigError, match=r"teacher.weights: unknown weights 'NOPE'"):
         prepare_teacher(spec.model_copy(update={"weights": "NOPE"}), tiny_data, log=lambda _: None)

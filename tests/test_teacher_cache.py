@@ -104,7 +104,9 @@ def test_memory_limit_keeps_the_epochs_that_fit_and_prints_the_size_first(teache
     lines: list[str] = []
     limit_mb = (fixed + 2.5 * per_epoch) / 2**20
     cache = build_teacher_cache(teacher, data, epochs=5, device=CPU, memory_limit_mb=limit_mb, log=lines.append)
-    assert cache.view_epochs == 2 and cache.train.shape == (2, samples, classes) and cache.train.dtype == np.float16
+    assert cache.view_epochs == 2
+    assert cache.train.shape == (2, samples, classes)
+    assert cache.train.dtype == np.float16
     assert f"2 view epochs x {samples} samples x {classes} classes, float16 = " in lines[0]
     assert "views repeat every 2 epochs" in lines[0]
     assert "built in" in lines[-1]
@@ -166,9 +168,12 @@ def test_a_trial_on_the_cache_trains_the_same_student_as_one_on_the_online_teach
 def test_the_sweep_gets_the_cache_in_cached_mode_and_the_module_online(teacher, data):
     prepared = Teacher(teacher, meta=None, source="test")
     cached = teacher_outputs(TeacherSpec(mode="cached"), prepared, data, 2, log=lambda _: None)
-    assert isinstance(cached, TeacherLogitCache) and cached.view_epochs == 2
+    assert isinstance(cached, TeacherLogitCache)
+    assert cached.view_epochs == 2
     online = teacher_outputs(TeacherSpec(mode="online"), prepared, data, 2)
-    assert isinstance(online, OnlineTeacher) and online.module is teacher and online.view_epochs is None
+    assert isinstance(online, OnlineTeacher)
+    assert online.module is teacher
+    assert online.view_epochs is None
 
 
 def test_the_teacher_task_returns_cpu_tensors_after_running_the_online_teacher_on_another_device(data):
@@ -188,15 +193,17 @@ def test_the_teacher_task_returns_cpu_tensors_after_running_the_online_teacher_o
 def test_the_cache_pickles_its_arrays_out_of_band_for_zero_copy_sharing(cache):
     buffers: list[pickle.PickleBuffer] = []
     payload = pickle.dumps(cache, protocol=5, buffer_callback=buffers.append)  # what Ray's object store does
-    assert len(buffers) == 4 and len(payload) < 1024
+    assert len(buffers) == 4
+    assert len(payload) < 1024
     restored = pickle.loads(payload, buffers=buffers)
-    assert np.array_equal(restored.train, cache.train) and restored.view_epochs == cache.view_epochs
+    assert np.array_equal(restored.train, cache.train)
+    assert restored.view_epochs == cache.view_epochs
 
 
 def test_teacher_mode_off_with_distillation_is_a_config_error(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("teacher:\n  mode: off\nsearch:\n  alpha:\n    uniform: [0.5, 1.0]\n")
-    with pytest.raises(ConfigError, match="teacher.mode.*alpha can be > 0"):
+    with pytest.raises(ConfigError, match=r"teacher.mode.*alpha can be > 0"):
         load_config(space)
     space.write_text("teacher:\n  mode: off\nfixed:\n  alpha: 0.0\n")
     assert load_config(space).teacher.mode == "off"

@@ -30,7 +30,7 @@ TWO = {
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    ("change", "message"),
     [
         ({"search": {"temperature": {"uniform": [2.0, 6.0]}}}, "search.teacher: 2 teachers: search over them"),
         ({"search": {"teacher": {"choice": ["cnn", "resnett"]}}}, "unknown teacher 'resnett'; did you mean 'resnet'?"),
@@ -58,12 +58,14 @@ def test_each_teacher_is_cached_exactly_as_alone(ray_session, tmp_path, tiny_dat
     for name, cache in caches.items():
         module = staged[name].teacher.module
         alone = build_teacher_cache(module, tiny_data, 2, torch.device("cpu"), 1024, log=lambda line: None)
-        assert np.array_equal(cache.train, alone.train) and np.array_equal(cache.views, alone.views)
+        assert np.array_equal(cache.train, alone.train)
+        assert np.array_equal(cache.views, alone.views)
         assert np.array_equal(cache.val, alone.val)
         predicted = cache.val.astype(np.float32).argmax(1)
         assert staged[name].val_accuracy == pytest.approx((predicted == tiny_data.val.labels.numpy()).mean())
     assert not np.array_equal(caches["cnn"].val, caches["resnet"].val)
-    assert staged["cnn"].teacher.meta.arch == "small_cnn" and staged["resnet"].teacher.meta.arch == "resnet8"
+    assert staged["cnn"].teacher.meta.arch == "small_cnn"
+    assert staged["resnet"].teacher.meta.arch == "resnet8"
 
 
 def test_a_sweep_over_two_teachers_trains_each_once_and_compares_each_pair(

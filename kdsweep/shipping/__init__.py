@@ -9,4 +9,4 @@ from kdsweep.shipping.errors import NotExportable
 from kdsweep.shipping.ship import Shipped, ship_model
 from kdsweep.shipping.spec import FORMATS, QUANTIZATIONS, ShipSpec
 
-__all__ = ["FORMATS", "NotExportable", "QUANTIZATIONS", "ShipSpec", "Shipped", "ship_model"]
+__all__ = ["FORMATS", "QUANTIZATIONS", "NotExportable", "ShipSpec", "Shipped", "ship_model"]
