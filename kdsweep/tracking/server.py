@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class MlflowServer:
-    """`mlflow server` as a child process, ready once its /health answers; `stop()` ends it.
+    """`mlflow server` as a child process, ready once its /health answers; `stop()` ends it, workers too.
 
     One gunicorn worker, because several would write one sqlite file at once ("database is
     locked"), and no job runner (MLflow's huey consumers: 7 processes kdsweep never uses). It
@@ -46,6 +47,11 @@ class MlflowServer:
     store theirs at `default_artifact_root` (a path that clients write directly, or
     `mlflow-artifacts:/` to have them uploaded through it). It accepts requests addressed to its
     own host and port only (MLflow's protection against DNS rebinding).
+
+    `mlflow server` runs its worker as a child process (uvicorn), which no death signal reaches: the
+    server gets a process group (a session) of its own, and `stop()` ends the whole group, so that a
+    worker whose parent was killed holds neither the port nor the database. Its own session also keeps
+    a terminal's Ctrl-C, meant for the sweep, from stopping the server the sweep still writes to.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class MlflowServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                start_new_session=True,  # setsid in the child, before exec: no Python runs there
             )
 
     def wait_ready(self, timeout: float = SERVER_START_TIMEOUT_S) -> None:
@@ -90,9 +97,19 @@ class MlflowServer:
                 time.sleep(0.5)
 
     def stop(self) -> None:
+        """SIGTERM (which `mlflow server` passes on to its worker), then SIGKILL for whatever of its
+        process group is left: a worker orphaned by a server that was killed."""
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # the group is empty: nothing was left
+            pass
+        self.process.wait()
 
     def discard(self) -> None:
         """Stop it and remove its log: the end of a private server that did its job (or was not needed)."""
