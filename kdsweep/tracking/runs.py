@@ -54,7 +54,7 @@ class TrackingContext:
     uri: str
     experiment_id: str
     parent_run_id: str
-    patience_s: float = 300.0  # how long a trial waits at its end for an unreachable tracking server
+    patience_s: float = 300.0  # how long the driver waits at the sweep's end for an unreachable tracking server
 
 
 def _versions() -> dict[str, str]:
@@ -270,6 +270,8 @@ class TrialTracker:
 
     Every call goes through a `Pending` queue: while the tracking server is unreachable the trial
     trains on, and what it logged arrives, in order, when the server is back (or is named by `finish`).
+    `background`: the calls run on the queue's own thread (a trial's: its training never waits for
+    them); otherwise each is tried when made (the driver repairing a run at its end).
     """
 
     def __init__(
@@ -281,6 +283,7 @@ class TrialTracker:
         data: Dataset,
         log=print,
         tags: dict[str, str] | None = None,
+        background: bool = False,
     ) -> None:
         self.context = context
         self.client = MlflowClient(context.uri)
@@ -288,7 +291,7 @@ class TrialTracker:
         self.logged_epoch = 0
         self.best: tuple[float, int] | None = None  # (best val_accuracy so far, its epoch)
         self.has_model = False
-        self.pending = Pending(log)
+        self.pending = Pending(log, background)
         self.pending.add("the trial's run", lambda: self._open(trial_id, run_name, params, data, tags or {}))
 
     def _open(self, trial_id: str, run_name: str, params: dict[str, Any], data: Dataset, tags: dict[str, str]) -> None:
@@ -349,7 +352,9 @@ class TrialTracker:
 
         self.pending.add("the student model", log)
 
-    def finish(self, patience_s: float) -> str | None:
-        """Wait up to `patience_s` for what is still pending; what could not be stored, or None."""
-        self.pending.flush(patience_s)
+    def finish(self) -> str | None:
+        """Wait for what is still pending while the server answers, never for one that fails (the
+        driver repairs the run from Tune's record at the sweep's end); what was not stored, or None."""
+        self.pending.flush(while_failing=False)
+        self.pending.close()
         return describe(self.pending.unsaved()) or None
