@@ -40,7 +40,7 @@ class RunCloser:
         self.tracker, self.tracking, self.data = tracker, tracking, data
         self.template, self.epochs = trial_template(config), config.budget.epochs
         # On a thread of its own: Tune's event loop, which every trial's report waits on, never waits for MLflow.
-        self.pending = Pending(log, background=True)
+        self.pending = Pending(log, background=True, wake=tracker.server.moved)
 
     def register(self, sweep: str) -> None:
         _CLOSERS[sweep] = self

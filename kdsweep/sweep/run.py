@@ -155,6 +155,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
     # continues) before it stops them, so a status other than TERMINATED or ERROR means interrupted.
     analysis = ExperimentAnalysis(experiment_path(config))
     lacking = closer.reconcile(analysis.trials, analysis.trial_dataframes)
+    uri = tracker.server.current()  # a private server restarted on another port answers there
     rows = leaderboard_rows(analysis.trials, config, lacking)
     if baselines:
         accuracy = {name: staged.val_accuracy for name, staged in teachers.items()}

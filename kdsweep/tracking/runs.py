@@ -23,6 +23,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from kdsweep.data import Dataset
 from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome, ending_reason
+from kdsweep.tracking.address import ServerAddress
 from kdsweep.tracking.datasets import log_dataset
 from kdsweep.tracking.models import log_model
 from kdsweep.tracking.pending import Pending, describe
@@ -51,7 +52,7 @@ class TrackingContext:
     """What a trial needs to find its run; sent to every trial with the Tune config (not pickled into
     Tune's experiment state: `tune.with_parameters` keeps it in the object store)."""
 
-    uri: str
+    uri: str  # where the tracking server first answered (a restarted private one is found from it)
     experiment_id: str
     parent_run_id: str
     patience_s: float = 300.0  # how long the driver waits at the sweep's end for an unreachable tracking server
@@ -146,8 +147,8 @@ class SweepTracker:
     """The parent run of one sweep (reused by --resume) and the runs' final statuses."""
 
     def __init__(self, uri: str, experiment_name: str) -> None:
-        self.uri = uri
-        self.client = MlflowClient(uri)
+        self.uri = uri  # where the server first answered: what trials are given
+        self.server = ServerAddress(uri)
         self.experiment_id = experiment_id(self.client, experiment_name)
         self.experiment_name = experiment_name
         self.parent_run_id: str | None = None
@@ -187,6 +188,10 @@ class SweepTracker:
             self.client.log_text(self.parent_run_id, resolved, RESOLVED_CONFIG)
             log_dataset(self.client, self.parent_run_id, data)
         return TrackingContext(self.uri, self.experiment_id, self.parent_run_id, config.run.tracking_patience_s)
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.server.client
 
     def link_teacher(
         self, teacher_run_id: str, reference: dict[str, float], node_id: str, name: str | None = None
@@ -286,13 +291,17 @@ class TrialTracker:
         background: bool = False,
     ) -> None:
         self.context = context
-        self.client = MlflowClient(context.uri)
+        self.server = ServerAddress(context.uri)
         self.run_id: str | None = None
         self.logged_epoch = 0
         self.best: tuple[float, int] | None = None  # (best val_accuracy so far, its epoch)
         self.has_model = False
-        self.pending = Pending(log, background)
+        self.pending = Pending(log, background, wake=self.server.moved)
         self.pending.add("the trial's run", lambda: self._open(trial_id, run_name, params, data, tags or {}))
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.server.client
 
     def _open(self, trial_id: str, run_name: str, params: dict[str, Any], data: Dataset, tags: dict[str, str]) -> None:
         found = find_trial_run(self.client, self.context.experiment_id, trial_id)
@@ -345,7 +354,7 @@ class TrialTracker:
 
     def log_student(self, student, data, confusion) -> None:
         def log() -> None:
-            uri = log_model(self.context.uri, self.run_id, student, data)
+            uri = log_model(self.server.url, self.run_id, student, data)
             self.client.set_tag(self.run_id, TAG_MODEL_URI, uri)
             self.client.log_figure(self.run_id, confusion, "confusion_matrix_val.png")
             self.has_model = True
