@@ -8,6 +8,7 @@ the sweep runs as a user runs it, `python -m kdsweep.search --tracking-uri http:
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,9 @@ def test_what_trials_log_while_the_server_is_away_arrives_when_it_is_back(ray_se
     assert client.get_model_version_by_alias("outage", "champion").run_id in {r.info.run_id for r in runs}
 
 
-def test_a_server_that_stays_away_is_named_in_the_leaderboard_and_no_trial_fails_for_it(ray_session, server, tmp_path):
+def test_a_server_that_stays_away_is_named_in_the_leaderboard_and_stored_later_by_the_printed_command(
+    ray_session, server, tmp_path
+):
     driver = sweep(tmp_path, ray_session, server, "gone", "--set", "run.tracking_patience_s=2")
     wait_until(
         lambda: len(reported(tmp_path, "gone")) == 2 and min(reported(tmp_path, "gone")) >= 1,
@@ -122,3 +125,17 @@ def test_a_server_that_stays_away_is_named_in_the_leaderboard_and_no_trial_fails
     for run in runs:
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
         assert steps == list(range(1, len(steps) + 1)) and len(steps) < EPOCHS
+
+    # The command it printed stores the rest from the sweep's own record, trains nothing again, and selects.
+    before = epochs_reported(tmp_path, "gone")
+    replay = shlex.split(log.rstrip().splitlines()[-1])
+    assert replay[:3] == ["python", "-m", "kdsweep.search"] and replay[-1] == "--resume", log[-3000:]
+    driver = Driver(tmp_path, [sys.executable, *replay[1:]], "gone-replayed.log")
+    assert driver.wait() == 0, driver.log.read_text()[-5000:]
+    assert epochs_reported(tmp_path, "gone") == before
+    runs = client.search_runs([client.get_experiment_by_name("gone").experiment_id], "tags.`kdsweep.role` = 'trial'")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" and "kdsweep.model_uri" in r.data.tags for r in runs)
+    for run in runs:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        assert steps == list(range(1, EPOCHS + 1)), (run.info.run_name, steps)
+    assert client.get_model_version_by_alias("gone", "champion").run_id in {r.info.run_id for r in runs}

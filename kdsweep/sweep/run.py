@@ -173,7 +173,8 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
     if lacking:  # the tracking server stayed away: selection would read an incomplete record
         print(
             f"\nMLflow ({display_uri(uri)}) stayed unreachable: it lacks what {len(lacking)} trial(s) recorded "
-            "(rows marked 'not in MLflow'); nothing was selected or registered"
+            "(rows marked 'not in MLflow'); nothing was selected or registered. Once it is back, this stores "
+            f"what it lacks from the sweep's own record, trains nothing again, and selects:\n  {resume_command}"
         )
         return 1
     for row in rows:
