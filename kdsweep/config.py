@@ -153,8 +153,9 @@ class Run(_Strict):
     # experiment), so that every distillation trial reports kd_gain and gap_closed.
     baselines: bool = True
     register_name: str | None = None  # registered model name for the champion; default: the experiment name
-    # How long a trial (and the driver, at the end) waits for an unreachable tracking server before
-    # giving up on what it could not store (it is named in the leaderboard).
+    # How long the driver waits at the sweep's end for an unreachable tracking server, to store what
+    # trials could not, before giving up on it (named in the leaderboard, with how to store it later).
+    # A trial waits at its end only while the server answers: it never trains slower for one that doesn't.
     tracking_patience_s: float = Field(default=300.0, ge=0)
 
     @field_validator("name", "register_name")

@@ -8,6 +8,7 @@ the sweep runs as a user runs it, `python -m kdsweep.search --tracking-uri http:
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -88,19 +89,24 @@ def test_what_trials_log_while_the_server_is_away_arrives_when_it_is_back(ray_se
     assert driver.wait() == 0, driver.log.read_text()[-5000:]
 
     log = driver.log.read_text()
-    assert "MLflow: could not store" in log and "MLflow: reachable again" in log
+    assert "MLflow: could not store" in log
+    assert "MLflow: reachable again" in log
     rows = json.loads((tmp_path / "outage.json").read_text())
-    assert len(rows) == 2 and all(row["status"] == "FINISHED" and not row["not_in_mlflow"] for row in rows)
+    assert len(rows) == 2
+    assert all(row["status"] == "FINISHED" and not row["not_in_mlflow"] for row in rows)
     client = MlflowClient(server.uri)
     runs = client.search_runs([client.get_experiment_by_name("outage").experiment_id], "tags.`kdsweep.role` = 'trial'")
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" and "kdsweep.model_uri" in r.data.tags for r in runs)
+    assert len(runs) == 2
+    assert all(r.info.status == "FINISHED" and "kdsweep.model_uri" in r.data.tags for r in runs)
     for run in runs:  # every epoch arrived, once
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
         assert steps == list(range(1, EPOCHS + 1)), (run.info.run_name, steps)
     assert client.get_model_version_by_alias("outage", "champion").run_id in {r.info.run_id for r in runs}
 
 
-def test_a_server_that_stays_away_is_named_in_the_leaderboard_and_no_trial_fails_for_it(ray_session, server, tmp_path):
+def test_a_server_that_stays_away_is_named_in_the_leaderboard_and_stored_later_by_the_printed_command(
+    ray_session, server, tmp_path
+):
     driver = sweep(tmp_path, ray_session, server, "gone", "--set", "run.tracking_patience_s=2")
     wait_until(
         lambda: len(reported(tmp_path, "gone")) == 2 and min(reported(tmp_path, "gone")) >= 1,
@@ -111,11 +117,14 @@ def test_a_server_that_stays_away_is_named_in_the_leaderboard_and_no_trial_fails
     started = time.time()
     assert driver.wait() == 1, driver.log.read_text()[-5000:]
     log = driver.log.read_text()
-    assert "stayed unreachable" in log and "nothing was selected or registered" in log
+    assert "stayed unreachable" in log
+    assert "nothing was selected or registered" in log
     rows = json.loads((tmp_path / "gone.json").read_text())
-    assert len(rows) == 2 and all(row["status"] == "FINISHED" for row in rows), rows  # trained to the end
+    assert len(rows) == 2, rows
+    assert all(row["status"] == "FINISHED" for row in rows), rows
     for row in rows:
-        assert f"{EPOCHS}" in row["not_in_mlflow"] and "the student model" in row["not_in_mlflow"], row
+        assert f"{EPOCHS}" in row["not_in_mlflow"], row
+        assert "the student model" in row["not_in_mlflow"], row
         assert "its final status" in row["not_in_mlflow"]
     assert time.time() - started < 240, "the patience bounds how long the sweep waits for the server"
     server.start()  # what did arrive is consistent: runs with the epochs logged before the outage
@@ -123,7 +132,24 @@ def test_a_server_that_stays_away_is_named_in_the_leaderboard_and_no_trial_fails
     runs = client.search_runs([client.get_experiment_by_name("gone").experiment_id], "tags.`kdsweep.role` = 'trial'")
     for run in runs:
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
-        assert steps == list(range(1, len(steps) + 1)) and len(steps) < EPOCHS
+        assert steps == list(range(1, len(steps) + 1))
+        assert len(steps) < EPOCHS
+
+    # The command it printed stores the rest from the sweep's own record, trains nothing again, and selects.
+    before = epochs_reported(tmp_path, "gone")
+    replay = shlex.split(log.rstrip().splitlines()[-1])
+    assert replay[:3] == ["python", "-m", "kdsweep.search"], log[-3000:]
+    assert replay[-1] == "--resume", log[-3000:]
+    driver = Driver(tmp_path, [sys.executable, *replay[1:]], "gone-replayed.log")
+    assert driver.wait() == 0, driver.log.read_text()[-5000:]
+    assert epochs_reported(tmp_path, "gone") == before
+    runs = client.search_runs([client.get_experiment_by_name("gone").experiment_id], "tags.`kdsweep.role` = 'trial'")
+    assert len(runs) == 2
+    assert all(r.info.status == "FINISHED" and "kdsweep.model_uri" in r.data.tags for r in runs)
+    for run in runs:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+        assert steps == list(range(1, EPOCHS + 1)), (run.info.run_name, steps)
+    assert client.get_model_version_by_alias("gone", "champion").run_id in {r.info.run_id for r in runs}
 
 
 def _finished_with_a_checkpoint_torch_cannot_read(sampled: dict) -> None:
@@ -171,9 +197,11 @@ def test_an_unreadable_checkpoint_is_said_at_once_not_retried_as_mlflow_being_aw
 
     started = time.monotonic()
     lacking = closer.reconcile(analysis.trials, analysis.trial_dataframes)
-    assert time.monotonic() - started < 15 and lacking == {}, said
+    assert time.monotonic() - started < 15, said
+    assert lacking == {}, said
     (trial,) = analysis.trials
     assert [line for line in said if "checkpoint cannot be read" in line and trial.trial_id in line], said
     assert not [line for line in said if line.startswith("MLflow: could not store")], said
     (run,) = MlflowClient(mlflow_server).search_runs([tracker.experiment_id], "tags.`kdsweep.role` = 'trial'")
-    assert run.info.status == "FINISHED" and run.data.metrics["val_accuracy"] == 0.5
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["val_accuracy"] == 0.5

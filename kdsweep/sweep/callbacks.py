@@ -46,7 +46,8 @@ class RunCloser:
     ) -> None:
         self.tracker, self.tracking, self.data = tracker, tracking, data
         self.template, self.epochs = template, epochs  # the sweep's, and its epoch budget
-        self.pending, self.log = Pending(log), log
+        # On a thread of its own: Tune's event loop, which every trial's report waits on, never waits for MLflow.
+        self.pending, self.log = Pending(log, background=True, wake=tracker.server.moved), log
 
     def register(self, sweep: str) -> None:
         _CLOSERS[sweep] = self
@@ -68,6 +69,7 @@ class RunCloser:
         for trial in trials:
             self.pending.add(f"trial {trial.trial_id}", lambda t=trial: self._repair(t, runs, results))
         self.pending.flush(self.tracking.patience_s)
+        self.pending.close()
         unsaved = self.pending.unsaved()
         return {
             t.trial_id: "; ".join(
@@ -103,7 +105,7 @@ class RunCloser:
             tracker.pending.flush()  # the run must be open before it is asked whether it has the model
             if not tracker.has_model:
                 log_final_student(tracker, config, weights, self.data)
-        unsaved = tracker.finish(0)
+        unsaved = tracker.finish()
         if unsaved:
             raise ConnectionError(f"MLflow still lacks {unsaved}")  # keeps this repair pending
         self._close(trial, outcome, tracker.run_id)

@@ -170,7 +170,8 @@ class Tracked:
 
     @property
     def uri(self) -> str:
-        return self.context.uri
+        """Where the tracking server answers now (a private server restarted on another port answers there)."""
+        return self.tracker.server.current()
 
 
 def start_tracking(config: SweepConfig, prepared: Prepared, uri: str) -> Tracked:
@@ -252,7 +253,8 @@ def stopped_before_selection(
     if lacking:  # the tracking server stayed away: selection would read an incomplete record
         print(
             f"\nMLflow ({display_uri(tracked.uri)}) stayed unreachable: it lacks what {len(lacking)} trial(s) recorded "
-            "(rows marked 'not in MLflow'); nothing was selected or registered"
+            "(rows marked 'not in MLflow'); nothing was selected or registered. Once it is back, this stores "
+            f"what it lacks from the sweep's own record, trains nothing again, and selects:\n  {resume_command}"
         )
         return 1
     return None

@@ -58,7 +58,7 @@ def tune_trial(
     # was validated before Ray started, so a failure here is a bug, with its traceback).
     config = trial_config(template, sampled_config, num_threads=cpus)
     trial_id = context.get_trial_id()
-    tracker = open_trial_run(tracking, trial_id, sampled_config, config, data) if tracking else None
+    tracker = open_trial_run(tracking, trial_id, sampled_config, config, data, background=True) if tracking else None
     node_id = ray.get_runtime_context().get_node_id()
     resume_state = None
     checkpoint = tune.get_checkpoint()
@@ -76,7 +76,7 @@ def tune_trial(
             if metrics["epoch"] == config.epochs or ended_itself:
                 if not ended_itself:
                     log_final_student(tracker, config, snapshot["student"], data)
-                unsaved = tracker.finish(tracking.patience_s)
+                unsaved = tracker.finish()
                 if unsaved:  # the tracking server stayed away: say exactly what it does not have
                     extra["tracking_unsaved"] = unsaved
             extra["mlflow_run_id"] = tracker.run_id
@@ -86,18 +86,28 @@ def tune_trial(
 
     # Only the drawn teacher's logits come to this process, and none to a trial that does not distil.
     logit_source: TeacherOutputs | None = ray.get(logit_sources[config.teacher]) if config.needs_teacher else None
-    run_trial(config, data, logit_source=logit_source, report=report, resume_state=resume_state)
+    try:
+        run_trial(config, data, logit_source=logit_source, report=report, resume_state=resume_state)
+    finally:  # a crashed trial's calls must not go on beside its retry's (Tune may reuse this process)
+        if tracker:
+            tracker.pending.close()
 
 
 def open_trial_run(
-    tracking: TrackingContext, trial_id: str, sampled_config: dict[str, Any], config: TrialConfig, data: Dataset
+    tracking: TrackingContext,
+    trial_id: str,
+    sampled_config: dict[str, Any],
+    config: TrialConfig,
+    data: Dataset,
+    background: bool = False,
 ) -> TrialTracker:
     """The trial's MLflow run (found by its trial id, else created with its parameters; a baseline's
-    tagged as such)."""
+    tagged as such). `background`: for the trial itself, whose training never waits for MLflow (the
+    driver's repairs wait)."""
     params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
     tags = run_tags(sampled_config, config, data.digest)
     name = run_name(config, trial_id, is_baseline(sampled_config))
-    return TrialTracker(tracking, trial_id, name, params, data, tags=tags)
+    return TrialTracker(tracking, trial_id, name, params, data, tags=tags, background=background)
 
 
 def log_final_student(tracker: TrialTracker, config: TrialConfig, weights: dict, data: Dataset) -> None:

@@ -23,6 +23,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from kdsweep.data import Dataset
 from kdsweep.outcome import MLFLOW_STATUS, TAG_OUTCOME, Outcome, ending_reason
+from kdsweep.tracking.address import ServerAddress
 from kdsweep.tracking.datasets import log_dataset
 from kdsweep.tracking.models import log_model
 from kdsweep.tracking.pending import Pending, describe
@@ -51,10 +52,10 @@ class TrackingContext:
     """What a trial needs to find its run; sent to every trial with the Tune config (not pickled into
     Tune's experiment state: `tune.with_parameters` keeps it in the object store)."""
 
-    uri: str
+    uri: str  # where the tracking server first answered (a restarted private one is found from it)
     experiment_id: str
     parent_run_id: str
-    patience_s: float = 300.0  # how long a trial waits at its end for an unreachable tracking server
+    patience_s: float = 300.0  # how long the driver waits at the sweep's end for an unreachable tracking server
 
 
 def _versions() -> dict[str, str]:
@@ -146,8 +147,8 @@ class SweepTracker:
     """The parent run of one sweep (reused by --resume) and the runs' final statuses."""
 
     def __init__(self, uri: str, experiment_name: str) -> None:
-        self.uri = uri
-        self.client = MlflowClient(uri)
+        self.uri = uri  # where the server first answered: what trials are given
+        self.server = ServerAddress(uri)
         self.experiment_id = experiment_id(self.client, experiment_name)
         self.experiment_name = experiment_name
         self.parent_run_id: str | None = None
@@ -187,6 +188,10 @@ class SweepTracker:
             self.client.log_text(self.parent_run_id, resolved, RESOLVED_CONFIG)
             log_dataset(self.client, self.parent_run_id, data)
         return TrackingContext(self.uri, self.experiment_id, self.parent_run_id, config.run.tracking_patience_s)
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.server.client
 
     def link_teacher(
         self, teacher_run_id: str, reference: dict[str, float], node_id: str, teacher_name: str | None = None
@@ -270,6 +275,8 @@ class TrialTracker:
 
     Every call goes through a `Pending` queue: while the tracking server is unreachable the trial
     trains on, and what it logged arrives, in order, when the server is back (or is named by `finish`).
+    `background`: the calls run on the queue's own thread (a trial's: its training never waits for
+    them); otherwise each is tried when made (the driver repairing a run at its end).
     """
 
     def __init__(
@@ -281,15 +288,20 @@ class TrialTracker:
         data: Dataset,
         log=print,
         tags: dict[str, str] | None = None,
+        background: bool = False,
     ) -> None:
         self.context = context
-        self.client = MlflowClient(context.uri)
+        self.server = ServerAddress(context.uri)
         self.run_id: str | None = None
         self.logged_epoch = 0
         self.best: tuple[float, int] | None = None  # (best val_accuracy so far, its epoch)
         self.has_model = False
-        self.pending = Pending(log)
+        self.pending = Pending(log, background, wake=self.server.moved)
         self.pending.add("the trial's run", lambda: self._open(trial_id, run_name, params, data, tags or {}))
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.server.client
 
     def _open(self, trial_id: str, run_name: str, params: dict[str, Any], data: Dataset, tags: dict[str, str]) -> None:
         found = find_trial_run(self.client, self.context.experiment_id, trial_id)
@@ -342,14 +354,16 @@ class TrialTracker:
 
     def log_student(self, student, data, confusion) -> None:
         def log() -> None:
-            uri = log_model(self.context.uri, self.run_id, student, data)
+            uri = log_model(self.server.url, self.run_id, student, data)
             self.client.set_tag(self.run_id, TAG_MODEL_URI, uri)
             self.client.log_figure(self.run_id, confusion, "confusion_matrix_val.png")
             self.has_model = True
 
         self.pending.add("the student model", log)
 
-    def finish(self, patience_s: float) -> str | None:
-        """Wait up to `patience_s` for what is still pending; what could not be stored, or None."""
-        self.pending.flush(patience_s)
+    def finish(self) -> str | None:
+        """Wait for what is still pending while the server answers, never for one that fails (the
+        driver repairs the run from Tune's record at the sweep's end); what was not stored, or None."""
+        self.pending.flush(while_failing=False)
+        self.pending.close()
         return describe(self.pending.unsaved()) or None
