@@ -83,7 +83,8 @@ def alive_nodes(address: str, expected: int = 1, timeout: float = 120, dead_too:
     )
     out = subprocess.run([sys.executable, "-c", code], env=ray_env(), capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # Ray may print a warning after it (a node's lagging heartbeats on a busy machine): the JSON line is ours.
+    return json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("[")))
 
 
 class _Cluster:
@@ -165,8 +166,15 @@ class LocalCluster(_Cluster):
             mounts = " && ".join(f"mount --bind {empty} {path}" for path in hidden)
             prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mounts} && exec "$@"', "sh"]
         self._start(role, [f"--address={self.address}", *args], ray_env(), prefix)
-        nodes = self.nodes(expected=len(before) + 1)
-        return next(n["NodeID"] for n in nodes if n["NodeID"] not in before)
+        # Wait for the new node itself, not for a count: a node killed by the test before may still be
+        # listed alive in `before` and be declared dead meanwhile.
+        new = wait_for(
+            lambda: [n["NodeID"] for n in alive_nodes(self.address, timeout=5) if n["NodeID"] not in before],
+            120,
+            f"the {role} node",
+        )
+        self._check_running()
+        return new[0]
 
     @property
     def worker(self) -> subprocess.Popen | None:
