@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -36,6 +35,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from orchestration_overhead import machine  # the same line of machine facts (a sibling script)
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDES = {
@@ -191,17 +192,6 @@ def warm_teacher(args: argparse.Namespace, cache: Path) -> None:
         done = subprocess.run(command, cwd=workdir, env=env(cache), capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"the warm-up sweep failed (exit {done.returncode}):\n{done.stdout[-3000:]}")
-
-
-def machine() -> str:
-    import ray
-    import torch
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    return (
-        f"{len(os.sched_getaffinity(0))} CPUs, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, ray {ray.__version__}, commit {commit.stdout.strip() or 'unknown'}"
-    )
 
 
 def main() -> None:
