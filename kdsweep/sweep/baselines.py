@@ -126,7 +126,7 @@ def with_baselines(
     scheduled, out = set(done), []
     for point in points:
         baseline = baseline_point(template, point)
-        key = baseline_key(baseline_of(template, point), digest)
+        key = baseline_key(trial_config(template, baseline), digest)
         if key not in scheduled:
             scheduled.add(key)
             out.append(baseline)
@@ -162,7 +162,7 @@ class BaselinesFirst(Searcher):
             return config
         self.drawn += 1
         baseline = baseline_point(self.template, config)
-        key = baseline_key(baseline_of(self.template, config), self.digest)
+        key = baseline_key(trial_config(self.template, baseline), self.digest)
         if key in self.scheduled:
             return config
         self.scheduled.add(key)

@@ -116,13 +116,12 @@ def _read_on_node(path: str) -> tuple[str, str | None, str | None]:
         return node, None, one_line(error)
 
 
-def check_storage_on_nodes(storage: str, node_types: list[NodeType], config: SweepConfig) -> None:
-    """Tune's storage on a path (not a URI such as s3://) must be ONE directory that every node running
-    trials sees, or each trial fails at its first checkpoint and burns its retries: the driver writes a
-    marker there, and a task on each node type that can run a trial (see `_on`) must read it back."""
-    if "://" in storage and not storage.startswith("file://"):
+def check_storage_on_nodes(root: Path | None, node_types: list[NodeType], config: SweepConfig) -> None:
+    """Tune's storage on a path (`root`; None for a URI such as s3://) must be ONE directory that every
+    node running trials sees, or each trial fails at its first checkpoint and burns its retries: the driver
+    writes a marker there, and a task on each node type that can run a trial (see `_on`) must read it back."""
+    if root is None:
         return
-    root = Path(storage.removeprefix("file://"))
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex

@@ -32,7 +32,7 @@ from kdsweep.sweep.cluster import (
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
 from kdsweep.sweep.rows import leaderboard_rows
 from kdsweep.sweep.teacher_stage import StagedTeacher, find_teachers, teacher_stage
-from kdsweep.sweep.tuner import build_tuner, experiment_path, storage_path
+from kdsweep.sweep.tuner import build_tuner, experiment_path, local_storage_dir, storage_path
 from kdsweep.tracking.pending import FAIL_FAST
 from kdsweep.tracking.runs import SweepTracker, TrackingContext
 from kdsweep.tracking.server import MlflowServer, launch_private_server, tracking_service
@@ -98,7 +98,7 @@ def prepare(config: SweepConfig) -> Prepared:
         check_resources(config, node_types)
         if config.run.address:
             check_folder_on_nodes(data, node_types, config)
-            check_storage_on_nodes(storage_path(config), node_types, config)
+            check_storage_on_nodes(local_storage_dir(config), node_types, config)
         data_ref = ray.put(data)
         staged_teachers = teacher_stage(config, data, data_ref, found) if distils else {}
     except BaseException:
@@ -110,9 +110,9 @@ def prepare(config: SweepConfig) -> Prepared:
 
 def check_storage(config: SweepConfig) -> None:
     """Tune's storage on a disk of this machine (not a URI such as s3://) takes writes and has room."""
-    storage = storage_path(config)
-    if "://" not in storage or storage.startswith("file://"):
-        check_writable_dir("--storage", storage.removeprefix("file://"), "the sweep's results")
+    folder = local_storage_dir(config)
+    if folder is not None:
+        check_writable_dir("--storage", str(folder), "the sweep's results")
 
 
 def check_data_workers(config: SweepConfig, data: Dataset) -> None:

@@ -31,6 +31,14 @@ def storage_path(config: SweepConfig) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
+def local_storage_dir(config: SweepConfig) -> Path | None:
+    """Tune's storage as a folder of the file system (a path or file://), None for a URI such as s3://."""
+    storage = storage_path(config)
+    if "://" in storage and not storage.startswith("file://"):
+        return None
+    return Path(storage.removeprefix("file://"))
+
+
 def experiment_path(config: SweepConfig) -> str:
     return f"{storage_path(config).rstrip('/')}/{config.experiment_name}"
 
