@@ -7,6 +7,8 @@ both nodes see (standing in for shared storage) and tracks students in a real `m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from clusters import LocalCluster, wait_for
 from mlflow.tracking import MlflowClient
@@ -142,6 +144,19 @@ def test_killing_the_worker_node_mid_sweep_retries_its_trial_from_a_checkpoint_o
     assert all(r.info.status == "FINISHED" and "kdsweep.model_uri" in r.data.tags for r in runs)
 
 
+def refused_beside_a_blind_node(two_nodes, sweeps, mlflow_server, tmp_path, hidden: Path, space: dict, name: str):
+    """A sweep run while a third node sees an empty folder at `hidden`, as a node of another machine would:
+    it exits 2 before any trial. (Its one error line, the blind node's id.)"""
+    blind = two_nodes.start_worker("blind", ["--num-cpus=1", "--num-gpus=0"], hidden=[hidden])
+    try:
+        sweep = sweeps(two_nodes, mlflow_server, tmp_path, space, name)
+        code, _rows = sweep.finish(timeout=240)
+    finally:
+        two_nodes.kill_role("blind")
+    assert code == 2, sweep.log_tail()
+    return next(line for line in sweep.log.read_text().splitlines() if line.startswith("error: ")), blind
+
+
 def test_a_streamed_folder_that_a_node_cannot_read_is_refused_before_any_trial(
     two_nodes, sweeps, mlflow_server, tmp_path
 ):
@@ -154,35 +169,22 @@ def test_a_streamed_folder_that_a_node_cannot_read_is_refused_before_any_trial(
             for i in range(4):
                 Image.new("L", (8, 8), color=i * 40).save(root / split / label / f"{i}.png")
     # A third node that does not see the folder, as a node of another machine would not.
-    blind = two_nodes.start_worker("blind", ["--num-cpus=1", "--num-gpus=0"], hidden=[root])
-    try:
-        data = {"name": str(root), "image_size": 8, "memory_limit_mb": 0, "num_workers": 0, "val_fraction": 0.25}
-        sweep = sweeps(two_nodes, mlflow_server, tmp_path, {**SPACE, "data": data}, "multinode-folder")
-        code, _rows = sweep.finish(timeout=240)
-    finally:
-        two_nodes.kill_role("blind")
-    assert code == 2, sweep.log_tail()
-    error = next(line for line in sweep.log.read_text().splitlines() if line.startswith("error: "))
+    data = {"name": str(root), "image_size": 8, "memory_limit_mb": 0, "num_workers": 0, "val_fraction": 0.25}
+    run = (two_nodes, sweeps, mlflow_server, tmp_path)
+    error, blind = refused_beside_a_blind_node(*run, root, {**SPACE, "data": data}, "multinode-folder")
     assert error.startswith(f"error: data.name: {root} is not the same on node {blind}"), error
     assert "No such file or directory" in error
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.slow
 def test_a_storage_path_that_a_node_does_not_share_is_refused_before_any_trial(
     two_nodes, sweeps, mlflow_server, tmp_path
 ):
     storage = tmp_path / "results"  # where Sweep puts Tune's storage
     storage.mkdir()
     # A third node that sees another directory at that path, as a node of another machine would.
-    blind = two_nodes.start_worker("blind", ["--num-cpus=1", "--num-gpus=0"], hidden=[storage])
-    try:
-        sweep = sweeps(two_nodes, mlflow_server, tmp_path, SPACE, "multinode-storage")
-        code, _rows = sweep.finish(timeout=240)
-    finally:
-        two_nodes.kill_role("blind")
-    assert code == 2, sweep.log_tail()
-    error = next(line for line in sweep.log.read_text().splitlines() if line.startswith("error: "))
+    run = (two_nodes, sweeps, mlflow_server, tmp_path)
+    error, blind = refused_beside_a_blind_node(*run, storage, SPACE, "multinode-storage")
     assert error.startswith(f"error: --storage: {storage} is not shared with node {blind}"), error
     assert "No such file or directory" in error
     assert list(storage.iterdir()) == []
