@@ -13,10 +13,8 @@ import os
 import sys
 from collections.abc import Callable
 
-from kdsweep.errors import ConfigError
+from kdsweep.errors import EXIT_BAD_INPUT, ConfigError
 from kdsweep.tracking.store import QUIET_MLFLOW
-
-EXIT_BAD_INPUT = 2
 
 
 class ArgumentParser(argparse.ArgumentParser):

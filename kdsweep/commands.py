@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from kdsweep.errors import unknown_name
+from kdsweep.errors import EXIT_BAD_INPUT, unknown_name
 
 COMMANDS = {
     "search": "run a distillation sweep (python -m kdsweep.search)",
@@ -18,7 +18,6 @@ COMMANDS = {
     "distill": "run one distillation trial (python -m kdsweep.distill)",
     "teacher": "train or import a teacher and save it (python -m kdsweep.teacher)",
 }
-EXIT_BAD_INPUT = 2
 
 
 def usage() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 
+EXIT_BAD_INPUT = 2  # what every command exits with on a ConfigError
 # An error shown in a table or a one-line message is cut here: its first line says what happened.
 ERROR_CHARS = 300
 
