@@ -14,7 +14,9 @@ included): an epoch is "down" when it started after the kill and ended before th
 again (the driver's "restarted" line, (b) and (c); never, (d)), "up" when it ended before the kill
 or started after the return; the first epoch of a trial (start-up) and its last (the model logged)
 are left out of both. Trials differ (resnet20's epochs take 5x small_cnn's), so the ratio is taken
-within each trial that has both (3 epochs of each at least): the median of down / up over those.
+within each trial that has both (3 epochs of each at least): the median of down / up over those; and
+against the same trial (the same config: the sides draw the same trials) in the undisturbed sweep, which
+needs no "up" epochs of its own (a trial that starts after the kill has none).
 "training s" sums every trial's own `epoch_seconds` (training and validation, no MLflow): on a shared
 machine it shows how much of a side's wall time a neighbour's load, not the outage, took.
 
@@ -162,9 +164,12 @@ def epoch_times(workdir: Path, at_kill: dict[str, int] | None, at_back: dict[str
     the outage and those wholly outside it. `at_kill`, `at_back`: epochs each trial had reported when the
     server was killed and when it answered again (None: never killed; never back)."""
     up, down, ratios, training = [], [], [], 0.0
+    middle, down_by_config = {}, {}  # by the trial's config: the same trials in another side's sweep
     for result in (workdir / "results" / "outage").glob("*/result.json"):
         reports = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         trial = result.parent.name
+        config = (result.parent / "params.json").read_text()
+        middle[config] = median([report["time_this_iter_s"] for report in reports[1:-1]])
         training += sum(report["epoch_seconds"] for report in reports)
         killed = at_kill.get(trial, 0) if at_kill is not None else len(reports)  # epoch killed + 1 straddles the kill
         back = at_back.get(trial, 0) if at_back is not None else len(reports)  # epoch back + 1 straddles the return
@@ -177,7 +182,17 @@ def epoch_times(workdir: Path, at_kill: dict[str, int] | None, at_back: dict[str
         up, down = up + trial_up, down + trial_down
         if len(trial_up) >= 3 and len(trial_down) >= 3:  # the same trial, tracking up and down
             ratios.append(median(trial_down) / median(trial_up))
-    return {"up": up, "down": down, "ratios": ratios, "training": training}
+        if len(trial_down) >= 3:
+            down_by_config[config] = median(trial_down)
+    times = {"up": up, "down": down, "ratios": ratios, "training": training}
+    return {**times, "middle": middle, "by_config": down_by_config}
+
+
+def versus_undisturbed(result: dict, undisturbed: dict) -> list[float]:
+    """Per trial: its epochs while tracking was down over the same trial's (same config's) epochs in the
+    undisturbed sweep; the within-trial ratio compares a trial's first epochs, when another trial may still
+    be starting beside it, with its later ones."""
+    return [down / undisturbed["middle"][c] for c, down in result["by_config"].items() if c in undisturbed["middle"]]
 
 
 def median(values: list[float]) -> float:
@@ -225,17 +240,19 @@ def main() -> None:
     print(
         "| side | wall s | / undisturbed | training s | / undisturbed | exit | trials FINISHED | rows not in MLflow "
         "| restarts | outage s | epoch s up (n) | epoch s down (n) | down / up, per trial (trials) "
-        "| server processes left |"
+        "| down / same trial undisturbed (trials) | server processes left |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    quiet = next((r for r in results if r["side"] == "undisturbed"), None)
     for r in results:
         up, down = median(r["up"]), median(r["down"])
+        same = versus_undisturbed(r, quiet) if quiet else []
         print(
             f"| {SIDES[r['side']]} | {r['wall']:.1f} | {r['wall'] / baseline:.2f} | {r['training']:.0f} "
             f"| {r['training'] / trained:.2f} | {r['exit']} "
             f"| {r['finished']}/{r['trials']} | {r['not_in_mlflow']} | {r['restarts']} | {r['outage_s']:.1f} "
             f"| {up:.2f} ({len(r['up'])}) | {down:.2f} ({len(r['down'])}) "
-            f"| {median(r['ratios']):.2f} ({len(r['ratios'])}) | {len(r['left'])} |"
+            f"| {median(r['ratios']):.2f} ({len(r['ratios'])}) | {median(same):.2f} ({len(same)}) | {len(r['left'])} |"
         )
 
 
