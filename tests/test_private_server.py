@@ -24,7 +24,7 @@ from test_interruption import PACE_S, SPACE, Driver, epochs_reported, trial_runs
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 6
+EPOCHS = 14  # long enough for two deaths and two restarts mid-sweep
 RESTARTED = "MLflow: the private server was killed (SIGKILL); restarted it on the same store"
 
 
@@ -83,33 +83,25 @@ def assert_nothing_lost(tmp_path: Path, name: str, driver: Driver) -> None:
     assert holding(tmp_path / "mlflow.db") == []
 
 
-def test_a_killed_private_server_is_restarted_and_the_sweep_loses_nothing(ray_session, tmp_path):
-    driver = start(tmp_path, ray_session, "killed-server")
-    server, worker, url = server_mid_sweep(tmp_path, driver, "killed-server")
+def restarts(driver: Driver) -> int:
+    return driver.log.read_text().count(RESTARTED)
+
+
+def test_a_killed_private_server_is_restarted_twice_and_the_sweep_loses_nothing(ray_session, tmp_path):
+    """One sweep, two deaths: first only the `mlflow server` parent (its worker, orphaned, would go on
+    serving the port and the database), restarted on the same port; then the server and its worker
+    while another program takes the port, restarted on a new one that the trials follow."""
+    driver = start(tmp_path, ray_session, "killed")
+    server, worker, url = server_mid_sweep(tmp_path, driver, "killed")
     os.kill(server, signal.SIGKILL)
-    os.kill(worker, signal.SIGKILL)
-
-    assert_nothing_lost(tmp_path, "killed-server", driver)
-    log = driver.log.read_text()
-    assert log.count(RESTARTED) == 1, log[-5000:]
-    assert f"same store and port ({url})" in log, log[-5000:]
-    assert listening_on(port(url)) == []
-
-
-def test_a_server_killed_without_its_worker_leaves_no_worker_and_the_sweep_loses_nothing(ray_session, tmp_path):
-    driver = start(tmp_path, ray_session, "killed-parent")
-    server, worker, url = server_mid_sweep(tmp_path, driver, "killed-parent")
-    os.kill(server, signal.SIGKILL)  # its worker, orphaned, would go on serving the port and the database
 
     wait_gone([worker], "the killed server's worker outlived it")
-    assert_nothing_lost(tmp_path, "killed-parent", driver)
-    assert driver.log.read_text().count(RESTARTED) == 1
-    assert listening_on(port(url)) == []
+    wait_until(lambda: restarts(driver) == 1, driver, "the server restarted")
+    assert f"same store and port ({url})" in driver.log.read_text()
 
-
-def test_trials_follow_a_server_restarted_on_another_port(ray_session, tmp_path):
-    driver = start(tmp_path, ray_session, "moved")
-    server, worker, url = server_mid_sweep(tmp_path, driver, "moved")
+    pids = servers_of(tmp_path)
+    (server,) = [pid for pid in pids if parent_of(pid) not in pids]
+    (worker,) = [pid for pid in pids if parent_of(pid) == server]
     # Another program takes the port between the server's death and its restart: the server is
     # frozen (a frozen server is neither dead nor, for a minute, hung), its worker killed, the port
     # taken, and only then is the server killed.
@@ -124,7 +116,13 @@ def test_trials_follow_a_server_restarted_on_another_port(ray_session, tmp_path)
     finally:
         os.kill(server, signal.SIGKILL)
     with squatter:
-        assert_nothing_lost(tmp_path, "moved", driver)
+        wait_until(lambda: restarts(driver) == 2, driver, "the server restarted on another port")
+        assert_nothing_lost(tmp_path, "killed", driver)
         log = driver.log.read_text()
-        assert log.count(RESTARTED) == 1, log[-5000:]
+        assert restarts(driver) == 2, log[-5000:]
         assert "its port was taken; trials follow it there" in log, log[-5000:]
+    (moved,) = [line for line in log.splitlines() if "its port was taken" in line]
+    new_url = moved.split(" at ", 1)[1].split(" ", 1)[0]
+    assert new_url != url
+    assert listening_on(port(url)) == []
+    assert listening_on(port(new_url)) == []
