@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kdsweep.errors import unknown_name
+from kdsweep.registry import Registry
 
 if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
@@ -43,30 +43,23 @@ class SchedulerEntry:
     synchronous: bool  # brackets wait for all their trials: every trial must be created at once
 
 
-_SCHEDULERS: dict[str, SchedulerEntry] = {}
+_SCHEDULERS: Registry[SchedulerEntry] = Registry("scheduler")
 
 
 def register_scheduler(
     name: str, *, stops_early: bool, grace_period: bool = False, synchronous: bool = False
 ) -> Callable[[SchedulerFn], SchedulerFn]:
     """Decorator: make `build(settings) -> TrialScheduler` selectable as `scheduler.name: <name>`."""
-
-    def decorator(build: SchedulerFn) -> SchedulerFn:
-        _SCHEDULERS[name] = SchedulerEntry(build, stops_early, grace_period, synchronous)
-        return build
-
-    return decorator
+    return _SCHEDULERS.register(name, lambda build: SchedulerEntry(build, stops_early, grace_period, synchronous))
 
 
 def list_schedulers() -> list[str]:
-    return sorted(_SCHEDULERS)
+    return _SCHEDULERS.names()
 
 
 def scheduler_entry(name: str) -> SchedulerEntry:
     """The registered entry; an unknown name says what exists and what was probably meant."""
-    if name not in _SCHEDULERS:
-        raise ValueError(unknown_name("scheduler", str(name), list_schedulers()))
-    return _SCHEDULERS[name]
+    return _SCHEDULERS.get(name)
 
 
 @register_scheduler("asha", stops_early=True, grace_period=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kdsweep.errors import unknown_name
+from kdsweep.registry import Registry
 
 if TYPE_CHECKING:
     from ray.tune.search import SearchAlgorithm, Searcher
@@ -46,32 +46,25 @@ class SearcherEntry:
     multi_objective: bool  # can optimise several objectives (a Pareto front)
 
 
-_SEARCHERS: dict[str, SearcherEntry] = {}
+_SEARCHERS: Registry[SearcherEntry] = Registry("searcher")
 
 
 def register_searcher(
     name: str, *, adaptive: bool, grid: bool = False, multi_objective: bool = False
 ) -> Callable[[SearcherFn], SearcherFn]:
     """Decorator: make `build(settings) -> Searcher` selectable as `searcher.name: <name>`."""
-
-    def decorator(build: SearcherFn) -> SearcherFn:
-        _SEARCHERS[name] = SearcherEntry(build, adaptive, grid, multi_objective)
-        return build
-
-    return decorator
+    return _SEARCHERS.register(name, lambda build: SearcherEntry(build, adaptive, grid, multi_objective))
 
 
 def list_searchers(**supports: bool) -> list[str]:
     """Names of the registered searchers, sorted; e.g. `list_searchers(multi_objective=True)` for those
     that support that."""
-    return sorted(n for n, e in _SEARCHERS.items() if all(getattr(e, k) == v for k, v in supports.items()))
+    return _SEARCHERS.names(lambda entry: all(getattr(entry, k) == v for k, v in supports.items()))
 
 
 def searcher_entry(name: str) -> SearcherEntry:
     """The registered entry; an unknown name says what exists and what was probably meant."""
-    if name not in _SEARCHERS:
-        raise ValueError(unknown_name("searcher", str(name), list_searchers()))
-    return _SEARCHERS[name]
+    return _SEARCHERS.get(name)
 
 
 @register_searcher("random", adaptive=False, grid=True)

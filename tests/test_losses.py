@@ -282,7 +282,7 @@ def test_unknown_loss_far_from_any_name_has_no_suggestion():
 
 
 def test_register_loss_makes_function_selectable_by_name(monkeypatch):
-    monkeypatch.setattr(base, "_LOSSES", dict(base._LOSSES))
+    monkeypatch.setattr(base, "_LOSSES", base._LOSSES.copy())
 
     @register_loss("zero")
     def zero_terms(student_logits, teacher_logits, targets, params):

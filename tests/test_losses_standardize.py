@@ -127,7 +127,7 @@ def test_a_standardize_value_that_is_no_boolean_is_refused_before_anything_runs(
 
 
 def test_the_trial_loop_passes_standardize_to_the_loss_every_epoch(tiny_data, monkeypatch):
-    monkeypatch.setattr(losses.base, "_LOSSES", dict(losses.base._LOSSES))
+    monkeypatch.setattr(losses.base, "_LOSSES", losses.base._LOSSES.copy())
     seen: list[LossParams] = []
 
     @losses.register_loss("recorded")

@@ -52,7 +52,7 @@ def test_a_scheduler_without_a_grace_period_may_be_given_one_longer_than_the_bud
 
 
 def test_a_new_scheduler_is_one_entry_and_the_checks_read_what_it_declares(tmp_path, monkeypatch):
-    monkeypatch.setattr(schedulers, "_SCHEDULERS", dict(schedulers._SCHEDULERS))
+    monkeypatch.setattr(schedulers, "_SCHEDULERS", schedulers._SCHEDULERS.copy())
     register_scheduler("median", stops_early=True, grace_period=True)(lambda settings: None)
     assert "median" in list_schedulers()
     assert load_config(space(tmp_path, scheduler={"name": "median", "grace_period": 2})).scheduler.name == "median"
@@ -61,7 +61,7 @@ def test_a_new_scheduler_is_one_entry_and_the_checks_read_what_it_declares(tmp_p
 
 
 def test_a_new_searcher_is_one_entry_and_the_checks_read_what_it_declares(tmp_path, monkeypatch):
-    monkeypatch.setattr(searchers, "_SEARCHERS", dict(searchers._SEARCHERS))
+    monkeypatch.setattr(searchers, "_SEARCHERS", searchers._SEARCHERS.copy())
     register_searcher("nsga", adaptive=True, multi_objective=True)(lambda settings: None)
     several = [{"metric": "val_accuracy"}, {"metric": "latency_ms", "mode": "min"}]
     config = load_config(space(tmp_path, searcher={"name": "nsga"}, objective=several))

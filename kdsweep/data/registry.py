@@ -9,25 +9,21 @@ from pathlib import Path
 from kdsweep.data.folders import load_image_folder
 from kdsweep.data.spec import DataSpec
 from kdsweep.data.splits import Dataset
-from kdsweep.errors import ConfigError, unknown_name
+from kdsweep.errors import ConfigError
+from kdsweep.registry import Registry
 
 FIELD = "data.name"  # how the space file spells the dataset, in every error about it
 Loader = Callable[[DataSpec], Dataset]
-_DATASETS: dict[str, Loader] = {}
+_DATASETS: Registry[Loader] = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
     """Decorator: make `loader(spec) -> Dataset` loadable by `name`."""
-
-    def decorator(loader: Loader) -> Loader:
-        _DATASETS[name] = loader
-        return loader
-
-    return decorator
+    return _DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
-    return sorted(_DATASETS)
+    return _DATASETS.names()
 
 
 def check_dataset_name(name: str) -> None:
@@ -43,13 +39,12 @@ def check_dataset_name(name: str) -> None:
         if not ((path / "test").is_dir() or (path / "val").is_dir()):
             raise ConfigError(FIELD, f"'{name}' has no test/ or val/ folder next to train/")
         return
-    raise ConfigError(FIELD, unknown_name("dataset", name, list_datasets(), or_else="an ImageFolder directory"))
+    raise ConfigError(FIELD, _DATASETS.unknown(name, or_else="an ImageFolder directory"))
 
 
 def load_dataset(spec: DataSpec) -> Dataset:
     """Load a registered dataset or an ImageFolder directory into seeded, disjoint splits."""
     check_dataset_name(spec.name)
-    loader = _DATASETS.get(spec.name)
-    if loader is None:
+    if spec.name not in _DATASETS:
         return load_image_folder(spec)
-    return loader(spec)
+    return _DATASETS.get(spec.name)(spec)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from kdsweep.errors import unknown_name
+from kdsweep.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -33,30 +33,22 @@ class LossTerms:
 
 LossFn = Callable[[Tensor, Tensor | None, Tensor, LossParams], LossTerms]
 
-_LOSSES: dict[str, LossFn] = {}
+_LOSSES: Registry[LossFn] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable[[LossFn], LossFn]:
     """Decorator: make a loss selectable by ``name`` through get_loss()."""
-
-    def decorator(fn: LossFn) -> LossFn:
-        _LOSSES[name] = fn
-        return fn
-
-    return decorator
+    return _LOSSES.register(name)
 
 
 def get_loss(name: str) -> LossFn:
     """Look up a registered loss; an unknown name says what exists and what was probably meant."""
-    try:
-        return _LOSSES[name]
-    except KeyError:
-        raise ValueError(unknown_name("loss", name, list_losses())) from None
+    return _LOSSES.get(name)
 
 
 def list_losses() -> list[str]:
     """Names of all registered losses, sorted."""
-    return sorted(_LOSSES)
+    return _LOSSES.names()
 
 
 def needs_teacher(name: str, params: LossParams) -> bool:

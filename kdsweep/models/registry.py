@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from kdsweep.errors import ConfigError, unknown_name
+from kdsweep.errors import ConfigError
+from kdsweep.registry import Registry
 
 ModelFn = Callable[..., nn.Module]
 
@@ -22,27 +23,22 @@ class ModelEntry:
     role: str  # "teacher" or "student": only a hint for help text and default spaces
 
 
-_MODELS: dict[str, ModelEntry] = {}
+_MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(name: str, role: str) -> Callable[[ModelFn], ModelFn]:
     """Decorator: make `build(num_classes, in_channels, image_size, **kwargs)` creatable by `name`."""
-
-    def decorator(build: ModelFn) -> ModelFn:
-        _MODELS[name] = ModelEntry(build, role)
-        return build
-
-    return decorator
+    return _MODELS.register(name, lambda build: ModelEntry(build, role))
 
 
 def list_models(role: str | None = None) -> list[str]:
-    return sorted(n for n, e in _MODELS.items() if role is None or e.role == role)
+    return _MODELS.names(lambda entry: role is None or entry.role == role)
 
 
 def require_model(field: str, name: str) -> None:
     """Bad input, named by `field`, unless `name` is a registered model."""
     if name not in _MODELS:
-        raise ConfigError(field, unknown_name("model", str(name), list_models()))
+        raise ConfigError(field, _MODELS.unknown(name))
 
 
 def create_model(name: str, num_classes: int, in_channels: int, image_size: int, width: int | None = None) -> nn.Module:
@@ -59,7 +55,5 @@ def create_model(name: str, num_classes: int, in_channels: int, image_size: int,
         >>> create_model("resnet8", num_classes=10, in_channels=1, image_size=8)(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
-    if name not in _MODELS:
-        raise ValueError(unknown_name("model", name, list_models()))
     kwargs = {"width": width} if width is not None else {}
-    return _MODELS[name].build(num_classes, in_channels, image_size, **kwargs)
+    return _MODELS.get(name).build(num_classes, in_channels, image_size, **kwargs)
