@@ -133,17 +133,7 @@ def select_champion(
     mlflow.set_tracking_uri(uri)
     parent = find_parent(client, experiment_name, parent_run_id)
     runs = sweep_runs(client, parent)
-    competing = [run for run in runs if not (distilled_only and run.baseline)]
-    candidates = [run for run in competing if run.is_candidate]
-    if distilled_only and not candidates:
-        raise ConfigError(
-            "--distilled-only",
-            f"sweep {parent.info.run_name} has no distilled student that finished with a model "
-            f"({sum(run.baseline for run in runs)} scratch baselines): leave the flag out to let them compete",
-        )
-    if candidates and not any(metric in run.metrics for run in candidates):
-        known = ", ".join(sorted({k for run in candidates for k in run.metrics}))
-        raise ConfigError("--metric", f"no candidate logged '{metric}' (logged: {known})")
+    competing, candidates = competitors(runs, parent, metric, distilled_only)
     front, val_size = front_of(candidates), validation_size(parent)
     log(
         f"sweep {parent.info.run_name} ({parent.info.run_id}) in '{experiment_name}': {len(runs)} trials, "
@@ -157,11 +147,7 @@ def select_champion(
         f"Pareto front ({', '.join(f'{m} {s}' for m, s in zip(FRONT_METRICS, FRONT_SENSES, strict=True))}): "
         f"{', '.join(run.name for run in front) or '-'}"
     )
-    feasible = [
-        config
-        for config in rank_configurations(configurations(competing), metric, mode)
-        if config.best_run(metric, mode) and satisfies(config.mean_metrics(metric), constraints)
-    ]
+    feasible = feasible_configurations(competing, metric, mode, constraints)
     chosen = feasible[0].best_run(metric, mode) if feasible else None
     client.log_figure(parent.info.run_id, pareto_figure(candidates, front, chosen, constraints), PARETO_PLOT)
     if chosen is None:
@@ -186,8 +172,8 @@ def select_champion(
         **kind_tags(chosen, config, stats),
     }
     version = register_champion(client, chosen, name, tags, log)
-    description = version_description(chosen, config, stats, tested, val_size, parent, experiment_name, scratch_note)
-    client.update_model_version(name, str(version), description=description)
+    about = version_description(chosen, config, stats, tested, val_size, parent, experiment_name, scratch_note)
+    client.update_model_version(name, str(version), description=about)
     return Champion(
         parent.info.experiment_id,
         parent.info.run_id,
@@ -200,6 +186,36 @@ def select_champion(
         stats,
         scratch_note,
     )
+
+
+def competitors(
+    runs: list[TrialRun], parent: Run, metric: str, distilled_only: bool
+) -> tuple[list[TrialRun], list[TrialRun]]:
+    """The runs that compete (scratch baselines too, unless `distilled_only`) and those of them that can be
+    served; a flag or metric that leaves nothing to choose from is bad input, named."""
+    competing = [run for run in runs if not (distilled_only and run.baseline)]
+    candidates = [run for run in competing if run.is_candidate]
+    if distilled_only and not candidates:
+        raise ConfigError(
+            "--distilled-only",
+            f"sweep {parent.info.run_name} has no distilled student that finished with a model "
+            f"({sum(run.baseline for run in runs)} scratch baselines): leave the flag out to let them compete",
+        )
+    if candidates and not any(metric in run.metrics for run in candidates):
+        known = ", ".join(sorted({k for run in candidates for k in run.metrics}))
+        raise ConfigError("--metric", f"no candidate logged '{metric}' (logged: {known})")
+    return competing, candidates
+
+
+def feasible_configurations(
+    competing: list[TrialRun], metric: str, mode: str, constraints: Constraints
+) -> list[Configuration]:
+    """The configurations with a seed to ship whose seed means meet `constraints`, by the champion rule."""
+    return [
+        config
+        for config in rank_configurations(configurations(competing), metric, mode)
+        if config.best_run(metric, mode) and satisfies(config.mean_metrics(metric), constraints)
+    ]
 
 
 def kind_tags(run: TrialRun, config: Configuration, stats: SeedStats) -> dict[str, str]:
