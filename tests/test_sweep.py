@@ -114,9 +114,17 @@ def child_runs(uri: str, experiment: str):
     return client.search_runs([experiment_id], "tags.`kdsweep.role` = 'trial'")
 
 
-def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_trial(ray_session, tmp_path, tiny_data):
+def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_trial(
+    ray_session, tmp_path, tiny_data, capsys
+):
     code, rows, uri = sweep(tmp_path, TINY_SPACE, baselines=True)
     assert code == 0
+    # The first line after the leaderboard's rows answers: did distillation pay, how sure.
+    out = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("leaderboard ("))
+    after = next(line for line in out[start + 3 :] if not line[:1].isdigit() and not line.startswith("      "))
+    assert after.startswith("distillation "), after
+    assert after.endswith(f"validation {len(tiny_data.val)} images, one image = {100 / len(tiny_data.val):.2f} points")
     trials = [row for row in rows if row["role"] == "trial"]
     baselines = [row for row in rows if row["role"] == "baseline"]
     assert len(trials) == 3
