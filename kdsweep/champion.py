@@ -1,7 +1,9 @@
 """A sweep's MLflow runs (read by kdsweep.sweep_record) -> the champion in the Model Registry.
 
 Trials are compared on the validation split; the test split is read once, for the champion only
-(a second selection reuses its logged test metrics). The alias `champion` lets serving code load
+(a second selection reuses its logged test metrics). The champion is chosen among configurations (a
+trial's parameters but its seed; scratch baselines included unless `distilled_only`) by the rule of
+kdsweep.configurations, and the best seed of the chosen one is registered. The alias `champion` lets serving code load
 `models:/NAME@champion` without knowing a run id.
 """
 
@@ -17,6 +19,21 @@ from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from kdsweep.confidence import binomial_se
+from kdsweep.configurations import (
+    DISTILLED,
+    SCRATCH,
+    SEEDLESS,
+    Configuration,
+    SeedStats,
+    configurations,
+    describe_seeds,
+    gain_text,
+    rank_configurations,
+    scratch_won,
+    seed_of,
+    verdict,
+)
 from kdsweep.data import load_dataset
 from kdsweep.errors import ConfigError
 from kdsweep.leaderboard import leaderboard_of
@@ -31,11 +48,13 @@ from kdsweep.selection import (
     rank,
     satisfies,
 )
-from kdsweep.sweep_record import find_parent, sweep_config, sweep_runs
+from kdsweep.sweep_record import find_parent, sweep_config, sweep_runs, validation_size
 from kdsweep.tracking.models import load_logged_model
 from kdsweep.trial import evaluate
 
 ALIAS = "champion"
+TAG_KIND = "kdsweep.kind"  # on the registered version: distilled or scratch
+TAG_TEACHER = "kdsweep.teacher"  # the teacher it was distilled from, "none" for a scratch student
 Log = Callable[[str], None]
 
 
@@ -48,6 +67,9 @@ class Champion:
     model_uri: str  # models:/NAME@champion
     version: int
     metrics: dict[str, float]  # the run's latest metrics, test_* included
+    kind: str  # distilled or scratch (kdsweep.configurations)
+    stats: SeedStats  # its configuration's figures over its seeds
+    scratch_note: str | None = None  # the line that says a scratch student won
 
 
 def evaluate_on_test(client: MlflowClient, run: TrialRun, parent: Run, log: Log) -> dict[str, float]:
@@ -91,12 +113,17 @@ def select_champion(
     mode: str = "max",
     log: Log = print,
     show_table: bool = True,
-    include_baselines: bool = False,
+    distilled_only: bool = False,
 ) -> Champion | None:
-    """Rank the sweep's students, pick the best that meets `constraints`, test it once, register it.
+    """Rank the sweep's configurations by the champion rule (kdsweep.configurations), pick the best that
+    meets `constraints`, test its best seed once, register it.
 
-    Scratch baselines compete only when `include_baselines`. Returns None when no student qualifies.
+    Scratch baselines compete unless `distilled_only`. Returns None when no student qualifies.
     Sets MLflow's global tracking URI: `models:/` URIs resolve through it when loading and registering.
+
+    Example:
+        champion = select_champion("sqlite:///mlflow.db", "default", constraints=Constraints(max_latency_ms=1))
+        mlflow.pytorch.load_model(champion.model_uri)
     """
     constraints = constraints or Constraints()
     check_selection_metric(metric)
@@ -106,29 +133,35 @@ def select_champion(
     mlflow.set_tracking_uri(uri)
     parent = find_parent(client, experiment_name, parent_run_id)
     runs = sweep_runs(client, parent)
-    candidates = [run for run in runs if run.is_candidate and (include_baselines or not run.baseline)]
-    if candidates and not any(metric in run.metrics for run in candidates):
-        known = ", ".join(sorted({k for run in candidates for k in run.metrics}))
-        raise ConfigError("--metric", f"no candidate logged '{metric}' (logged: {known})")
-    front = front_of(candidates)
+    competing, candidates = competitors(runs, parent, metric, distilled_only)
+    front, val_size = front_of(candidates), validation_size(parent)
     log(
         f"sweep {parent.info.run_name} ({parent.info.run_id}) in '{experiment_name}': {len(runs)} trials, "
-        f"{len(candidates)} finished with a model{'' if include_baselines else ' (scratch baselines aside)'}; "
+        f"{len(candidates)} finished with a model{' (scratch baselines aside)' if distilled_only else ''}; "
         f"ranked by {metric} ({mode})"
     )
-    if show_table:  # the sweep has just printed its own
-        log(leaderboard_of(rank(runs, metric, mode)))
+    if show_table:  # the sweep has just printed its own, and its verdict
+        log(leaderboard_of(rank(runs, metric, mode), metric, val_size=val_size))
+        log(verdict(rank_configurations(configurations(runs), metric, mode), metric, val_size))
     log(
         f"Pareto front ({', '.join(f'{m} {s}' for m, s in zip(FRONT_METRICS, FRONT_SENSES, strict=True))}): "
         f"{', '.join(run.name for run in front) or '-'}"
     )
-    feasible = [run for run in candidates if satisfies(run.metrics, constraints) and metric in run.metrics]
-    chosen = rank(feasible, metric, mode)[0] if feasible else None
+    feasible = feasible_configurations(competing, metric, mode, constraints)
+    chosen = feasible[0].best_run(metric, mode) if feasible else None
     client.log_figure(parent.info.run_id, pareto_figure(candidates, front, chosen, constraints), PARETO_PLOT)
     if chosen is None:
         log(f"no champion: none of {len(candidates)} finished trials with a model meets {constraints.describe()}")
         return None
-    log(f"champion: {chosen.name} ({metric} {chosen.metrics[metric]:.4f}; {constraints.describe()})")
+    config, stats = feasible[0], feasible[0].stats(metric)
+    log(
+        f"champion: {chosen.name} ({config.kind}; {metric} {chosen.metrics[metric]:.4f}, "
+        f"{describe_seeds(stats.value)}; {constraints.describe()})"
+    )
+    scratch_note = None
+    if config.kind == SCRATCH:
+        scratch_note = scratch_won(config, next((c for c in feasible if c.kind == DISTILLED), None), metric)
+        log(scratch_note)
     tested = evaluate_on_test(client, chosen, parent, log)
     name = register or experiment_name
     tags = {
@@ -136,8 +169,11 @@ def select_champion(
         "kdsweep.parent_run_id": parent.info.run_id,
         "kdsweep.constraints": json.dumps(asdict(constraints)),
         "kdsweep.metric": f"{metric} {mode}",
+        **kind_tags(chosen, config, stats),
     }
     version = register_champion(client, chosen, name, tags, log)
+    about = version_description(chosen, config, stats, tested, val_size, parent, experiment_name, scratch_note)
+    client.update_model_version(name, str(version), description=about)
     return Champion(
         parent.info.experiment_id,
         parent.info.run_id,
@@ -146,4 +182,84 @@ def select_champion(
         f"models:/{name}@{ALIAS}",
         version,
         {**chosen.metrics, **tested},
+        config.kind,
+        stats,
+        scratch_note,
+    )
+
+
+def competitors(
+    runs: list[TrialRun], parent: Run, metric: str, distilled_only: bool
+) -> tuple[list[TrialRun], list[TrialRun]]:
+    """The runs that compete (scratch baselines too, unless `distilled_only`) and those of them that can be
+    served; a flag or metric that leaves nothing to choose from is bad input, named."""
+    competing = [run for run in runs if not (distilled_only and run.baseline)]
+    candidates = [run for run in competing if run.is_candidate]
+    if distilled_only and not candidates:
+        raise ConfigError(
+            "--distilled-only",
+            f"sweep {parent.info.run_name} has no distilled student that finished with a model "
+            f"({sum(run.baseline for run in runs)} scratch baselines): leave the flag out to let them compete",
+        )
+    if candidates and not any(metric in run.metrics for run in candidates):
+        known = ", ".join(sorted({k for run in candidates for k in run.metrics}))
+        raise ConfigError("--metric", f"no candidate logged '{metric}' (logged: {known})")
+    return competing, candidates
+
+
+def feasible_configurations(
+    competing: list[TrialRun], metric: str, mode: str, constraints: Constraints
+) -> list[Configuration]:
+    """The configurations with a seed to ship whose seed means meet `constraints`, by the champion rule."""
+    return [
+        config
+        for config in rank_configurations(configurations(competing), metric, mode)
+        if config.best_run(metric, mode) and satisfies(config.mean_metrics(metric), constraints)
+    ]
+
+
+def kind_tags(run: TrialRun, config: Configuration, stats: SeedStats) -> dict[str, str]:
+    """What the registered version is: distilled (from which teacher) or scratch, over how many seeds."""
+    return {
+        TAG_KIND: config.kind,
+        TAG_TEACHER: run.params.get("teacher", "none") if config.kind == DISTILLED else "none",
+        "kdsweep.seeds": str(stats.value.n),
+        "kdsweep.confirmed": str(stats.confirmed).lower(),
+    }
+
+
+def version_description(
+    run: TrialRun,
+    config: Configuration,
+    stats: SeedStats,
+    tested: dict[str, float],
+    val_size: int | None,
+    parent: Run,
+    experiment_name: str,
+    scratch_note: str | None,
+) -> str:
+    """The registered version's description in the Model Registry: one paragraph saying what it is."""
+    params = ", ".join(
+        f"{k} {v}" for k, v in sorted(run.params.items()) if k not in SEEDLESS and not k.startswith("data.")
+    )
+    if config.kind == DISTILLED:
+        teacher, loss = run.params.get("teacher", "?"), run.params.get("loss", "kd")
+        what = f"`{config.student}` distilled from `{teacher}` with loss `{loss}`"
+    else:
+        what = f"`{config.student}` trained from scratch (no teacher)"
+    accuracy = run.metrics.get("val_accuracy", float("nan"))
+    se = f" ± {binomial_se(accuracy, val_size):.4f} (binomial SE on {val_size} images)" if val_size else ""
+    if stats.kd_gain is not None:
+        gain = f"Gain over the same student from scratch, paired seed by seed: {gain_text(stats.kd_gain)}."
+    elif scratch_note:
+        gain = scratch_note[0].upper() + scratch_note[1:] + "."
+    else:
+        gain = "Not compared with a scratch baseline."
+    test = f", test_accuracy {tested['test_accuracy']:.4f}" if "test_accuracy" in tested else ""
+    return (
+        f"{what}; parameters: {params}; seed {seed_of(run)} (run `{run.name}`, {run.run_id}). "
+        f"val_accuracy {accuracy:.4f}{se}{test}; its configuration's {stats.metric}: {describe_seeds(stats.value)}"
+        f"{' (confirmed)' if stats.confirmed else ''}. {gain} "
+        f"From the sweep `{parent.info.run_name}`: parent run {parent.info.run_id} in experiment "
+        f"'{experiment_name}' ({parent.info.experiment_id})."
     )

@@ -153,6 +153,8 @@ class Run(_Strict):
     # experiment), so that every distillation trial reports kd_gain and gap_closed.
     baselines: bool = True
     register_name: str | None = None  # registered model name for the champion; default: the experiment name
+    # Only distilled students compete for champion (by default the scratch baselines do too).
+    distilled_only: bool = False
     # How long the driver waits at the sweep's end for an unreachable tracking server, to store what
     # trials could not, before giving up on it (named in the leaderboard, with how to store it later).
     # A trial waits at its end only while the server answers: it never trains slower for one that doesn't.
@@ -304,6 +306,8 @@ def validate_semantics(config: SweepConfig) -> None:
                 "or use cached/online",
             )
     _validate_objectives(config)
+    if config.run.distilled_only and not any_trial_needs_teacher(config):
+        raise ConfigError("run.distilled_only", "--distilled-only, but no trial of this space distils (alpha is 0)")
 
 
 def _validate_teachers(config: SweepConfig) -> None:

@@ -2,7 +2,8 @@
 fANOVA evaluator over the distillation trials that reached a result (scratch baselines are not
 searched: they are left out).
 
-Which trials: the FINISHED ones, all judged at the last epoch. A trial STOPPED early by ASHA was
+Which trials: the FINISHED ones, all judged at the last epoch, one per configuration (a configuration
+confirmed over several seeds counts once, with its mean over them). A trial STOPPED early by ASHA was
 judged at an earlier epoch, so its value mixes "worse parameters" with "fewer epochs"; stopped
 trials are used only when fewer than MIN_TRIALS finished, and the report says so.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -31,6 +32,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
 from kdsweep.config import Param, SweepConfig
+from kdsweep.configurations import configuration_key
 from kdsweep.errors import one_line
 from kdsweep.leaderboard import Row
 from kdsweep.outcome import Outcome
@@ -77,7 +79,23 @@ def usable_trials(rows: list[Row], metric: str) -> list[Row]:
         and math.isfinite(row.metrics[metric])
     ]
     finished = [row for row in reached if row.status == Outcome.FINISHED]
-    return finished if len(finished) >= MIN_TRIALS else reached
+    return seed_means(finished if len(finished) >= MIN_TRIALS else reached, metric)
+
+
+def seed_means(rows: list[Row], metric: str) -> list[Row]:
+    """One row per configuration (its first), carrying the mean of `metric` over its finished seeds where it
+    has several: a configuration confirmed over seeds is one point of the space, measured more precisely."""
+    seen, out = set(), []
+    for row in rows:
+        key = configuration_key(row.config, row.role == "baseline")
+        if key in seen:
+            continue
+        seen.add(key)
+        stats = row.seeds
+        if stats is not None and stats.metric == metric and stats.value.n > 1:
+            row = replace(row, metrics={**row.metrics, metric: stats.value.mean})
+        out.append(row)
+    return out
 
 
 def distribution(param: Param) -> BaseDistribution:

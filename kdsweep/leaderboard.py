@@ -11,7 +11,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from kdsweep.confidence import binomial_se
 from kdsweep.config import Objective, SweepConfig
+from kdsweep.configurations import SeedStats, configurations, rank_configurations, seed_stats, verdict
 from kdsweep.outcome import Outcome
 from kdsweep.selection import TrialRun
 from kdsweep.trial import TrialConfig
@@ -32,7 +34,9 @@ COLUMNS = [
     "T",
     "alpha",
     "loss",
-    "val_acc",
+    "val_acc±SE",
+    "seeds",
+    "seed_mean±95%",
     "kd_gain",
     "gap_closed",
     "f1",
@@ -73,12 +77,14 @@ class Row:
     rank: int = 0  # 1 is the best
     vs_scratch: VsScratch | None = None  # a distillation trial's comparison with its baseline
     champion: bool | None = None  # set on every row once the sweep has selected a champion
+    seeds: SeedStats | None = None  # its configuration's figures over its seeds (kdsweep.configurations)
     # Shown in the table, not part of the JSON: what only a row read from MLflow has.
     run_name: str | None = None  # the table's "run" (else the trial id)
     no_model: bool = False  # finished without a logged model: shown as "FINISHED (no model)"
 
     def to_json(self) -> dict[str, Any]:
-        """The row as `--output-json` writes it (benchmarks read these keys): vs_scratch and champion only when set."""
+        """The row as `--output-json` writes it (benchmarks read these keys): vs_scratch, seeds and champion only
+        when set."""
         out = {
             "trial_id": self.trial_id,
             "role": self.role,
@@ -94,6 +100,8 @@ class Row:
         }
         if self.vs_scratch is not None:
             out["vs_scratch"] = self.vs_scratch.to_json()
+        if self.seeds is not None:
+            out["seeds"] = self.seeds.to_json()
         if self.champion is not None:
             out["champion"] = self.champion
         return out
@@ -113,11 +121,28 @@ def rank_rows(rows: list[Row], objective: Objective) -> list[Row]:
     return rows
 
 
-def format_leaderboard(rows: list[Row], markdown: bool = False) -> str:
+def as_trial_run(row: Row) -> TrialRun:
+    """The row as selection sees a run (params as strings), to group rows from Tune by configuration."""
+    params = {name: str(value) for name, value in row.config.items()}
+    run_id = row.trial_id or row.mlflow_run_id or ""
+    scratch = row.role == "baseline"
+    return TrialRun(run_id, row.run_name or run_id, str(row.status), params, row.metrics, None, row.error, scratch)
+
+
+def add_seed_stats(rows: list[Row], metric: str) -> list[Row]:
+    """Each row gets its configuration's figures over its seeds (once kd_gain is in its metrics)."""
+    runs = [as_trial_run(row) for row in rows]
+    stats = seed_stats(runs, metric)
+    for row, run in zip(rows, runs, strict=True):
+        row.seeds = stats.get(run.run_id)
+    return rows
+
+
+def format_leaderboard(rows: list[Row], markdown: bool = False, val_size: int | None = None) -> str:
     """Rows with rank, run, config, metrics, status and error; `config` values may be typed (from Tune)
     or strings (MLflow params). Each failed trial's error goes right under its line (in markdown, in
-    its status cell)."""
-    lines = [_cells(row) for row in rows]
+    its status cell). `val_size`: the validation split's images, for each accuracy's standard error."""
+    lines = [_cells(row, val_size) for row in rows]
     if markdown:
         return _markdown(rows, lines)
     table = [COLUMNS, *lines]
@@ -138,8 +163,12 @@ def format_leaderboard(rows: list[Row], markdown: bool = False) -> str:
     return "\n".join(out)
 
 
-def leaderboard_of(ranked: list[TrialRun], markdown: bool = False) -> str:
-    """The table of a sweep's runs as read back from MLflow (kdsweep.sweep_record), in their order."""
+def leaderboard_of(
+    ranked: list[TrialRun], metric: str = "val_accuracy", markdown: bool = False, val_size: int | None = None
+) -> str:
+    """The table of a sweep's runs as read back from MLflow (kdsweep.sweep_record), in their order, each with
+    its configuration's figures over seeds of `metric`."""
+    stats = seed_stats(ranked, metric)
     rows = [
         Row(
             rank=position,
@@ -151,10 +180,11 @@ def leaderboard_of(ranked: list[TrialRun], markdown: bool = False) -> str:
             no_model=run.outcome == Outcome.FINISHED and not run.model_uri,
             error=run.error,
             mlflow_run_id=run.run_id,
+            seeds=stats.get(run.run_id),
         )
         for position, run in enumerate(ranked, 1)
     ]
-    return format_leaderboard(rows, markdown)
+    return format_leaderboard(rows, markdown, val_size)
 
 
 def _markdown(rows: list[Row], lines: list[list[str]]) -> str:
@@ -166,7 +196,7 @@ def _markdown(rows: list[Row], lines: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row: Row, val_size: int | None) -> list[str]:
     config, metrics = row.config, row.metrics
 
     def value(name: str) -> Any:  # a trial parameter the sweep left at its default has TrialConfig's
@@ -183,7 +213,9 @@ def _cells(row: Row) -> list[str]:
         "-" if scratch else _number(value("temperature"), ".2f"),
         "-" if scratch else _number(value("alpha"), ".2f"),
         "scratch" if scratch else str(value("loss")),
-        _number(metrics.get("val_accuracy"), ".4f"),
+        _number(metrics.get("val_accuracy"), ".4f") + _standard_error(metrics.get("val_accuracy"), val_size),
+        _seeds(row.seeds),
+        _seed_mean(row.seeds),
         _number(metrics.get("kd_gain"), "+.4f") + _at_epoch(row),
         _number(metrics.get("gap_closed"), ".2f"),
         _number(metrics.get("val_macro_f1"), ".4f"),
@@ -191,6 +223,22 @@ def _cells(row: Row) -> list[str]:
         _number(metrics.get("latency_ms"), ".2f"),
         str(row.status) + (" (no model)" if row.no_model else ""),
     ]
+
+
+def _standard_error(accuracy: float | None, val_size: int | None) -> str:
+    return f"±{binomial_se(accuracy, val_size):.4f}" if accuracy is not None and val_size else ""
+
+
+def _seeds(stats: SeedStats | None) -> str:
+    return "-" if stats is None else f"{stats.value.n}" + (" confirmed" if stats.confirmed else "")
+
+
+def _seed_mean(stats: SeedStats | None) -> str:
+    """The configuration's mean over its seeds, with its 95% interval's half width (one seed: the value alone)."""
+    if stats is None:
+        return "-"
+    value = stats.value
+    return f"{value.mean:.4f}" + ("" if value.half_width is None else f"±{value.half_width:.4f}")
 
 
 def _at_epoch(row: Row) -> str:
@@ -207,7 +255,8 @@ def _number(value: Any, spec: str) -> str:
     return "-" if math.isnan(number) else format(number, spec)
 
 
-def print_leaderboard(rows: list[Row], config: SweepConfig) -> None:
+def print_leaderboard(rows: list[Row], config: SweepConfig, val_size: int) -> None:
+    """The table, then the verdict: did distillation pay, for which student, by how much, how sure."""
     objective = config.objectives[0]
     counts = {s: sum(r.status == s for r in rows) for s in Outcome}
     interrupted = f", {counts[Outcome.INTERRUPTED]} interrupted" if counts[Outcome.INTERRUPTED] else ""
@@ -217,7 +266,9 @@ def print_leaderboard(rows: list[Row], config: SweepConfig) -> None:
         f"{counts[Outcome.DIVERGED]} diverged, "
         f"{counts[Outcome.ERROR]} failed{interrupted})"
     )
-    print(format_leaderboard(rows))
+    print(format_leaderboard(rows, val_size=val_size))
+    ranked = rank_configurations(configurations([as_trial_run(row) for row in rows]), objective.metric, objective.mode)
+    print(verdict(ranked, objective.metric, val_size))
 
 
 def write_json(rows: list[Row], path: str) -> None:

@@ -66,6 +66,11 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--no-select", action="store_true", help="skip choosing and registering a champion at the end")
     p.add_argument(
+        "--distilled-only",
+        action="store_true",
+        help="run.distilled_only: only distilled students compete for champion (default: scratch baselines too)",
+    )
+    p.add_argument(
         "--no-baselines",
         action="store_true",
         help="do not train each student without the teacher (no kd_gain / gap_closed)",
@@ -93,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
             "run.register_name": args.register,
             "run.select": False if args.no_select else None,
             "run.baselines": False if args.no_baselines else None,
+            "run.distilled_only": True if args.distilled_only else None,
         },
     )
 

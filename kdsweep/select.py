@@ -36,9 +36,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--metric", default="val_accuracy", help="what makes the best student (default: val_accuracy)")
     p.add_argument("--mode", default="max", choices=["max", "min"], help="maximise or minimise --metric")
     p.add_argument(
-        "--include-baselines",
+        "--distilled-only",
         action="store_true",
-        help="let the scratch baselines (students trained without the teacher) compete too",
+        help="only distilled students compete (by default the scratch baselines, trained without the teacher, do too)",
     )
     p.add_argument("--register", default=None, metavar="NAME", help="registered model name (default: the experiment's)")
     p.add_argument("--export", default=None, choices=list(FORMATS), help="then export the champion, as kdsweep.export")
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             args.register,
             args.metric,
             args.mode,
-            include_baselines=args.include_baselines,
+            distilled_only=args.distilled_only,
         )
         if champion is None:
             return 1

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
+from kdsweep.confidence import Estimate, paid
+from kdsweep.configurations import SCRATCH, configurations, describe_seeds, judged, rank_configurations, verdict
 from kdsweep.leaderboard import leaderboard_of
 from kdsweep.outcome import Outcome
 from kdsweep.plots import PARETO_PLOT
 from kdsweep.selection import TrialRun, rank
-from kdsweep.sweep_record import sweep_runs
+from kdsweep.sweep_record import sweep_runs, validation_size
 from kdsweep.tracking.runs import TAG_SWEEP
 
 if TYPE_CHECKING:  # only described here: choosing it is kdsweep.champion's job
@@ -61,13 +63,16 @@ def summarise_sweep(
     client.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
     logged = {artifact.path for artifact in client.list_artifacts(parent_run_id)}
     plots = [plot for plot in PLOTS if plot in logged]
-    client.set_tag(parent_run_id, NOTE_TAG, summary_note(parent, runs, metric, mode, champion, no_champion, plots))
+    note = summary_note(parent, runs, metric, mode, champion, no_champion, plots, validation_size(parent))
+    client.set_tag(parent_run_id, NOTE_TAG, note)
 
 
 def summary_metrics(runs: list[TrialRun], metric: str, mode: str, champion: Champion | None) -> dict[str, float]:
     """trials_<outcome> for every outcome; best_<metric>: the best value any trial that finished or
     was stopped early reached at any epoch (its running best where logged, else its last value);
-    champion_<metric> for the champion's validation, test and cost metrics."""
+    champion_<metric> for the champion's validation, test and cost metrics; the champion's configuration over
+    its seeds (champion_seeds, champion_confirmed, champion_scratch, champion_<metric>_mean/_low/_high) and the
+    kd_gain that answers "did distillation pay" (kd_gain_mean/_low/_high, kd_gain_seeds, distillation_paid)."""
     counts = Counter(run.outcome for run in runs)
     summary = {f"trials_{outcome.value.lower()}": float(counts[outcome]) for outcome in Outcome}
     summary["trials"] = float(len(runs))
@@ -84,11 +89,31 @@ def summary_metrics(runs: list[TrialRun], metric: str, mode: str, champion: Cham
         values = [run.metrics[name] for run in runs if name in run.metrics and math.isfinite(run.metrics[name])]
         if values:
             summary[f"best_{name}"] = max(values)
+    configs = configurations(runs)
+    summary["configurations"] = float(len(configs))
+    summary["confirmed_configurations"] = float(sum(config.confirmed(metric) for config in configs))
+    answer = judged(rank_configurations(configs, metric, mode), metric)
+    if answer is not None:
+        gain = answer.stats(metric).kd_gain
+        summary |= _estimate_metrics("kd_gain", gain)
+        summary["distillation_paid"] = float(paid(gain))
     if champion is not None:
         for name in dict.fromkeys((metric, *CHAMPION_METRICS)):
             if name in champion.metrics:
                 summary[f"champion_{name}"] = float(champion.metrics[name])
+        summary |= _estimate_metrics(f"champion_{metric}", champion.stats.value)
+        summary["champion_seeds"] = float(champion.stats.value.n)
+        summary["champion_confirmed"] = float(champion.stats.confirmed)
+        summary["champion_scratch"] = float(champion.kind == SCRATCH)
     return summary
+
+
+def _estimate_metrics(prefix: str, value: Estimate) -> dict[str, float]:
+    """<prefix>_mean, _seeds and, with an interval, _low and _high."""
+    out = {f"{prefix}_mean": value.mean, f"{prefix}_seeds": float(value.n)}
+    if value.half_width is not None:
+        out |= {f"{prefix}_low": value.low, f"{prefix}_high": value.high}
+    return out
 
 
 def summary_note(
@@ -99,8 +124,9 @@ def summary_note(
     champion: Champion | None,
     no_champion: str,
     plots: list[str],
+    val_size: int | None = None,
 ) -> str:
-    """The description: one paragraph of counts, the champion, the leaderboard, the plots."""
+    """The description: one paragraph of counts, did distillation pay, the champion, the leaderboard, the plots."""
     counts = Counter(run.outcome for run in ranked)
     inputs = parent.inputs.dataset_inputs if parent.inputs else []
     data = f" on **{inputs[0].dataset.name}** (digest `{inputs[0].dataset.digest}`)" if inputs else ""
@@ -113,11 +139,11 @@ def summary_note(
     ]
     baselines = sum(run.baseline for run in ranked)
     if baselines:
-        gaps = [run.metrics["gap_closed"] for run in ranked if "gap_closed" in run.metrics]
-        best = f"; the best closed {max(gaps):.0%} of the teacher-scratch gap" if gaps else ""
+        answer = verdict(rank_configurations(configurations(ranked), metric, mode), metric, val_size)
         lines += [
-            f"**Does distillation pay?** {baselines} scratch baseline(s) (each student without the teacher, "
-            f"never champion); `kd_gain` and `gap_closed` compare each trial with its own{best}.",
+            f"**Does distillation pay?** {answer[0].upper()}{answer[1:]}. {baselines} scratch baseline run(s) "
+            f"(each student without the teacher) compete for champion; `kd_gain` and `gap_closed` compare each "
+            "trial with its own, seed by seed.",
             "",
         ]
     if champion is not None:
@@ -127,8 +153,9 @@ def summary_note(
             if name in champion.metrics
         )
         lines.append(
-            f"**Champion**: `{champion.run_name}` ({shown}), registered as `{champion.model_uri}` "
-            f"(version {champion.version})."
+            f"**Champion** ({champion.kind}, {describe_seeds(champion.stats.value)}): `{champion.run_name}` ({shown}), "
+            f"registered as `{champion.model_uri}` (version {champion.version})."
+            + (f" {champion.scratch_note[0].upper()}{champion.scratch_note[1:]}." if champion.scratch_note else "")
         )
     else:
         lines.append(f"**No champion**{f': {no_champion}' if no_champion else ''}.")
@@ -136,7 +163,8 @@ def summary_note(
     tail = (
         ["", "Plots (artifacts of this run): " + "; ".join(f"`{p}`: {PLOTS[p]}" for p in plots) + "."] if plots else []
     )
-    lines += _fit(leaderboard_of(ranked, markdown=True).splitlines(), NOTE_LIMIT - len("\n".join(lines + tail)) - 80)
+    table = leaderboard_of(ranked, metric, markdown=True, val_size=val_size).splitlines()
+    lines += _fit(table, NOTE_LIMIT - len("\n".join(lines + tail)) - 80)
     return "\n".join(lines + tail)
 
 

@@ -3,6 +3,7 @@ trials as selection sees them. Only reads: choosing and registering the champion
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -55,6 +56,12 @@ def sweep_config(client: MlflowClient, parent: Run) -> SweepConfig:
         config = SweepConfig.model_validate_json(Path(path).read_text())
     import_plugins(config.plugins)
     return config
+
+
+def validation_size(run: Run) -> int | None:
+    """How many images the run's validation split holds (from the dataset it recorded), None if unknown."""
+    inputs = run.inputs.dataset_inputs if run.inputs else []
+    return json.loads(inputs[0].dataset.profile).get("val") if inputs and inputs[0].dataset.profile else None
 
 
 def _get_run(client: MlflowClient, run_id: str) -> Run:

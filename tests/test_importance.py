@@ -21,8 +21,9 @@ from kdsweep.importance import (
     format_report,
     importance_report,
     report_importance,
+    usable_trials,
 )
-from kdsweep.leaderboard import Row
+from kdsweep.leaderboard import Row, add_seed_stats
 from kdsweep.outcome import Outcome
 from kdsweep.plots import importance_figure
 from kdsweep.summary import NOTE_TAG, PLOTS, summarise_sweep
@@ -122,6 +123,20 @@ def test_scratch_baselines_and_trials_without_a_result_are_left_out():
     report = importance_report(rows + noise, CONFIG)
     assert report.trials == 8
     assert by_name(report)["all trials"].trials == 8
+
+
+def test_a_configuration_confirmed_over_seeds_counts_once_with_its_seed_mean():
+    rows = trials(6, lambda c: 0.3 + 0.08 * c["temperature"])
+    # Two more seeds of rows[0]'s configuration: its three finished seeds' mean stands for it.
+    seeds = [replace(rows[0], trial_id=f"s{s}", config={**rows[0].config, "seed": s}) for s in (1, 2)]
+    seeds[0].metrics, seeds[1].metrics = {"val_accuracy": 0.1}, {"val_accuracy": 0.2}
+    rows = add_seed_stats([*rows, *seeds], "val_accuracy")
+    used = usable_trials(rows, "val_accuracy")
+    assert [row.trial_id for row in used] == [f"t{i}" for i in range(6)]
+    expected = (0.3 + 0.08 * rows[0].config["temperature"] + 0.1 + 0.2) / 3
+    assert used[0].metrics["val_accuracy"] == pytest.approx(expected)
+    assert rows[0].metrics["val_accuracy"] != pytest.approx(expected), "the row itself keeps its own value"
+    assert importance_report(rows, CONFIG).trials == 6
 
 
 def test_stopped_trials_count_only_when_too_few_finished_and_the_report_says_so():

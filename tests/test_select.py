@@ -14,15 +14,17 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from kdsweep.champion import select_champion
+from kdsweep.confidence import binomial_se
 from kdsweep.config import load_config
 from kdsweep.data import DataSpec
 from kdsweep.errors import ConfigError
 from kdsweep.outcome import Outcome
 from kdsweep.plots import confusion_figure
+from kdsweep.search import main as search_main
 from kdsweep.select import main
 from kdsweep.selection import Constraints, TrialRun, pareto_front, rank, satisfies
 from kdsweep.sweep_record import sweep_config
-from kdsweep.tracking.runs import TAG_MODEL_URI, SweepTracker, TrialTracker
+from kdsweep.tracking.runs import TAG_BASELINE, TAG_MODEL_URI, SweepTracker, TrialTracker
 from kdsweep.trial import TrialConfig, evaluate, predict, run_trial
 
 SPEC = DataSpec(name="synthetic", channels=1, image_size=8, num_classes=4, num_samples=160)  # = conftest's tiny_data
@@ -78,7 +80,9 @@ def make_sweep(uri: str, experiment: str, directory, data, students, trials: tup
     run_ids = {}
     for index, name in enumerate(trials):
         accuracy, latency, params, status, has_model = TRIALS[name]
-        trial = TrialTracker(context, f"trial_{index:05d}", name, {**TRIAL, "data": SPEC.model_dump()}, data)
+        # Each its own configuration, as distinct sampled trials are (runs alike but for the seed are one).
+        logged = {**TRIAL, "lr": 0.01 * (index + 1), "data": SPEC.model_dump()}
+        trial = TrialTracker(context, f"trial_{index:05d}", name, logged, data)
         result = students[name]
         trial.log_epoch({**result.metrics, "val_accuracy": accuracy, "latency_ms": latency, "params": params})
         if has_model:
@@ -369,3 +373,132 @@ def test_a_large_sweeps_description_is_cut_to_fit_mlflows_tag_limit():
     assert "| 1 | trial-0499 |" in note
     assert note.rstrip().endswith("more trials: see the runs table.")
     assert "**No champion**: --no-select." in note
+
+
+# ---------------------------------------------------------------- scratch competes; seeds; what the version says
+
+# (run name, val_accuracy, seed, scratch, kd_gain): one student from scratch and distilled, 2 seeds each
+SEEDED = (
+    ("scratch-s0", 0.95, 0, True, None),
+    ("scratch-s1", 0.93, 1, True, None),
+    ("kd-s0", 0.92, 0, False, -0.03),  # kd_gain: its seed's difference from scratch-s0, as the sweep logs it
+    ("kd-s1", 0.91, 1, False, -0.02),
+)
+
+
+def make_seeded_sweep(uri: str, experiment: str, directory, data, student, runs=SEEDED) -> Sweep:
+    """A finished sweep with scratch baselines and confirmation seeds, as the driver and trials record it."""
+    (directory / "tiny.yaml").write_text(SPACE)
+    tracker = SweepTracker(uri, experiment)
+    context = tracker.start_parent(load_config(directory / "tiny.yaml"), data, resume=False)
+    logits, labels = predict(student.student, data, "val")
+    run_ids = {}
+    for index, (name, accuracy, seed, scratch, kd_gain) in enumerate(runs):
+        params = {**TRIAL, "seed": seed, "data": SPEC.model_dump()}
+        if not scratch:
+            params |= {"alpha": 0.9, "teacher": "resnet18", "temperature": 4.0}
+        tags = {TAG_BASELINE: f"key-{seed}"} if scratch else {}
+        trial = TrialTracker(context, f"trial_{index:05d}", name, params, data, tags=tags)
+        trial.log_epoch({**student.metrics, "epoch": 1, "val_accuracy": accuracy})
+        trial.log_student(student.student, data, confusion_figure(labels.numpy(), logits.argmax(1).numpy(), 4))
+        if kd_gain is not None:
+            tracker.log_gains(trial.run_id, kd_gain, None, 1)
+        tracker.close_trial(trial.run_id, Outcome.FINISHED)
+        run_ids[name] = trial.run_id
+    tracker.finish()
+    return Sweep(uri, experiment, context.parent_run_id, run_ids)
+
+
+def test_a_scratch_student_wins_and_its_registered_version_says_what_it_is(
+    mlflow_server, tmp_path, tiny_data, students
+):
+    sweep = make_seeded_sweep(mlflow_server, "seeded", tmp_path, tiny_data, students["fast"])
+    lines: list[str] = []
+    champion = select_champion(mlflow_server, "seeded", log=lines.append)
+    assert (champion.kind, champion.run_id) == ("scratch", sweep.run_ids["scratch-s0"]), "the best seed of the best"
+    assert (champion.stats.value.n, champion.stats.confirmed) == (2, True)
+    # means 0.94 (scratch) and 0.915 (distilled)
+    assert (
+        "distillation did not beat scratch here: small_cnn(w4) from scratch 0.9400 (2 seeds) "
+        "vs best distilled kd-s0 0.9150 (2 seeds), by 2.50 points"
+    ) in lines
+    # kd_gain -0.03, -0.02: mean -0.025, s 0.00707, half width t(0.975, 1) 12.706 * 0.00707 / sqrt(2) = 0.0635
+    assert any(
+        line.startswith(
+            "distillation is not shown (the interval holds 0) for small_cnn(w4) (kd-s0): kd_gain "
+            "-2.50 points (95% interval [-8.85, +3.85] over 2 seeds)"
+        )
+        for line in lines
+    )
+    client = MlflowClient(mlflow_server)
+    version = client.get_model_version_by_alias("seeded", "champion")
+    assert {k: version.tags[k] for k in ("kdsweep.kind", "kdsweep.teacher", "kdsweep.seeds", "kdsweep.confirmed")} == {
+        "kdsweep.kind": "scratch",
+        "kdsweep.teacher": "none",
+        "kdsweep.seeds": "2",
+        "kdsweep.confirmed": "true",
+    }
+    text, images = version.description, len(tiny_data.val)
+    assert text.startswith("`small_cnn(w4)` trained from scratch (no teacher); parameters: ")
+    assert f"val_accuracy 0.9500 ± {binomial_se(0.95, images):.4f} (binomial SE on {images} images)" in text
+    assert f"test_accuracy {champion.metrics['test_accuracy']:.4f}" in text
+    # 0.95, 0.93: mean 0.94, s 0.01414, half width 12.706 * 0.01414 / sqrt(2) = 0.1271
+    assert "mean over 2 seeds 0.9400, 95% interval [0.8129, 1.0671] (confirmed)" in text
+    assert "Distillation did not beat scratch here" in text
+    assert sweep.parent_run_id in text
+
+    distilled = select_champion(mlflow_server, "seeded", distilled_only=True, log=lambda line: None)
+    assert (distilled.kind, distilled.run_id) == ("distilled", sweep.run_ids["kd-s0"])
+    version = client.get_model_version_by_alias("seeded", "champion")
+    assert (version.tags["kdsweep.kind"], version.tags["kdsweep.teacher"]) == ("distilled", "resnet18")
+    assert version.description.startswith("`small_cnn(w4)` distilled from `resnet18` with loss `kd`; parameters: ")
+    assert (
+        "Gain over the same student from scratch, paired seed by seed: kd_gain -2.50 points "
+        "(95% interval [-8.85, +3.85] over 2 seeds)."
+    ) in version.description
+
+
+def test_the_parent_summary_says_the_scratch_champion_and_how_sure(tmp_path, tiny_data, students):
+    from kdsweep.summary import NOTE_TAG, summarise_sweep
+
+    sweep = make_seeded_sweep(tmp_path.as_uri() + "/mlruns", "seeded", tmp_path, tiny_data, students["fast"])
+    champion = select_champion(sweep.uri, "seeded", log=lambda line: None)
+    summarise_sweep(sweep.uri, sweep.parent_run_id, "val_accuracy", "max", champion)
+    parent = MlflowClient(sweep.uri).get_run(sweep.parent_run_id)
+    metrics = parent.data.metrics
+    assert (metrics["champion_scratch"], metrics["champion_seeds"], metrics["champion_confirmed"]) == (1, 2, 1)
+    assert metrics["champion_val_accuracy_mean"] == pytest.approx(0.94)
+    assert metrics["champion_val_accuracy_low"] == pytest.approx(0.94 - 0.12706, abs=1e-5)
+    assert (metrics["configurations"], metrics["confirmed_configurations"]) == (2, 2)
+    assert metrics["kd_gain_mean"] == pytest.approx(-0.025)
+    assert metrics["kd_gain_high"] == pytest.approx(-0.025 + 0.06353, abs=1e-5)
+    assert metrics["distillation_paid"] == 0
+    note = parent.data.tags[NOTE_TAG]
+    assert "**Does distillation pay?** Distillation is not shown (the interval holds 0) for small_cnn(w4)" in note
+    assert "**Champion** (scratch, mean over 2 seeds 0.9400, 95% interval [0.8129, 1.0671])" in note
+    assert "Distillation did not beat scratch here: small_cnn(w4) from scratch 0.9400" in note
+    header = next(line for line in note.splitlines() if line.startswith("| rank |"))
+    assert "| val_acc±SE | seeds | seed_mean±95% |" in header
+
+
+def test_distilled_only_on_a_sweep_without_distilled_students_exits_2_and_registers_nothing(
+    tmp_path, tiny_data, students, capsys
+):
+    sweep = make_seeded_sweep(
+        tmp_path.as_uri() + "/mlruns", "scratch-only", tmp_path, tiny_data, students["fast"], SEEDED[:2]
+    )
+    assert main(["--tracking-uri", sweep.uri, "--experiment", "scratch-only", "--distilled-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --distilled-only: sweep sweep-"), err
+    assert "has no distilled student that finished with a model (2 scratch baselines)" in err
+    assert err.count("\n") == 1, err
+    assert MlflowClient(sweep.uri).search_registered_models() == []
+
+
+def test_distilled_only_on_a_space_that_never_distils_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # where the default store (./mlflow.db) would be made
+    (tmp_path / "scratch.yaml").write_text(SPACE)  # fixed alpha 0: no trial distils
+    assert search_main(["--space", "scratch.yaml", "--distilled-only"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: run.distilled_only: --distilled-only, but no trial of this space distils (alpha is 0)\n"
+    assert not (tmp_path / "mlflow.db").exists()

@@ -114,9 +114,17 @@ def child_runs(uri: str, experiment: str):
     return client.search_runs([experiment_id], "tags.`kdsweep.role` = 'trial'")
 
 
-def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_trial(ray_session, tmp_path, tiny_data):
+def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_trial(
+    ray_session, tmp_path, tiny_data, capsys
+):
     code, rows, uri = sweep(tmp_path, TINY_SPACE, baselines=True)
     assert code == 0
+    # The first line after the leaderboard's rows answers: did distillation pay, how sure.
+    out = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("leaderboard ("))
+    after = next(line for line in out[start + 3 :] if not line[:1].isdigit() and not line.startswith("      "))
+    assert after.startswith("distillation "), after
+    assert after.endswith(f"validation {len(tiny_data.val)} images, one image = {100 / len(tiny_data.val):.2f} points")
     trials = [row for row in rows if row["role"] == "trial"]
     baselines = [row for row in rows if row["role"] == "baseline"]
     assert len(trials) == 3
@@ -136,7 +144,11 @@ def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_tria
     assert finished
     assert all("kdsweep.model_uri" in r.data.tags for r in finished)
     assert sum(row.get("champion", False) for row in rows) == 1
-    assert not any(row.get("champion") for row in baselines), "a baseline is never champion unless asked"
+    # Scratch baselines compete: one seed each, the champion is the best finished run, of either kind.
+    [champion] = [row for row in rows if row.get("champion")]
+    finished_rows = [row for row in rows if row["status"] == "FINISHED"]
+    assert champion["metrics"]["val_accuracy"] == max(row["metrics"]["val_accuracy"] for row in finished_rows)
+    assert all(row["seeds"]["seeds"] == 1 and not row["seeds"]["confirmed"] for row in finished_rows)
     client = MlflowClient(uri)
     for run in runs:
         row = next(row for row in rows if row["mlflow_run_id"] == run.info.run_id)

@@ -37,7 +37,7 @@ from kdsweep.gain import versus_baseline
 from kdsweep.leaderboard import Row, VsScratch
 from kdsweep.space import TrialTemplate
 from kdsweep.tracking.runs import TAG_BASELINE, SweepTracker
-from kdsweep.trial import DISTILLATION_FIELDS, TrialConfig
+from kdsweep.trial import DISTILLATION_FIELDS, NOT_TRAINING, TrialConfig
 
 BASELINE = "baseline"  # the Tune config key that marks a scratch baseline
 
@@ -80,7 +80,7 @@ def baseline_of(template: TrialTemplate, sampled: dict[str, Any]) -> TrialConfig
 
 def baseline_key(config: TrialConfig, data_digest: str) -> str:
     """Names one baseline: its training (threads and latency timing aside) on one dataset."""
-    training = config.model_dump(exclude={"num_threads", "measure_latency"})
+    training = config.model_dump(exclude=set(NOT_TRAINING))
     return hashlib.sha256(json.dumps([training, data_digest], sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -16,7 +16,7 @@ from kdsweep.data import Dataset, load_dataset
 from kdsweep.disk import check_writable_dir
 from kdsweep.errors import ConfigError, one_line
 from kdsweep.importance import report_importance
-from kdsweep.leaderboard import Row, print_leaderboard, write_json
+from kdsweep.leaderboard import Row, add_seed_stats, print_leaderboard, write_json
 from kdsweep.outcome import Outcome
 from kdsweep.selection import Constraints
 from kdsweep.space import TrialTemplate, trial_template
@@ -145,7 +145,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
     closer = run_trials(config, template, prepared, tracked, baselines)
     analysis, lacking = read_results(config, closer)
     rows = ranked_rows(config, template, prepared, analysis, lacking, baselines)
-    show_rows(config, rows)
+    show_rows(config, rows, len(prepared.data.val))
     stopped = stopped_before_selection(tracked, rows, lacking, resume_command)
     if stopped is not None:
         return stopped
@@ -226,18 +226,19 @@ def ranked_rows(
     lacking: dict[str, str],
     baselines: Baselines | None,
 ) -> list[Row]:
-    """One row per trial, best first; each distillation trial compared with its scratch baseline."""
+    """One row per trial, best first; each distillation trial compared with its scratch baseline, each row
+    with its configuration's figures over seeds."""
     rows = leaderboard_rows(analysis.trials, template, config, lacking)
     if baselines:
         staged_teachers = prepared.staged_teachers.items()
         teacher_accuracies = {teacher_name: staged.val_accuracy for teacher_name, staged in staged_teachers}
         frames, resolution = analysis.trial_dataframes, 1 / len(prepared.data.val)
         compare_with_baselines(rows, analysis.trials, frames, baselines, teacher_accuracies, resolution)
-    return rows
+    return add_seed_stats(rows, config.objectives[0].metric)
 
 
-def show_rows(config: SweepConfig, rows: list[Row]) -> None:
-    print_leaderboard(rows, config)
+def show_rows(config: SweepConfig, rows: list[Row], val_size: int) -> None:
+    print_leaderboard(rows, config, val_size)
     if config.run.output_json:
         write_json(rows, config.run.output_json)
 
@@ -288,7 +289,8 @@ def report(config: SweepConfig, tracked: Tracked, rows: list[Row], champion: Cha
 
 
 def choose_champion(config: SweepConfig, uri: str, parent_run_id: str) -> Champion | None:
-    """Rank the finished students by the primary objective and register the best (no constraints)."""
+    """Rank the configurations by the primary objective and register the best (no constraints; scratch
+    students compete unless run.distilled_only)."""
     primary = config.objectives[0]
     return select_champion(
         uri,
@@ -299,6 +301,7 @@ def choose_champion(config: SweepConfig, uri: str, parent_run_id: str) -> Champi
         metric=primary.metric,
         mode=primary.mode,
         show_table=False,
+        distilled_only=config.run.distilled_only,
     )
 
 

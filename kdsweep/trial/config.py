@@ -11,6 +11,8 @@ from kdsweep.losses import LossParams, get_loss, needs_teacher
 # What distillation adds to training a student. Its baseline (the same student trained from scratch)
 # has these at their defaults and alpha = 0: no teacher.
 DISTILLATION_FIELDS = ("teacher", "loss", "temperature", "alpha", "beta", "dkd_warmup_epochs", "standardize")
+# Settings that do not change what a trial learns: two trials that differ only in them train alike.
+NOT_TRAINING = ("num_threads", "measure_latency")
 
 
 class TrialConfig(BaseModel):
