@@ -112,10 +112,12 @@ def assert_resumed_to_the_end(tmp_path: Path, name: str, command: list[str], bef
     assert parent.info.status == "FINISHED"
 
 
-def test_ctrl_c_stops_the_sweep_closes_its_runs_and_prints_the_resume_command(ray_session, tmp_path):
-    driver, args = start(tmp_path, ray_session, "interrupted")
+def ctrl_c_stops_the_sweep_and_closes_its_runs(tmp_path: Path, ray_session, name: str) -> list[str]:
+    """Ctrl-C while two trials train: exit 130, the resume command printed, every run closed, nothing
+    registered. Returns the printed resume command."""
+    driver, args = start(tmp_path, ray_session, name)
     wait_until(
-        lambda: sum(text.count("\n") >= 1 for text in epochs_reported(tmp_path, "interrupted").values()) >= 2,
+        lambda: sum(text.count("\n") >= 1 for text in epochs_reported(tmp_path, name).values()) >= 2,
         driver,
         "two trials reporting",
     )
@@ -125,7 +127,7 @@ def test_ctrl_c_stops_the_sweep_closes_its_runs_and_prints_the_resume_command(ra
     resume = shlex.join(["python", "-m", "kdsweep.search", *args, "--resume"])
     assert resume in log, log[-3000:]
 
-    rows = json.loads((tmp_path / "interrupted.json").read_text())
+    rows = json.loads((tmp_path / f"{name}.json").read_text())
     interrupted = [row for row in rows if row["status"] == "INTERRUPTED"]
     assert interrupted, rows
     assert all(row["status"] in ("FINISHED", "INTERRUPTED") for row in rows), rows
@@ -136,7 +138,7 @@ def test_ctrl_c_stops_the_sweep_closes_its_runs_and_prints_the_resume_command(ra
         else:
             assert row["config"]["alpha"] == 0
             assert "loss" not in row["config"]
-    client, runs = trial_runs(tmp_path, "interrupted")
+    client, runs = trial_runs(tmp_path, name)
     assert runs, "no run is left RUNNING"
     assert not [r for r in runs if r.info.status == "RUNNING"], "no run is left RUNNING"
     by_trial = {r.data.tags["kdsweep.trial_id"]: r for r in runs}
@@ -150,23 +152,27 @@ def test_ctrl_c_stops_the_sweep_closes_its_runs_and_prints_the_resume_command(ra
     # Nothing Tune pickled into its experiment state (which may live on shared storage) holds where
     # this invocation's tracking server listened.
     served = next(line for line in log.splitlines() if line.startswith("MLflow: ")).rsplit(" at ", 1)[1]
-    state = [p for p in (tmp_path / "results" / "interrupted").iterdir() if p.is_file()]
+    state = [p for p in (tmp_path / "results" / name).iterdir() if p.is_file()]
     assert state
     assert not [p.name for p in state if served.encode() in p.read_bytes()]
-
-    before = epochs_reported(tmp_path, "interrupted")
-    assert_resumed_to_the_end(tmp_path, "interrupted", [sys.executable, *shlex.split(resume)[1:]], before)
+    return [sys.executable, *shlex.split(resume)[1:]]
 
 
-def test_a_killed_driver_is_finished_by_resume_and_its_open_runs_are_reconciled(ray_session, tmp_path):
-    driver, args = start(tmp_path, ray_session, "killed")
+def test_a_sweep_stopped_by_ctrl_c_then_killed_mid_resume_is_finished_by_resume(ray_session, tmp_path):
+    """Ctrl-C, `--resume`, the resumed driver killed (SIGKILL) part-way, `--resume` again: one sweep, both
+    ways a user loses a driver, and no finished trial trained twice."""
+    resume = ctrl_c_stops_the_sweep_and_closes_its_runs(tmp_path, ray_session, "stopped")
+    at_stop = {trial: text.count("\n") for trial, text in epochs_reported(tmp_path, "stopped").items()}
+    driver = Driver(tmp_path, resume, "stopped-killed.log")
     done = SPACE["budget"]["epochs"]
 
-    def one_finished_one_midway() -> bool:
-        epochs = [text.count("\n") for text in epochs_reported(tmp_path, "killed").values()]
-        return any(n >= done for n in epochs) and any(1 <= n < done - 1 for n in epochs)
+    def one_finished_one_midway_since_resumed() -> bool:
+        epochs = {trial: text.count("\n") for trial, text in epochs_reported(tmp_path, "stopped").items()}
+        return any(n >= done for n in epochs.values()) and any(
+            at_stop.get(trial, 0) < n < done - 1 and n >= 1 for trial, n in epochs.items()
+        )
 
-    wait_until(one_finished_one_midway, driver, "a finished trial and one part-way")
+    wait_until(one_finished_one_midway_since_resumed, driver, "a finished trial and one part-way")
     time.sleep(0.5)  # Tune saves its experiment state at every step (TUNE_GLOBAL_CHECKPOINT_S=0)
     driver.process.send_signal(signal.SIGKILL)
     driver.wait()
@@ -174,9 +180,9 @@ def test_a_killed_driver_is_finished_by_resume_and_its_open_runs_are_reconciled(
     while servers_of(tmp_path) and time.time() < deadline:
         time.sleep(0.3)
     assert servers_of(tmp_path) == [], "the killed driver's private MLflow server outlived it"
-    before = epochs_reported(tmp_path, "killed")
+    before = epochs_reported(tmp_path, "stopped")
     assert 1 <= sum(text.count("\n") >= done for text in before.values()) < TRIALS, "the driver must be killed part-way"
-    _, runs = trial_runs(tmp_path, "killed")
+    _, runs = trial_runs(tmp_path, "stopped")
     seen = [(r.info.run_name, r.info.status, r.data.metrics.get("epoch")) for r in runs]
     assert [r for r in runs if r.info.status == "RUNNING"], f"a killed driver leaves runs open: {seen}, {before}"
-    assert_resumed_to_the_end(tmp_path, "killed", [sys.executable, "-m", "kdsweep.search", *args, "--resume"], before)
+    assert_resumed_to_the_end(tmp_path, "stopped", resume, before)
