@@ -217,12 +217,14 @@ def bad_files(files, tiny_data, tmp_path_factory) -> dict[str, str]:
     for shape_of in ("3d", "3_classes"):
         export_onnx(Reshaped(shape_of).eval(), tiny_data.val.images[:2], root / f"{shape_of}.onnx")
     torch.save(tvm.resnet18(num_classes=10).state_dict(), root / "ten.pth")
+    (root / "junk.onnx").write_bytes(b"not a model")
     return {
         "state_dict": str(files["kdsweep_state_dict"]),
         "onnx": str(files["onnx"]),
         "onnx_3d": str(root / "3d.onnx"),
         "onnx_3_classes": str(root / "3_classes.onnx"),
         "state_dict_10": str(root / "ten.pth"),
+        "junk_onnx": str(root / "junk.onnx"),
     }
 
 
@@ -233,8 +235,10 @@ def bad_files(files, tiny_data, tmp_path_factory) -> dict[str, str]:
         ({"teacher.checkpoint": "{onnx_3d}"}, "outputs [2, 64, 1] for 2 images: a teacher gives [batch, classes]"),
         ({"teacher.checkpoint": "{onnx_3_classes}"}, "predicts 3 classes but synthetic has 4"),
         ({"teacher.checkpoint": "{state_dict_10}"}, "predicts 10 classes but synthetic has 4"),
+        ({"teacher.checkpoint": "{junk_onnx}"}, "'{junk_onnx}' is not a readable onnx file"),
         ({"teacher.mode": "online", "teacher.checkpoint": "{onnx}"}, "teacher.mode: online runs the teacher in every"),
         ({"teacher.small_input_stem": True, "teacher.arch": "resnet8"}, "teacher.small_input_stem: resnet8 has one"),
+        ({"teacher.small_input_stem": False, "teacher.checkpoint": "{onnx}"}, "small_input_stem: is for a state_dict"),
         ({"teacher.checkpoint": None, "teacher.input": {"image_size": 16}}, "teacher.input: describes a teacher you"),
     ],
 )

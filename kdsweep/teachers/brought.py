@@ -38,17 +38,19 @@ def load_checkpoint(spec: TeacherSpec, data: Dataset) -> Teacher:
     """The teacher `spec.checkpoint` names, checked on `data`; bad input raises ConfigError."""
     where = str(spec.checkpoint)
     if where.startswith(MLFLOW_SCHEMES):
+        _built_already(spec, where)
         module, dataset, digest = load_mlflow_model(where)
         return checked(module, where, "pytorch", where, spec, data, dataset, digest)
     path = Path(where)
     if not path.is_file():
         raise ConfigError(FIELD, f"file '{where}' does not exist")
-    if path.suffix == ".onnx":
-        return checked(_runtime(OnnxTeacher, path, "ONNX"), where, "onnx", path.name, spec, data)
-    if is_torchscript(path):
-        return checked(_runtime(TorchScriptTeacher, path, "TorchScript"), where, "torchscript", path.name, spec, data)
+    if path.suffix == ".onnx" or is_torchscript(path):
+        _built_already(spec, where)
+        form = "onnx" if path.suffix == ".onnx" else "torchscript"
+        return checked(_runtime(form, path), where, form, path.name, spec, data)
     payload = read_safetensors(path) if path.suffix == ".safetensors" else read_weights(where)
     if is_teacher_file(payload):
+        _built_already(spec, where)
         if spec.input is not None:
             raise ConfigError("teacher.input", f"'{where}' is a kdsweep teacher file, which knows its own input")
         module, meta = teacher_from_payload(payload, where, data)
@@ -205,11 +207,18 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(FIELD, f"'{path}' is not a readable safetensors file ({one_line(error)})") from None
 
 
-def _runtime(kind: type[nn.Module], path: Path, what: str) -> nn.Module:
+def _built_already(spec: TeacherSpec, where: str) -> None:
+    """Bad input: a stem asked of a model that is no state_dict to build (it would be ignored)."""
+    if "small_input_stem" in spec.model_fields_set:
+        raise ConfigError("teacher.small_input_stem", f"is for a state_dict; '{where}' holds a model built already")
+
+
+def _runtime(form: str, path: Path) -> nn.Module:
+    kind = OnnxTeacher if form == "onnx" else TorchScriptTeacher
     try:
         return kind(path.read_bytes())
     except Exception as error:  # ONNX Runtime's and torch.jit's own errors for a file they cannot read
-        raise ConfigError(FIELD, f"'{path}' is not a readable {what} file ({one_line(error)})") from None
+        raise ConfigError(FIELD, f"'{path}' is not a readable {form} file ({one_line(error)})") from None
 
 
 def _rounded(values: tuple[float, ...]) -> str:
