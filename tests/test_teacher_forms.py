@@ -19,6 +19,7 @@ from torch.nn import functional
 
 from kdsweep import teacher as teacher_command
 from kdsweep.config import load_config
+from kdsweep.data import DataSpec, load_dataset
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model
 from kdsweep.shipping.onnx_export import export_onnx
@@ -263,6 +264,22 @@ def test_the_teacher_command_refuses_a_state_dict_without_its_arch(files, capsys
     assert len(err) == 1
     assert err[0].startswith("error: teacher.arch: ")
     assert "is a state_dict" in err[0]
+
+
+@pytest.mark.slow  # the command as a user runs it: digits, its private MLflow server, the teacher's run (~45 s)
+def test_the_teacher_command_evaluates_and_logs_a_torchscript_teacher(tmp_path, capsys):
+    digits = load_dataset(DataSpec(name="digits"))
+    resnet8 = fitted(lambda: create_model("resnet8", 10, 1, 8), digits, dataset_input(digits))
+    export_torchscript(resnet8, digits.val.images[:4], tmp_path / "digits.ts")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = teacher_command.main(["--teacher-checkpoint", str(tmp_path / "digits.ts"), "--tracking-uri", uri])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "teacher digits.ts on digits: test_accuracy" in out
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("kdsweep-teachers").experiment_id])
+    assert [f.path for f in client.list_artifacts(run.info.run_id, "teacher")] == ["teacher/digits.ts"]
+    assert run.data.metrics["test_accuracy"] > 0.5  # chance: 0.1
 
 
 def test_an_onnx_teachers_run_holds_its_file_and_latency(files, tiny_data, tmp_path):
