@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Callable
 
+import yaml
+
 from kdsweep.errors import EXIT_BAD_INPUT, ConfigError
 from kdsweep.tracking.store import QUIET_MLFLOW
 
@@ -54,10 +56,28 @@ def add_teacher(parser: ArgumentParser) -> None:
     from kdsweep.models import list_models
 
     parser.add_argument(
-        "--teacher-arch", default="resnet18", help=f"teacher.arch: {', '.join(list_models('teacher'))}, ..."
+        "--teacher-arch",
+        default=None,
+        help=f"teacher.arch (default resnet18): {', '.join(list_models('teacher'))}, ...; a state_dict's model",
     )
     parser.add_argument(
-        "--teacher-checkpoint", default=None, help="teacher.checkpoint: a kdsweep teacher file or models:/NAME@ALIAS"
+        "--teacher-checkpoint",
+        default=None,
+        help="teacher.checkpoint: a kdsweep teacher file, a state_dict (.pt, .pth, .safetensors; with --teacher-arch), "
+        "a TorchScript or ONNX file, or models:/NAME@ALIAS (docs/teacher.md)",
+    )
+    parser.add_argument(
+        "--teacher-small-input-stem",
+        choices=["auto", "true", "false"],
+        default=None,
+        help="teacher.small_input_stem: the stem a state_dict's model is built with (default auto: by image size)",
+    )
+    parser.add_argument(
+        "--teacher-input",
+        type=yaml.safe_load,
+        default=None,
+        metavar="YAML",
+        help="teacher.input: a brought teacher's preprocessing, e.g. '{mean: [0.5], std: [0.25], image_size: 32}'",
     )
     parser.add_argument(
         "--teacher-weights", default=None, help="teacher.weights: start from torchvision's, e.g. IMAGENET1K_V1"
@@ -68,15 +88,18 @@ def add_teacher(parser: ArgumentParser) -> None:
 
 
 def teacher_fields(args: argparse.Namespace) -> dict:
-    """The `teacher:` section's fields from the --teacher-* flags."""
-    return {
+    """The `teacher:` section's fields from the --teacher-* flags; a flag not given leaves its field unset."""
+    fields = {
         "arch": args.teacher_arch,
         "checkpoint": args.teacher_checkpoint,
+        "small_input_stem": args.teacher_small_input_stem,
+        "input": args.teacher_input,
         "weights": args.teacher_weights,
         "epochs": args.teacher_epochs,
         "lr": args.teacher_lr,
         "batch_size": args.teacher_batch_size,
     }
+    return {field: value for field, value in fields.items() if value is not None}
 
 
 def add_shipping(parser: ArgumentParser) -> None:

@@ -67,7 +67,6 @@ def build_parser() -> ArgumentParser:
 def build(args: argparse.Namespace) -> tuple[DataSpec, TrialConfig, TeacherSpec]:
     """The flags as the three validated sections they belong to; bad input names the field."""
     require_model("student", args.student)
-    require_model("teacher.arch", args.teacher_arch)
     try:
         data = DataSpec(name=args.dataset, seed=args.seed, root=args.data_root)
         trial = TrialConfig(
@@ -91,6 +90,7 @@ def build(args: argparse.Namespace) -> tuple[DataSpec, TrialConfig, TeacherSpec]
         teacher_spec = TeacherSpec(**teacher_fields(args), seed=args.seed)
     except ValidationError as error:
         raise from_validation_error(error, "teacher.") from None
+    require_model("teacher.arch", teacher_spec.arch)
     return data, trial, teacher_spec
 
 

@@ -12,6 +12,7 @@ from kdsweep.models import (
     count_params,
     cpu_latency_ms,
     create_model,
+    has_stem_variants,
     list_models,
 )
 from kdsweep.models.cifar_wrn import WideResNet
@@ -97,6 +98,19 @@ def test_resnet18_on_224_keeps_the_imagenet_stem_with_new_in_channels():
     assert model.conv1.padding == (3, 3)
     assert model.conv1.in_channels == 1
     assert isinstance(model.maxpool, nn.MaxPool2d)
+
+
+def test_small_input_stem_chooses_either_stem_whatever_the_image_size():
+    imagenet_on_8 = create_model("resnet18", 10, 3, 8, small_input_stem=False)
+    assert imagenet_on_8.conv1.kernel_size == (7, 7)
+    assert isinstance(imagenet_on_8.maxpool, nn.MaxPool2d)
+    small_on_224 = create_model("resnet18", 10, 3, 224, small_input_stem=True)
+    assert small_on_224.conv1.kernel_size == (3, 3)
+    assert isinstance(small_on_224.maxpool, nn.Identity)
+    assert has_stem_variants("resnet18")
+    assert not has_stem_variants("resnet8")
+    with pytest.raises(TypeError):  # one stem only: the caller (teacher.small_input_stem) checks first
+        create_model("resnet8", 10, 3, 8, small_input_stem=False)
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v2_x0_5"])

@@ -8,7 +8,7 @@ from kdsweep.models import cifar_resnet, cifar_wrn, small_cnn, torchvision_small
 from kdsweep.models.cifar_resnet import CifarResNet
 from kdsweep.models.cost import ModelCost, count_flops, count_params, cpu_latency_ms, measure_cost
 from kdsweep.models.pretrained import PretrainedUnavailable, load_pretrained
-from kdsweep.models.registry import create_model, list_models, register_model, require_model
+from kdsweep.models.registry import create_model, has_stem_variants, list_models, register_model, require_model
 
 __all__ = [
     "CifarResNet",
@@ -18,6 +18,7 @@ __all__ = [
     "count_params",
     "cpu_latency_ms",
     "create_model",
+    "has_stem_variants",
     "list_models",
     "load_pretrained",
     "measure_cost",

@@ -21,14 +21,16 @@ ModelFn = Callable[..., nn.Module]
 class ModelEntry:
     build: ModelFn
     role: str  # "teacher" or "student": only a hint for help text and default spaces
+    stems: bool = False  # builds either stem, small-input or its own (`small_input_stem`)
 
 
 _MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def register_model(name: str, role: str) -> Callable[[ModelFn], ModelFn]:
-    """Decorator: make `build(num_classes, in_channels, image_size, **kwargs)` creatable by `name`."""
-    return _MODELS.register(name, lambda build: ModelEntry(build, role))
+def register_model(name: str, role: str, stems: bool = False) -> Callable[[ModelFn], ModelFn]:
+    """Decorator: make `build(num_classes, in_channels, image_size, **kwargs)` creatable by `name`;
+    `stems`: it also takes `small_input_stem` (True, False, or None for its image size's)."""
+    return _MODELS.register(name, lambda build: ModelEntry(build, role, stems))
 
 
 def list_models(role: str | None = None) -> list[str]:
@@ -41,7 +43,19 @@ def require_model(field: str, name: str) -> None:
         raise ConfigError(field, _MODELS.unknown(name))
 
 
-def create_model(name: str, num_classes: int, in_channels: int, image_size: int, width: int | None = None) -> nn.Module:
+def has_stem_variants(name: str) -> bool:
+    """Whether `name` builds a small-input stem or its own as asked (`create_model(..., small_input_stem=)`)."""
+    return _MODELS.get(name).stems
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    width: int | None = None,
+    small_input_stem: bool | None = None,
+) -> nn.Module:
     """Build a registered model for `num_classes` outputs and `in_channels` x `image_size`^2 inputs.
 
     Args:
@@ -50,10 +64,13 @@ def create_model(name: str, num_classes: int, in_channels: int, image_size: int,
         in_channels: 1 (grayscale) or 3 (RGB); the stem is adapted.
         image_size: side length; at or below `SMALL_IMAGE` torchvision models get a CIFAR stem.
         width: only for width-configurable models (`small_cnn`).
+        small_input_stem: only for models with stem variants (`has_stem_variants`): True or False
+            builds that stem whatever `image_size`; None the one `image_size` calls for.
 
     Example:
         >>> create_model("resnet8", num_classes=10, in_channels=1, image_size=8)(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
-    kwargs = {"width": width} if width is not None else {}
+    given = {"width": width, "small_input_stem": small_input_stem}
+    kwargs = {key: value for key, value in given.items() if value is not None}
     return _MODELS.get(name).build(num_classes, in_channels, image_size, **kwargs)

@@ -34,19 +34,33 @@ def save_teacher(path: Path, module: nn.Module, meta: TeacherMeta) -> None:
 
 def load_teacher(path: str, data: Dataset) -> tuple[nn.Module, TeacherMeta]:
     """Load a kdsweep teacher file, refusing pickled payloads and mismatched classes or shapes."""
+    return teacher_from_payload(read_weights(path), path, data)
+
+
+def read_weights(path: str) -> Any:
+    """A torch.save file's tensors and plain data, loaded weights_only: a pickled object is refused, never run."""
     if not Path(path).is_file():
         raise ConfigError(FIELD, f"file '{path}' does not exist")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
         raise ConfigError(FIELD, f"'{path}' is not a readable checkpoint (not a torch.save file)")
     try:
-        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise ConfigError(
             FIELD, f"'{path}' refused: it holds objects other than tensors and plain data (loaded weights_only=True)"
         ) from None
     except Exception as error:  # truncated or not a torch file at all
         raise ConfigError(FIELD, f"'{path}' is not a readable checkpoint ({error.__class__.__name__})") from error
-    if not isinstance(payload, dict) or not str(payload.get("format", "")).startswith("kdsweep-teacher/"):
+
+
+def is_teacher_file(payload: Any) -> bool:
+    """Whether what `read_weights` read is a kdsweep teacher file (of any format version)."""
+    return isinstance(payload, dict) and str(payload.get("format", "")).startswith("kdsweep-teacher/")
+
+
+def teacher_from_payload(payload: Any, path: str, data: Dataset) -> tuple[nn.Module, TeacherMeta]:
+    """The module and metadata of a kdsweep teacher file read by `read_weights`."""
+    if not is_teacher_file(payload):
         raise ConfigError(FIELD, f"'{path}' is not a kdsweep teacher file (save one with python -m kdsweep.teacher)")
     if payload["format"] != FORMAT:
         raise ConfigError(
@@ -76,6 +90,11 @@ def check_fits(meta: TeacherMeta, data: Dataset, what: str) -> None:
         raise ConfigError(FIELD, f"{what} predicts {meta.num_classes} classes but {data.name} has {data.num_classes}")
     if tuple(meta.input_shape) != data.input_shape:
         raise ConfigError(FIELD, f"{what} expects inputs {meta.input_shape} but {data.name} has {data.input_shape}")
+    check_same_data(meta, data, what)
+
+
+def check_same_data(meta: TeacherMeta, data: Dataset, what: str) -> None:
+    """Bad input when the teacher says it was trained on other splits than this sweep's."""
     if meta.data_digest is not None and meta.data_digest != data.digest:
         raise ConfigError(
             FIELD,

@@ -8,9 +8,10 @@ or the module run online, which carries its own view schedule.
 from __future__ import annotations
 
 from kdsweep.data import Dataset
+from kdsweep.errors import ConfigError
+from kdsweep.teachers.brought import load_checkpoint
 from kdsweep.teachers.cache import build_teacher_cache
 from kdsweep.teachers.checkpoint import load_teacher, save_teacher
-from kdsweep.teachers.from_mlflow import MLFLOW_SCHEMES, load_mlflow_teacher
 from kdsweep.teachers.online import OnlineTeacher
 from kdsweep.teachers.spec import TeacherSpec
 from kdsweep.teachers.store import cache_path
@@ -23,9 +24,14 @@ def find_teacher(spec: TeacherSpec, data: Dataset, log=print) -> Teacher | None:
     """The teacher `spec.checkpoint` names, or one trained earlier for exactly this data and these
     settings (the cache on disk); None when one must be trained. Bad input raises ConfigError."""
     if spec.checkpoint:
-        load = load_mlflow_teacher if spec.checkpoint.startswith(MLFLOW_SCHEMES) else load_teacher
-        module, meta = load(spec.checkpoint, data)
-        return Teacher(module, meta, f"checkpoint:{spec.checkpoint}")
+        return load_checkpoint(spec, data)
+    for field in ("input", "small_input_stem"):
+        if field in spec.model_fields_set:
+            raise ConfigError(
+                f"teacher.{field}",
+                "describes a teacher you bring (teacher.checkpoint); kdsweep trains its own on the dataset's "
+                "input, with the stem its image size calls for",
+            )
     path = cache_path(spec, data)
     if not path.exists():
         return None
@@ -57,4 +63,10 @@ def teacher_outputs(spec: TeacherSpec, teacher: Teacher, data: Dataset, epochs: 
         cache = build_teacher_cache(teacher.module, data, epochs, pick_device(), spec.cache_limit_mb, log=log)
         if cache is not None:
             return cache
+    if teacher.form == "onnx":
+        raise ConfigError(
+            "teacher.mode",
+            "the logit cache cannot hold this sweep (logged above), and an ONNX "
+            "teacher cannot run online: raise teacher.cache_limit_mb, or bring a PyTorch teacher",
+        )
     return OnlineTeacher(teacher.module)

@@ -4,7 +4,31 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+
+
+class TeacherInput(BaseModel):
+    """The preprocessing a teacher brought from elsewhere was trained with (`teacher.input`).
+
+    Its inputs are converted to it from the students' (the dataset's statistics), so a teacher
+    trained on other statistics, another size or another number of channels sees what it was
+    trained on. Every field left out is the dataset's own; mean and std are on the pixel scale
+    kdsweep loads the dataset at (0-1 for images, as torchvision's ToTensor).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[PositiveFloat, ...] | None = None
+    image_size: int | None = Field(default=None, gt=0)  # resized to it (bilinear)
+    channels: Literal[1, 3] | None = None  # 1 <-> 3: gray repeated, or RGB to luma
+
+    @model_validator(mode="after")
+    def _one_value_per_channel(self) -> TeacherInput:
+        counts = {len(values) for values in (self.mean, self.std) if values is not None}
+        if len(counts | ({self.channels} if self.channels else set())) > 1:
+            raise ValueError("mean, std and channels must agree on the number of channels")
+        return self
 
 
 class TeacherSpec(BaseModel):
@@ -13,7 +37,11 @@ class TeacherSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arch: str = "resnet18"
-    checkpoint: str | None = None  # a kdsweep teacher file or models:/NAME@ALIAS; otherwise train (or reuse)
+    # A kdsweep teacher file, a state_dict (.pt/.pth/.safetensors, with arch), a TorchScript or an ONNX
+    # file, or models:/NAME@ALIAS; otherwise train (or reuse). docs/teacher.md: bringing your teacher.
+    checkpoint: str | None = None
+    small_input_stem: bool | Literal["auto"] = "auto"  # which stem a state_dict's arch is built with (auto: by size)
+    input: TeacherInput | None = None  # a brought teacher's own preprocessing; None: the dataset's
     weights: str | None = None  # start training from torchvision's pretrained weights, e.g. IMAGENET1K_V1
     epochs: int = Field(default=10, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # as a trial's

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 
 class TeacherMeta(BaseModel):
-    """Plain metadata, stored in the teacher file and on its MLflow run; validated when read back."""
+    """Plain metadata, stored in the teacher file and on its MLflow run; validated when read back.
+
+    `input_shape`, `mean` and `std` are the teacher's own input (`teacher.input` for one brought from
+    elsewhere): its module is fed the dataset's images converted to it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,3 +43,6 @@ class Teacher:
     meta: TeacherMeta
     source: str  # "trained", "trained:<path>", "cache:<path>" or "checkpoint:<path or URI>": its identity
     history: list[dict[str, float]] | None = None
+    # What the module runs on: a PyTorch module (a TorchScript file's is one too), or ONNX Runtime (the
+    # logit cache only: it cannot run online, and is logged to MLflow as its file).
+    form: Literal["pytorch", "torchscript", "onnx"] = "pytorch"

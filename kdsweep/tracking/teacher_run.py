@@ -8,7 +8,7 @@ import time
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from kdsweep.models import measure_cost
+from kdsweep.models import cpu_latency_ms, measure_cost
 from kdsweep.tracking.datasets import log_dataset
 from kdsweep.tracking.models import log_model
 from kdsweep.tracking.runs import (
@@ -35,7 +35,11 @@ def log_teacher(uri: str, teacher, data) -> tuple[str, dict[str, float]]:
     if found:
         reference = {k: found[0].data.metrics[k] for k in REFERENCE_METRICS if k in found[0].data.metrics}
         return found[0].info.run_id, reference
-    cost = measure_cost(teacher.module, data.input_shape)
+    if teacher.form == "pytorch":
+        cost = measure_cost(teacher.module, data.input_shape)
+        costs = {"params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms}
+    else:  # another runtime's file: torch cannot count inside it, but it can time it
+        costs = {"latency_ms": cpu_latency_ms(teacher.module, data.input_shape)}
     run = client.create_run(
         teachers_experiment,
         tags={TAG_ROLE: "teacher", TAG_TEACHER_KEY: key, "source": teacher.source},
@@ -50,18 +54,16 @@ def log_teacher(uri: str, teacher, data) -> tuple[str, dict[str, float]]:
         for k, v in m.items()
         if k in ("train_loss", "val_accuracy", "val_loss")
     ]
-    metrics += [
-        Metric("test_accuracy", teacher.meta.test_accuracy, now, 0),
-        Metric("params", cost.params, now, 0),
-        Metric("flops", cost.flops, now, 0),
-        Metric("latency_ms", cost.latency_ms, now, 0),
-    ]
+    metrics += [Metric(k, float(v), now, 0) for k, v in {"test_accuracy": teacher.meta.test_accuracy, **costs}.items()]
     params = [Param(k, str(v)) for k, v in teacher.meta.model_dump().items()]
     client.log_batch(run_id, metrics=metrics, params=params)
-    log_model(uri, run_id, teacher.module, data)
+    if teacher.form == "pytorch":
+        log_model(uri, run_id, teacher.module, data)
+    else:  # the file itself: what taught, as the user brought it
+        client.log_artifact(run_id, origin, "teacher")
     client.set_terminated(run_id)
-    reference = {"test_accuracy": teacher.meta.test_accuracy, "params": cost.params, "latency_ms": cost.latency_ms}
-    return run_id, reference
+    reference = {"test_accuracy": teacher.meta.test_accuracy, **costs}
+    return run_id, {k: v for k, v in reference.items() if k in REFERENCE_METRICS}
 
 
 def source_run_id(client: MlflowClient, model_uri: str) -> str:
