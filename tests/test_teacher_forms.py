@@ -292,25 +292,30 @@ def test_an_onnx_teachers_run_holds_its_file_and_latency(files, tiny_data, tmp_p
     assert client.get_run(run_id).data.params["arch"] == "teacher.onnx"
 
 
-@pytest.mark.slow  # whole sweeps (Ray, MLflow, trials): taught by an ONNX file, and by a state_dict of its own input
-@pytest.mark.parametrize("form", ["onnx", "elsewhere"])
-def test_a_sweep_distils_from_a_brought_teacher_and_logs_it(files, elsewhere, tiny_data, ray_session, tmp_path, form):
+@pytest.mark.slow  # a whole sweep (Ray, MLflow, trials) taught by two brought teachers, one trial each
+def test_a_sweep_distils_from_brought_teachers_and_logs_them(
+    files, elsewhere, tiny_data, ray_session, mlflow_server, tmp_path
+):
     teachers = {
         "onnx": {"checkpoint": str(files["onnx"])},
         "elsewhere": {"checkpoint": str(elsewhere), "arch": "resnet18", "small_input_stem": False, "input": ELSEWHERE},
     }
-    space = {**TINY_SPACE, "teacher": teachers[form], "budget": {"epochs": 1, "num_samples": 2}}
-    code, rows, uri = sweep(tmp_path, space, name=f"taught-by-{form}")
+    space = {
+        **{k: v for k, v in TINY_SPACE.items() if k != "teacher"},
+        "teachers": teachers,
+        "budget": {"epochs": 1, "num_samples": 1},
+        "search": {**TINY_SPACE["search"], "teacher": {"grid": ["onnx", "elsewhere"]}},
+    }
+    code, rows, uri = sweep(tmp_path, space, name="taught-by-brought", uri=mlflow_server)
     assert code == 0
-    assert len(rows) == 2
+    assert sorted(row["config"]["teacher"] for row in rows) == ["elsewhere", "onnx"]
     assert all(0 <= row["metrics"]["teacher_agreement"] <= 1 for row in rows)
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("kdsweep-teachers").experiment_id])
-    if form == "onnx":
-        assert [f.path for f in client.list_artifacts(run.info.run_id, "teacher")] == ["teacher/teacher.onnx"]
-        return
-    teacher = prepare_teacher(TeacherSpec.model_validate(teachers[form]), tiny_data)
-    logged = load_logged_model(f"runs:/{run.info.run_id}/model", uri)
+    parent = client.get_run(client.get_run(rows[0]["mlflow_run_id"]).data.tags["mlflow.parentRunId"])
+    onnx_run = parent.data.tags["kdsweep.teacher_run_id.onnx"]
+    assert [f.path for f in client.list_artifacts(onnx_run, "teacher")] == ["teacher/teacher.onnx"]
+    teacher = prepare_teacher(TeacherSpec.model_validate(teachers["elsewhere"]), tiny_data)
+    logged = load_logged_model(f"runs:/{parent.data.tags['kdsweep.teacher_run_id.elsewhere']}/model", uri)
     images = tiny_data.test.images[:8]  # the students' images: the logged model converts them as the sweep did
     with torch.no_grad():
         torch.testing.assert_close(logged(images), teacher.module(images), atol=1e-4, rtol=1e-4)
