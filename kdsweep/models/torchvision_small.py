@@ -13,10 +13,7 @@ from collections.abc import Callable
 import torchvision.models as tvm
 from torch import nn
 
-from kdsweep.models.registry import ModelFn, register_model
-
-# Inputs at or below this side length get the small-image stem.
-SMALL_IMAGE = 64
+from kdsweep.models.registry import SMALL_IMAGE, ModelFn, register_model
 
 
 def _stem_conv(in_channels: int, out_channels: int, small: bool, like: nn.Conv2d) -> nn.Conv2d:

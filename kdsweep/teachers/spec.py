@@ -14,7 +14,9 @@ class TeacherSpec(BaseModel):
 
     arch: str = "resnet18"
     checkpoint: str | None = None  # a kdsweep teacher file or models:/NAME@ALIAS; otherwise train (or reuse)
-    weights: str | None = None  # start training from torchvision's pretrained weights, e.g. IMAGENET1K_V1
+    weights: str | bool | None = (
+        None  # start training from pretrained weights: true or a name, as a trial's `pretrained`
+    )
     epochs: int = Field(default=10, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # as a trial's
     lr: float = Field(default=0.05, gt=0)
