@@ -80,7 +80,9 @@ def add_teacher(parser: ArgumentParser) -> None:
         help="teacher.input: a brought teacher's preprocessing, e.g. '{mean: [0.5], std: [0.25], image_size: 32}'",
     )
     parser.add_argument(
-        "--teacher-weights", default=None, help="teacher.weights: start from torchvision's, e.g. IMAGENET1K_V1"
+        "--teacher-weights",
+        default=None,
+        help="teacher.weights: start from pretrained weights: true (the model's default) or a name, e.g. IMAGENET1K_V1",
     )
     parser.add_argument("--teacher-epochs", type=int, default=10, help="teacher.epochs (when it is trained)")
     parser.add_argument("--teacher-lr", type=float, default=0.05, help="teacher.lr (when it is trained)")
@@ -94,7 +96,7 @@ def teacher_fields(args: argparse.Namespace) -> dict:
         "checkpoint": args.teacher_checkpoint,
         "small_input_stem": args.teacher_small_input_stem,
         "input": args.teacher_input,
-        "weights": args.teacher_weights,
+        "weights": True if args.teacher_weights == "true" else args.teacher_weights,
         "epochs": args.teacher_epochs,
         "lr": args.teacher_lr,
         "batch_size": args.teacher_batch_size,

@@ -349,6 +349,26 @@ def any_trial_needs_teacher(config: SweepConfig) -> bool:
     return any(_distils(config))
 
 
+def pretrained_students(config: SweepConfig) -> list[tuple[str, str, str | bool]]:
+    """(field, student, weights) for every student that some trial starts from pretrained weights: each
+    searched student with each searched or fixed `pretrained` (a `when: {student: ...}` on it respected)."""
+    base = config.trial_base()
+    student = config.search.get("student")
+    students = student.values if student else [base.get("student", TrialConfig.model_fields["student"].default)]
+    if "pretrained" not in config.search:
+        return [("fixed.pretrained", name, base["pretrained"]) for name in students if base.get("pretrained")]
+    searched = config.search["pretrained"]
+    only = (searched.when or {}).get("student", students)
+    only = only if isinstance(only, list) else [only]
+    return [
+        ("search.pretrained", name, weights)
+        for name in students
+        if name in only
+        for weights in searched.values
+        if weights
+    ]
+
+
 def _validate_objectives(config: SweepConfig) -> None:
     """Every objective is a metric every trial reports: Tune fails a trial whose report lacks it."""
     base = TrialConfig.model_validate(config.trial_base())

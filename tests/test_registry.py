@@ -2,7 +2,7 @@
 
 import pytest
 
-from kdsweep.registry import Registry
+from kdsweep.registry import Catalogue, Registry
 
 
 def test_a_decorated_function_is_stored_through_its_entry_and_returned_unchanged():
@@ -41,3 +41,35 @@ def test_a_copy_takes_new_entries_without_changing_the_original():
 
     assert clone.names() == ["a", "b"]
     assert registry.names() == ["a"]
+
+
+def _catalogue_registry() -> Registry[tuple[str, str]]:
+    registry: Registry[tuple[str, str]] = Registry("widget")
+    registry.register("local", lambda fn: ("registered", fn.__name__))(len)
+    registry.add_catalogue(Catalogue("lib/", lambda: {"alpha", "beta"}, lambda name: ("lib", name), "any lib widget"))
+    return registry
+
+
+def test_a_catalogue_resolves_its_prefixed_names_without_listing_them():
+    registry = _catalogue_registry()
+
+    assert registry.get("lib/alpha") == ("lib", "alpha")
+    assert registry.get("local") == ("registered", "len")
+    assert "lib/beta" in registry
+    assert "lib/gamma" not in registry
+    assert "alpha" not in registry  # only with its prefix
+    assert registry.names() == ["local"]
+
+
+def test_an_unknown_name_is_matched_against_the_catalogue_its_prefix_names():
+    registry = _catalogue_registry()
+
+    with pytest.raises(ValueError, match="lib/alpa") as refused:
+        registry.get("lib/alpa")
+    assert str(refused.value) == "unknown widget 'lib/alpa'; did you mean 'lib/alpha'? (lib/NAME: any lib widget)"
+    assert registry.unknown("lokal") == (
+        "unknown widget 'lokal'; did you mean 'local'? (choose from: local, or lib/NAME (any lib widget))"
+    )
+    assert registry.unknown("x", or_else="a folder").endswith(
+        "(choose from: local, or lib/NAME (any lib widget), or a folder)"
+    )

@@ -250,7 +250,7 @@ def test_conditional_parameters_are_drawn_where_they_apply_and_reproduced_by_sea
     assert conditional != [(config.get("width"), config.get("beta")) for config in other]
 
 
-SHIPPED_SPACES = ["cifar10", "cifar100", "default", "imagefolder", "zoo"]
+SHIPPED_SPACES = ["cifar10", "cifar100", "default", "imagefolder", "timm", "zoo"]
 
 
 @pytest.mark.parametrize("name", SHIPPED_SPACES)

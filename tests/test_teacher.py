@@ -203,7 +203,7 @@ def test_pretrained_weights_without_network_say_where_to_put_the_file(tmp_path, 
         load_pretrained(create_model("resnet18", 10, 3, 32), "resnet18", "IMAGENET1K_V1")
     with pytest.raises(ValueError, match="unknown weights 'IMAGENET9K'"):
         load_pretrained(create_model("resnet18", 10, 3, 32), "resnet18", "IMAGENET9K")
-    with pytest.raises(ValueError, match="no torchvision pretrained weights"):
+    with pytest.raises(ValueError, match="'resnet8' has no pretrained weights"):
         load_pretrained(create_model("resnet8", 10, 3, 32), "resnet8", "IMAGENET1K_V1")
 
 

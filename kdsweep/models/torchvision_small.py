@@ -14,10 +14,7 @@ from collections.abc import Callable
 import torchvision.models as tvm
 from torch import nn
 
-from kdsweep.models.registry import ModelFn, register_model
-
-# Inputs at or below this side length get the small-image stem (unless `small_input_stem` says otherwise).
-SMALL_IMAGE = 64
+from kdsweep.models.registry import SMALL_IMAGE, ModelFn, register_model
 
 
 def uses_small_stem(image_size: int, small_input_stem: bool | None) -> bool:

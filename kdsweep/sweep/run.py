@@ -11,12 +11,13 @@ from ray import tune
 from ray.tune import ExperimentAnalysis
 
 from kdsweep.champion import Champion, select_champion
-from kdsweep.config import SweepConfig, any_trial_needs_teacher
+from kdsweep.config import SweepConfig, any_trial_needs_teacher, pretrained_students
 from kdsweep.data import Dataset, load_dataset
 from kdsweep.disk import check_writable_dir
 from kdsweep.errors import ConfigError, one_line
 from kdsweep.importance import report_importance
 from kdsweep.leaderboard import Row, add_seed_stats, print_leaderboard, write_json
+from kdsweep.models import PretrainedUnavailable, pretrained_state
 from kdsweep.outcome import Outcome
 from kdsweep.selection import Constraints
 from kdsweep.space import TrialTemplate, trial_template
@@ -80,6 +81,7 @@ def prepare(config: SweepConfig) -> Prepared:
             "--resume", f"no sweep named '{config.experiment_name}' to resume under {storage_path(config)}"
         )
     check_storage(config)
+    check_pretrained_students(config)
     data = load_dataset(config.data)
     check_data_workers(config, data)
     distils = any_trial_needs_teacher(config)
@@ -113,6 +115,16 @@ def check_storage(config: SweepConfig) -> None:
     folder = local_storage_dir(config)
     if folder is not None:
         check_writable_dir("--storage", str(folder), "the sweep's results")
+
+
+def check_pretrained_students(config: SweepConfig) -> None:
+    """Students that start from pretrained weights get them now, before Ray starts: fetched once into the
+    cache their trials read on this machine; weights that do not exist or cannot be fetched are bad input."""
+    for field, student, weights in pretrained_students(config):
+        try:
+            pretrained_state(student, weights)
+        except PretrainedUnavailable as error:
+            raise ConfigError(field, str(error)) from None
 
 
 def check_data_workers(config: SweepConfig, data: Dataset) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from kdsweep.data import Dataset
 from kdsweep.errors import ConfigError, from_validation_error, one_line
-from kdsweep.models import create_model, list_models
+from kdsweep.models import create_model, is_model
 from kdsweep.teachers.teacher import TeacherMeta
 
 FORMAT = "kdsweep-teacher/2"  # /2: the metadata names the data (its digest) and the training settings
@@ -74,7 +74,7 @@ def teacher_from_payload(payload: Any, path: str, data: Dataset) -> tuple[nn.Mod
         problem = from_validation_error(error)
         raise ConfigError(FIELD, f"'{path}' has malformed metadata ({problem})") from None
     check_fits(meta, data, f"'{path}'")
-    if meta.arch not in list_models():
+    if not is_model(meta.arch):
         raise ConfigError(FIELD, f"'{path}' holds a '{meta.arch}', which is not a registered model here")
     module = create_model(meta.arch, meta.num_classes, meta.input_shape[0], meta.input_shape[1])
     try:

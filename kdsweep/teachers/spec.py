@@ -42,7 +42,9 @@ class TeacherSpec(BaseModel):
     checkpoint: str | None = None
     small_input_stem: bool | Literal["auto"] = "auto"  # which stem a state_dict's arch is built with (auto: by size)
     input: TeacherInput | None = None  # a brought teacher's own preprocessing; None: the dataset's
-    weights: str | None = None  # start training from torchvision's pretrained weights, e.g. IMAGENET1K_V1
+    weights: str | bool | None = (
+        None  # start training from pretrained weights: true or a name, as a trial's `pretrained`
+    )
     epochs: int = Field(default=10, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # as a trial's
     lr: float = Field(default=0.05, gt=0)

@@ -32,7 +32,7 @@ def cache_path(spec: TeacherSpec, data: Dataset) -> Path:
     """e.g. digits-resnet18-3f9a0c1d2e4b5a67.pt (or ...-resnet18-IMAGENET1K_V1-...): readable, and
     unique to the data and the training."""
     key = hashlib.sha256(json.dumps([data.digest, training_settings(spec)], sort_keys=True).encode()).hexdigest()[:16]
-    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data.name).name or data.name)  # a folder's last component
     root = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
-    start = f"-{spec.weights}" if spec.weights else ""
-    return root / f"{label}-{spec.arch}{start}-{key}.pt"
+    start = f"-{'pretrained' if spec.weights is True else spec.weights}" if spec.weights else ""
+    label = f"{Path(data.name).name or data.name}-{spec.arch}{start}-{key}.pt"  # a folder's last component
+    return root / re.sub(r"[^A-Za-z0-9_.-]+", "_", label)  # one file name (timm/NAME's slash replaced)

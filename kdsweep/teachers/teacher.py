@@ -28,7 +28,7 @@ class TeacherMeta(BaseModel):
     seed: int
     data_digest: str | None = None  # Dataset.digest of the splits it was trained on; None: not known
     # How it was trained (None for a teacher that came from elsewhere): part of what makes it this teacher.
-    weights: str | None = None
+    weights: str | bool | None = None
     epochs: int | None = None
     optimizer: str | None = None
     lr: float | None = None

@@ -22,7 +22,9 @@ class TrialConfig(BaseModel):
 
     student: str = "resnet8"
     width: int | None = Field(default=None, gt=0)  # width-configurable students only
-    pretrained: str | None = None  # torchvision weights to start from, e.g. IMAGENET1K_V1
+    # Pretrained weights to start from: true for the model's default (torchvision's, timm's), or their name
+    # (torchvision's IMAGENET1K_V1, a timm tag such as lamb_in1k).
+    pretrained: str | bool | None = None
     teacher: str | None = None  # in a sweep: which of its teachers (by name) this trial distils from
     loss: str = "kd"  # a registered loss (kdsweep.losses)
     temperature: float = Field(default=4.0, gt=0)
