@@ -20,6 +20,7 @@ TINY_SPACE = {
     "data": {"name": "synthetic", "channels": 1, "image_size": 8, "num_classes": 4, "num_samples": 160},
     "teacher": {"arch": "small_cnn", "epochs": 2},
     "budget": {"epochs": 2, "num_samples": 3},
+    "confirm": {"top": 0},  # no confirmation over seeds unless a test is about it (test_confirm.py)
     "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
     "searcher": {"name": "random", "max_concurrent": 2, "seed": 1},
     "resources": {"cpus_per_trial": 1, "max_failures": 1},
