@@ -41,6 +41,7 @@ def sweep(space: str, scheduler: str, seed: int, root: Path, overrides: list[str
     command += ["--name", f"es-{scheduler}-{seed}"]
     command += [arg for override in overrides for arg in ("--set", override)]
     command += ["--set", f"scheduler.name={scheduler}", "--set", f"searcher.seed={seed}", "--no-baselines"]
+    command += ["--confirm-top", "0"]  # what the scheduler saves on the search itself
     command += ["--no-select", "--storage", str(root / "results"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
     command += ["--output-json", str(out)]
     started = time.perf_counter()

@@ -29,6 +29,7 @@ SPACE = {
     "data": {"name": "synthetic", "channels": 3, "image_size": 32, "num_classes": 10, "num_samples": 6000},
     "teacher": {"arch": "resnet18", "epochs": 2, "batch_size": 256, "mode": "cached"},
     "budget": {"epochs": 3, "num_samples": 8},
+    "confirm": {"top": 0},  # the sweep's trials only: what the check measures
     "scheduler": {"name": "none"},
     "searcher": {"name": "random", "seed": 0},
     "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.25, "max_failures": 0},

@@ -70,6 +70,7 @@ def space_yaml(args: argparse.Namespace) -> str:
     return f"""data: {data}
 objective: {{metric: val_accuracy, mode: max}}
 budget: {{epochs: {args.epochs}, num_samples: {args.trials}}}
+confirm: {{top: 0}}
 scheduler: {{name: none}}
 searcher: {{name: random, max_concurrent: {args.concurrent}, seed: 0}}
 resources: {{cpus_per_trial: 1, gpus_per_trial: 0, max_failures: 0}}

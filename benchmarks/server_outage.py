@@ -69,7 +69,8 @@ def env(cache: Path) -> dict[str, str]:
 def sweep_command(args: argparse.Namespace, workdir: Path, *extra: str) -> list[str]:
     command = [sys.executable, "-m", "kdsweep.search", "--name", "outage", "--output-json", "rows.json"]
     command += ["--storage", str(workdir / "results"), "--set", f"budget.epochs={args.epochs}"]
-    return [*command, "--set", f"budget.num_samples={args.samples}", "--set", "scheduler.name=none", *extra]
+    command += ["--set", f"budget.num_samples={args.samples}", "--set", "scheduler.name=none"]
+    return [*command, "--confirm-top", "0", *extra]  # the sweep's own trials: what the outage is measured on
 
 
 def epochs_reported(workdir: Path) -> dict[str, int]:

@@ -27,6 +27,13 @@ class ArgumentParser(argparse.ArgumentParser):
         raise ConfigError(field, problem)
 
 
+def count(text: str) -> int:
+    """argparse type of a flag that counts (0 and up): anything else is refused naming the flag."""
+    if not text.isdecimal():
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more (got '{text}')")
+    return int(text)
+
+
 def run_command(parser: ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
     """Parse, run, and turn bad input into `error: FIELD: PROBLEM` on stderr with exit code 2."""
     for key, value in QUIET_MLFLOW.items():  # where the command starts; the trials it spawns inherit it

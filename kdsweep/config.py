@@ -102,6 +102,15 @@ class Budget(_Strict):
     num_samples: int = Field(default=8, gt=0)
 
 
+class Confirm(_Strict):
+    """After the search, the `top` best configurations (distilled or scratch) run again until each has `seeds`
+    seeds in all (its search trial's counting as one), with the scratch baselines of their students
+    (kdsweep/sweep/confirm.py); either at 0 turns it off."""
+
+    top: int = Field(default=3, ge=0)
+    seeds: int = Field(default=3, ge=0)
+
+
 class Scheduler(_Strict):
     name: str = "asha"  # a registered scheduler (kdsweep/schedulers.py)
     grace_period: int = Field(default=2, gt=0)
@@ -177,6 +186,7 @@ class SweepConfig(_Strict):
     teachers: dict[str, TeacherSpec] = {}
     objective: Objective | list[Objective] = Objective()
     budget: Budget = Budget()
+    confirm: Confirm = Confirm()
     scheduler: Scheduler = Scheduler()
     searcher: Searcher = Searcher()
     resources: Resources = Resources()

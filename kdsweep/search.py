@@ -18,7 +18,7 @@ from typing import NoReturn
 
 import ray
 
-from kdsweep.cli import ArgumentParser, add_dataset, add_tracking_uri, run_command
+from kdsweep.cli import ArgumentParser, add_dataset, add_tracking_uri, count, run_command
 from kdsweep.config import SweepConfig, load_config, shipped_spaces
 from kdsweep.sweep.run import run_sweep
 from kdsweep.tracking.store import display_uri
@@ -37,6 +37,20 @@ def build_parser() -> ArgumentParser:
     add_dataset(p, default=None)
     p.add_argument("--num-samples", type=int, default=None, help="budget.num_samples: trials to sample")
     p.add_argument("--max-concurrent", type=int, default=None, help="searcher.max_concurrent")
+    p.add_argument(
+        "--confirm-top",
+        type=count,
+        default=None,
+        metavar="K",
+        help="confirm.top: after the search, run the K best configurations again with more seeds (0: off)",
+    )
+    p.add_argument(
+        "--confirm-seeds",
+        type=count,
+        default=None,
+        metavar="N",
+        help="confirm.seeds: seeds per confirmed configuration in all, its search trial's included (0: off)",
+    )
     p.add_argument("--cpus-per-trial", type=float, default=None, help="resources.cpus_per_trial")
     p.add_argument(
         "--gpus-per-trial",
@@ -87,6 +101,8 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
             "data.name": args.dataset,
             "budget.num_samples": args.num_samples,
             "searcher.max_concurrent": args.max_concurrent,
+            "confirm.top": args.confirm_top,
+            "confirm.seeds": args.confirm_seeds,
             "resources.cpus_per_trial": args.cpus_per_trial,
             "resources.gpus_per_trial": args.gpus_per_trial,
             "run.address": args.address,

@@ -24,6 +24,7 @@ SPACE = {
     "data": {"name": "synthetic", "channels": 1, "image_size": 8, "num_classes": 4, "num_samples": 400},
     "teacher": {"arch": "small_cnn", "epochs": 1},
     "budget": {"epochs": 2, "num_samples": 3},
+    "confirm": {"top": 0},
     "scheduler": {"name": "none"},
     "searcher": {"name": "random", "seed": 3},
     "resources": {"cpus_per_trial": 0.5, "max_failures": 1},

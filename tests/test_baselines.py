@@ -20,6 +20,7 @@ from kdsweep.schedulers import SchedulerSettings, list_schedulers, scheduler_ent
 from kdsweep.space import OptunaSpace, trial_template, tune_param_space
 from kdsweep.sweep.baselines import (
     BASELINE,
+    CONFIRM,
     Baselines,
     BaselinesFirst,
     BaselinesRunOut,
@@ -174,10 +175,10 @@ def test_optuna_gets_a_baseline_first_for_each_new_student_and_never_sees_its_re
 
 
 class StubTrial:
-    """What a Tune scheduler reads of a trial."""
+    """What a Tune scheduler reads of a trial; `marker`: a baseline's or a confirmation trial's Tune config key."""
 
-    def __init__(self, trial_id: str, baseline: bool = False):
-        self.trial_id, self.config = trial_id, {"student": "resnet8", BASELINE: baseline}
+    def __init__(self, trial_id: str, marker: str | None = None):
+        self.trial_id, self.config = trial_id, {"student": "resnet8", **({marker: True} if marker else {})}
         self.status, self.is_saving = "PENDING", False
 
 
@@ -192,12 +193,13 @@ class StubController:
         self.stopped.append(trial.trial_id)
 
 
+@pytest.mark.parametrize("marker", [BASELINE, CONFIRM])
 @pytest.mark.parametrize("name", [n for n in list_schedulers() if scheduler_entry(n).stops_early])
-def test_an_early_stopping_scheduler_never_brackets_stops_or_pauses_a_baseline(name):
+def test_an_early_stopping_scheduler_never_brackets_stops_or_pauses_a_baseline_or_a_confirmation(name, marker):
     settings = SchedulerSettings(metric="val_accuracy", mode="max", max_t=4, grace_period=1, reduction_factor=2)
     inner = scheduler_entry(name).build(settings)
     scheduler = BaselinesRunOut(inner)
-    baseline, trials = StubTrial("b", baseline=True), [StubTrial(f"t{i}") for i in range(4)]
+    baseline, trials = StubTrial("b", marker), [StubTrial(f"t{i}") for i in range(4)]
     controller = StubController([baseline, *trials])
     for trial in controller.trials:
         scheduler.on_trial_add(controller, trial)

@@ -186,3 +186,65 @@ def test_a_sweep_stopped_by_ctrl_c_then_killed_mid_resume_is_finished_by_resume(
     seen = [(r.info.run_name, r.info.status, r.data.metrics.get("epoch")) for r in runs]
     assert [r for r in runs if r.info.status == "RUNNING"], f"a killed driver leaves runs open: {seen}, {before}"
     assert_resumed_to_the_end(tmp_path, "stopped", resume, before)
+
+
+CONFIRMED_EPOCHS = 3
+CONFIRMED = {  # 2 search trials, then the best again with seeds 1, 2 and 3 (no baselines: three trials at most)
+    **SPACE,
+    "budget": {"epochs": CONFIRMED_EPOCHS, "num_samples": 2},
+    "confirm": {"top": 1, "seeds": 4},
+    "run": {"baselines": False},
+}
+
+
+def confirmation_epochs(tmp_path: Path, name: str) -> dict[str, int]:
+    """Epochs reported by each confirmation trial (its Tune config has `confirm: true`), by trial directory."""
+    counts = {}
+    for trial, text in epochs_reported(tmp_path, name).items():
+        lines = text.splitlines()
+        if lines and json.loads(lines[0])["config"].get("confirm"):
+            counts[trial] = len(lines)
+    return counts
+
+
+def test_a_driver_killed_while_confirming_is_finished_by_resume_without_training_a_seed_twice(ray_session, tmp_path):
+    faults.pace(PACE_S)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(CONFIRMED))
+    args = ["--space", "space.yaml", "--name", "confirmed", "--storage", "results", "--output-json", "confirmed.json"]
+    command = [
+        sys.executable,
+        "-m",
+        "kdsweep.search",
+        *args,
+        "--address",
+        ray_session.get_runtime_context().gcs_address,
+    ]
+    driver = Driver(tmp_path, command, "confirmed.log")
+
+    def one_confirmed_one_midway() -> bool:
+        epochs = confirmation_epochs(tmp_path, "confirmed").values()
+        return any(n >= CONFIRMED_EPOCHS for n in epochs) and any(1 <= n < CONFIRMED_EPOCHS for n in epochs)
+
+    wait_until(one_confirmed_one_midway, driver, "a confirmation trial finished and another part-way")
+    time.sleep(0.5)  # Tune saves its experiment state (the searcher's with it) at every step
+    driver.process.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = epochs_reported(tmp_path, "confirmed")
+    resumed = Driver(tmp_path, [*command, "--resume"], "confirmed-resumed.log")
+    assert resumed.wait() == 0, resumed.log.read_text()[-5000:]
+    assert "confirmation: the top 1 configurations with 3 more seed(s) each" in driver.log.read_text()
+    assert "confirmation:" not in resumed.log.read_text(), "chosen once, before the driver was killed"
+    rows = json.loads((tmp_path / "confirmed.json").read_text())
+    assert sorted(row["config"].get("seed", 0) for row in rows) == [0, 0, 1, 2, 3]
+    assert all(row["status"] == "FINISHED" for row in rows), rows
+    after = epochs_reported(tmp_path, "confirmed")
+    assert len(after) == len(rows)
+    for trial, text in before.items():
+        if text.count("\n") == CONFIRMED_EPOCHS:
+            assert after[trial] == text, f"finished trial {trial} was run again"
+    client, runs = trial_runs(tmp_path, "confirmed")
+    assert sorted(r.data.params.get("seed", "0") for r in runs) == ["0", "0", "1", "2", "3"]
+    assert sorted(r.data.tags.get("kdsweep.confirmation", "") for r in runs) == ["", "", "true", "true", "true"]
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == list(range(1, CONFIRMED_EPOCHS + 1)), (run.info.run_name, steps)

@@ -45,6 +45,7 @@ UI_SPACE = {
     "data": {"name": "synthetic", "channels": 1, "image_size": 8, "num_classes": 4, "num_samples": 480},
     "teacher": {"arch": "small_cnn", "epochs": 2},
     "budget": {"epochs": 2, "num_samples": 1},
+    "confirm": {"top": 0},
     "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
     "searcher": {"name": "random", "max_concurrent": 2, "seed": 1},
     "resources": {"cpus_per_trial": 1, "max_failures": 0},

@@ -19,6 +19,7 @@ SPACE = {
     "data": {"name": "synthetic", "channels": 1, "image_size": 8, "num_classes": 4, "num_samples": 2000},
     "teacher": {"arch": "small_cnn", "epochs": 1},
     "budget": {"epochs": 2, "num_samples": 2},
+    "confirm": {"top": 0},
     "scheduler": {"name": "none"},
     "searcher": {"name": "random", "seed": 1},
     "resources": {"cpus_per_trial": 1, "max_failures": 3},

@@ -51,6 +51,7 @@ def test_a_wheel_in_a_fresh_venv_runs_the_default_sweep_from_another_directory_a
         "teacher.epochs=1",
         "budget.epochs=1",
         "budget.num_samples=1",
+        "confirm.top=0",
         "scheduler.name=none",
     ]
     # No --space: the shipped default, as `python -m kdsweep.search` on a cluster's head runs it.

@@ -20,6 +20,7 @@ TINY_SPACE = {
     "data": {"name": "synthetic", "channels": 1, "image_size": 8, "num_classes": 4, "num_samples": 160},
     "teacher": {"arch": "small_cnn", "epochs": 2},
     "budget": {"epochs": 2, "num_samples": 3},
+    "confirm": {"top": 0},  # no confirmation over seeds unless a test is about it (test_confirm.py)
     "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
     "searcher": {"name": "random", "max_concurrent": 2, "seed": 1},
     "resources": {"cpus_per_trial": 1, "max_failures": 1},
@@ -293,13 +294,21 @@ def test_optuna_multi_objective_sweep_on_digits(ray_session, mlflow_server, tmp_
         "scheduler": {"name": "none"},
         "searcher": {"name": "optuna", "max_concurrent": 2, "seed": 3},
         "budget": {"epochs": 1, "num_samples": 3},
+        "confirm": {"top": 1, "seeds": 2},  # the best again with seed 1 (test_confirm.py has the details)
     }
     code, rows, _uri = sweep(tmp_path, space, name="optuna", uri=mlflow_server, baselines=True)
     assert code == 0
-    trials = [row for row in rows if row["role"] == "trial"]
+    search = [row for row in rows if "seed" not in row["config"]]
+    trials = [row for row in search if row["role"] == "trial"]
     students = {(row["config"]["student"], row["config"].get("width")) for row in trials}
     assert len(trials) == 3, "Optuna's 3 samples, and a baseline per student"
-    assert len(rows) == 3 + len(students), "Optuna's 3 samples, and a baseline per student"
+    assert len(search) == 3 + len(students), "Optuna's 3 samples, and a baseline per student"
+    best = max(row["metrics"]["val_accuracy"] for row in search)
+    confirmed = [row for row in rows if row["config"].get("seed") == 1 and row["config"].get("alpha") != 0]
+    [again] = confirmed or [row for row in rows if "seed" in row["config"]]  # a distilled one, else a scratch one
+    tops = [row for row in search if row["metrics"]["val_accuracy"] == best and row["role"] == again["role"]]
+    assert {k: v for k, v in again["config"].items() if k != "seed"} in [row["config"] for row in tops]
+    assert len(rows) == len(search) + (2 if again["role"] == "trial" else 1), "it, and its baseline with seed 1"
     assert all(row["status"] == "FINISHED" for row in rows)
     assert all(row["metrics"]["latency_ms"] > 0 for row in rows)
     assert all(("beta" in row["config"]) == (row["config"]["loss"] == "dkd") for row in trials)

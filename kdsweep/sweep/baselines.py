@@ -14,7 +14,9 @@ the baseline under that trial id, and hands the held-back config to the next one
 baseline's result (it is not a point of the space). A scheduler that stops trials early (ASHA,
 HyperBand: `kdsweep.schedulers`) never stops or pauses a baseline (`BaselinesRunOut`): an early-stopped
 trial is compared with its baseline at the epoch where it stopped, so the baseline must report every
-epoch, and its results must not move the scheduler's cutoffs for the distillation trials.
+epoch, and its results must not move the scheduler's cutoffs for the distillation trials. The same holds
+for the confirmation trials (kdsweep.sweep.confirm, marked `confirm: true`): a seed cut short measures
+nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,21 +37,33 @@ from ray.tune.search.variant_generator import generate_variants
 from kdsweep.gain import versus_baseline
 from kdsweep.leaderboard import Row, VsScratch
 from kdsweep.space import TrialTemplate
-from kdsweep.tracking.runs import TAG_BASELINE, SweepTracker
+from kdsweep.sweep.wrapping import WrappingSearcher
+from kdsweep.tracking.runs import TAG_BASELINE, TAG_CONFIRMATION, SweepTracker
 from kdsweep.trial import DISTILLATION_FIELDS, NOT_TRAINING, TrialConfig
 
 BASELINE = "baseline"  # the Tune config key that marks a scratch baseline
+CONFIRM = "confirm"  # the Tune config key that marks a confirmation trial (kdsweep.sweep.confirm): another seed
 
 
 def is_baseline(sampled: Mapping[str, Any]) -> bool:
     return bool(sampled.get(BASELINE))
 
 
+def is_confirmation(sampled: Mapping[str, Any]) -> bool:
+    return bool(sampled.get(CONFIRM))
+
+
+def runs_out(sampled: Mapping[str, Any]) -> bool:
+    """A trial that runs its whole budget, outside a scheduler's rungs: a baseline or a confirmation trial."""
+    return is_baseline(sampled) or is_confirmation(sampled)
+
+
 def trial_config(template: TrialTemplate, sampled: dict[str, Any], **extra: Any) -> TrialConfig:
     """The validated trial a Tune config of the sweep stands for: a baseline's is its student without the teacher."""
+    point = {k: v for k, v in sampled.items() if k not in (BASELINE, CONFIRM)}
     if is_baseline(sampled):
-        return template.trial({k: v for k, v in sampled.items() if k != BASELINE}, **extra).scratch()
-    return template.trial(sampled, **extra)
+        return template.trial(point, **extra).scratch()
+    return template.trial(point, **extra)
 
 
 def baseline_point(template: TrialTemplate, sampled: dict[str, Any]) -> dict[str, Any]:
@@ -79,14 +92,16 @@ def baseline_of(template: TrialTemplate, sampled: dict[str, Any]) -> TrialConfig
 
 
 def baseline_key(config: TrialConfig, data_digest: str) -> str:
-    """Names one baseline: its training (threads and latency timing aside) on one dataset."""
+    """Names one baseline: its training (threads and latency timing aside; its seed included) on one dataset."""
     training = config.model_dump(exclude=set(NOT_TRAINING))
     return hashlib.sha256(json.dumps([training, data_digest], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_tags(sampled: dict[str, Any], config: TrialConfig, data_digest: str) -> dict[str, str]:
-    """A baseline's MLflow run is tagged with its key, by which a later sweep of the experiment finds it."""
-    return {TAG_BASELINE: baseline_key(config, data_digest)} if is_baseline(sampled) else {}
+    """A baseline's MLflow run is tagged with its key, by which a later sweep of the experiment finds it; a
+    confirmation trial's as one."""
+    tags = {TAG_BASELINE: baseline_key(config, data_digest)} if is_baseline(sampled) else {}
+    return {**tags, TAG_CONFIRMATION: "true"} if is_confirmation(sampled) else tags
 
 
 @dataclass(frozen=True)
@@ -134,21 +149,18 @@ def with_baselines(
     return out
 
 
-class BaselinesFirst(Searcher):
+class BaselinesFirst(WrappingSearcher):
     """An adaptive searcher with a baseline in front of each new student; FINISHED after `num_samples`
     of the inner searcher's trials (Tune's own sample count would also count the baselines)."""
 
     def __init__(self, inner: Searcher, template: TrialTemplate, digest: str, done: set[str], num_samples: int):
-        super().__init__(metric=inner.metric, mode=inner.mode)
-        self.inner, self.template, self.digest = inner, template, digest
+        super().__init__(inner)
+        self.template, self.digest = template, digest
         self.scheduled = set(done)
         self.num_samples, self.drawn = num_samples, 0
         self.held: list[tuple[str, dict[str, Any]]] = []  # (the inner searcher's trial id, its config)
         self.alias: dict[str, str] = {}  # Tune's trial id -> the inner searcher's
         self.baselines: set[str] = set()  # Tune's trial ids of baselines
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return self.inner.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str):
         if self.held:
@@ -178,19 +190,12 @@ class BaselinesFirst(Searcher):
         if trial_id not in self.baselines:
             self.inner.on_trial_complete(self.alias.get(trial_id, trial_id), result, error)
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__dict__, handle)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as handle:
-            self.__dict__.update(pickle.load(handle))
-
 
 class BaselinesRunOut(TrialScheduler):
-    """A scheduler that stops trials early (ASHA, HyperBand, ...), for the distillation trials only:
-    baselines run their whole budget outside its rungs and brackets, and Tune starts them when the
-    scheduler has nothing of its own to start (HyperBand picks only from its brackets).
+    """A scheduler that stops trials early (ASHA, HyperBand, ...), for the search's distillation trials only:
+    baselines and confirmation trials (`runs_out`) run their whole budget outside its rungs and brackets,
+    and Tune starts them when the scheduler has nothing of its own to start (HyperBand picks only from its
+    brackets).
 
     It also hands the scheduler a controller that saves what it stops while PAUSED (synchronous
     HyperBand pauses a trial at each milestone until its bracket gets there), see `_SavesPausedStops`.
@@ -212,31 +217,31 @@ class BaselinesRunOut(TrialScheduler):
         return self.inner.set_search_properties(metric, mode, **spec)
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        if not is_baseline(trial.config):
+        if not runs_out(trial.config):
             self.inner.on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if is_baseline(trial.config):
+        if runs_out(trial.config):
             return TrialScheduler.CONTINUE
         return self.inner.on_trial_result(_SavesPausedStops(tune_controller), trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        if not is_baseline(trial.config):
+        if not runs_out(trial.config):
             self.inner.on_trial_complete(_SavesPausedStops(tune_controller), trial, result)
 
     def on_trial_error(self, tune_controller, trial) -> None:
-        if not is_baseline(trial.config):
+        if not runs_out(trial.config):
             self.inner.on_trial_error(_SavesPausedStops(tune_controller), trial)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        if not is_baseline(trial.config):
+        if not runs_out(trial.config):
             self.inner.on_trial_remove(_SavesPausedStops(tune_controller), trial)
 
     def choose_trial_to_run(self, tune_controller):
         chosen = self.inner.choose_trial_to_run(tune_controller)
         if chosen is not None:
             return chosen
-        pending = (t for t in tune_controller.get_trials() if t.status == Trial.PENDING and is_baseline(t.config))
+        pending = (t for t in tune_controller.get_trials() if t.status == Trial.PENDING and runs_out(t.config))
         return next(pending, None)
 
     def debug_string(self) -> str:

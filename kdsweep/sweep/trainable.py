@@ -21,7 +21,7 @@ from kdsweep.models import create_model
 from kdsweep.plots import confusion_figure
 from kdsweep.plugins import import_plugins
 from kdsweep.space import TrialTemplate
-from kdsweep.sweep.baselines import is_baseline, run_tags, trial_config
+from kdsweep.sweep.baselines import is_baseline, is_confirmation, run_tags, trial_config
 from kdsweep.tracking.pending import FAIL_FAST
 from kdsweep.tracking.runs import TrackingContext, TrialTracker
 from kdsweep.tracking.store import QUIET_MLFLOW
@@ -30,12 +30,14 @@ from kdsweep.trial import TeacherOutputs, TrialConfig, pick_device, place, predi
 STATE_FILE = "state.pt"
 
 
-def run_name(config: TrialConfig, trial_id: str, baseline: bool = False) -> str:
-    """e.g. resnet8-T4.0-a0.90-kd-7f3a, resnet8-scratch-7f3a: readable in the MLflow UI, unique in the sweep."""
+def run_name(config: TrialConfig, trial_id: str, baseline: bool = False, confirmation: bool = False) -> str:
+    """e.g. resnet8-T4.0-a0.90-kd-7f3a, resnet8-scratch-7f3a, a confirmation trial's resnet8-scratch-seed1-7f3a:
+    readable in the MLflow UI, unique in the sweep."""
     student = config.student + (f"w{config.width}" if config.width else "")
+    suffix = (f"seed{config.seed}-" if confirmation else "") + trial_id[-4:]
     if baseline:
-        return f"{student}-scratch-{trial_id[-4:]}"
-    return f"{student}-T{config.temperature:.1f}-a{config.alpha:.2f}-{config.loss}-{trial_id[-4:]}"
+        return f"{student}-scratch-{suffix}"
+    return f"{student}-T{config.temperature:.1f}-a{config.alpha:.2f}-{config.loss}-{suffix}"
 
 
 def tune_trial(
@@ -106,7 +108,7 @@ def open_trial_run(
     driver's repairs wait)."""
     params = {**config.model_dump(exclude_unset=True), "data": data.spec.model_dump()}
     tags = run_tags(sampled_config, config, data.digest)
-    name = run_name(config, trial_id, is_baseline(sampled_config))
+    name = run_name(config, trial_id, is_baseline(sampled_config), is_confirmation(sampled_config))
     return TrialTracker(tracking, trial_id, name, params, data, tags=tags, background=background)
 
 

@@ -19,6 +19,7 @@ from kdsweep.searchers import SearchSettings, searcher_entry
 from kdsweep.space import OptunaSpace, TrialTemplate, tune_param_space
 from kdsweep.sweep.baselines import BASELINE, Baselines, BaselinesFirst, BaselinesRunOut, drawn_points, with_baselines
 from kdsweep.sweep.callbacks import CloseRuns
+from kdsweep.sweep.confirm import CONFIRMATION_KEYS, ConfirmedVariants, ConfirmLast, plan_confirmation
 from kdsweep.sweep.trainable import tune_trial
 from kdsweep.tracking.runs import TrackingContext
 
@@ -64,7 +65,7 @@ def build_tuner(
         ),
         {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial},
     )
-    searcher, param_space, num_samples = _searcher(config, baselines)
+    searcher, param_space, num_samples = _searcher(config, template, baselines)
     if config.run.resume:
         return tune.Tuner.restore(
             experiment_path(config),
@@ -108,11 +109,12 @@ def _scheduler(config: SweepConfig) -> TrialScheduler:
 
 
 def _searcher(
-    config: SweepConfig, baselines: Baselines | None
+    config: SweepConfig, template: TrialTemplate, baselines: Baselines | None
 ) -> tuple[SearchAlgorithm | Searcher, dict[str, Any], int]:
     """(the search algorithm, Tune's param_space, Tune's num_samples): one that draws up front gets the
     trials drawn here (random/grid, baselines among them); an adaptive one (Optuna) its define-by-run
-    space, and a baseline in front of each new student from `BaselinesFirst`."""
+    space, and a baseline in front of each new student from `BaselinesFirst`. Either makes the confirmation
+    trials once its own have ended (kdsweep.sweep.confirm), which Tune's num_samples must not count."""
     entry = searcher_entry(config.searcher.name)
     settings = SearchSettings(
         metrics=[o.metric for o in config.objectives],
@@ -120,17 +122,24 @@ def _searcher(
         seed=config.searcher.seed,
         max_concurrent=config.searcher.max_concurrent or 0,
     )
+    confirmation = plan_confirmation(config, template, baselines)
     if not entry.adaptive:
         points = drawn_points(tune_param_space(config), config.budget.num_samples, config.searcher.seed)
         if baselines:
             points = with_baselines(points, baselines.template, baselines.digest, set(baselines.done))
+        drawn = entry.build(replace(settings, points=points))
+        if confirmation:
+            drawn = ConfirmedVariants(drawn, confirmation, settings.max_concurrent)
         # Keys only: every point sets its values (a domain here would make Tune check a baseline's
         # scratch values against it, and warn).
-        return entry.build(replace(settings, points=points)), dict.fromkeys([*config.search, BASELINE]), len(points)
+        return drawn, dict.fromkeys([*config.search, BASELINE, *CONFIRMATION_KEYS]), len(points)
     searcher = entry.build(replace(settings, define_by_run=OptunaSpace(config)))
     num_samples = config.budget.num_samples
     if baselines:  # the searcher says when it is done: Tune's count would include the baselines
         searcher = BaselinesFirst(searcher, baselines.template, baselines.digest, set(baselines.done), num_samples)
+        num_samples = -1
+    if confirmation:  # and the confirmation trials
+        searcher = ConfirmLast(searcher, confirmation, config.budget.num_samples)
         num_samples = -1
     if config.searcher.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=config.searcher.max_concurrent)

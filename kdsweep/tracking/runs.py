@@ -39,6 +39,7 @@ TAG_TEACHER_KEY = "kdsweep.teacher_key"
 TAG_TEACHER_NODE = "kdsweep.teacher_node_id"
 TAG_ERROR = "kdsweep.error"
 TAG_BASELINE = "kdsweep.baseline"  # on a scratch baseline's run: its key (kdsweep.sweep.baselines.baseline_key)
+TAG_CONFIRMATION = "kdsweep.confirmation"  # "true" on a confirmation trial's run: a top configuration, another seed
 TAG_COMPARED_AT = "kdsweep.vs_scratch_epoch"  # the epoch kd_gain and gap_closed compare
 TAG_PARENT = "mlflow.parentRunId"
 TEACHERS_EXPERIMENT = "kdsweep-teachers"
@@ -172,11 +173,10 @@ class SweepTracker:
                 self.experiment_id, tags=tags, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
             )
             self.parent_run_id = run.info.run_id
+            sections = {"objective", "budget", "confirm", "scheduler", "searcher", "resources"}
             params = {
                 **flat_params("data.", config.data.model_dump()),
-                **flat_params(
-                    "", config.model_dump(include={"objective", "budget", "scheduler", "searcher", "resources"})
-                ),
+                **flat_params("", config.model_dump(include=sections)),
             }
             params["fixed"] = json.dumps(config.fixed, sort_keys=True)
             self.client.log_batch(
