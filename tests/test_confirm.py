@@ -9,6 +9,7 @@ import io
 import json
 
 import pytest
+from mlflow.tracking import MlflowClient
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from test_sweep import TINY_SPACE, child_runs, refused, sweep, write_space
@@ -265,3 +266,20 @@ def test_each_confirmed_seed_is_compared_with_its_own_seeds_baseline(confirmed):
         assert row["metrics"]["kd_gain"] == pytest.approx(
             row["metrics"]["val_accuracy"] - baseline["metrics"]["val_accuracy"]
         )
+
+
+def test_the_champion_is_a_confirmed_configuration_and_its_rows_carry_their_seeds(confirmed, mlflow_server):
+    """Selection (kdsweep.configurations) reads the confirmation trials: the confirmed configurations rank
+    ahead of single-seed ones, so the registered version is one of them, tagged with its 2 seeds."""
+    _, rows, _, _ = confirmed
+    confirming = {configuration(row) for row in rows if "seed" in row["config"]}
+    for row in rows:
+        seeds = row.get("seeds")
+        if seeds is None:  # no seed of its configuration finished
+            continue
+        both = configuration(row) in confirming and row["status"] == "FINISHED"
+        assert (seeds["seeds"], seeds["confirmed"]) == ((SEEDS, True) if both else (1, False)), row
+    version = MlflowClient(mlflow_server).get_model_version_by_alias("confirmed", "champion")
+    assert (version.tags["kdsweep.seeds"], version.tags["kdsweep.confirmed"]) == (str(SEEDS), "true")
+    (champion,) = [row for row in rows if row.get("champion")]
+    assert configuration(champion) in confirming
