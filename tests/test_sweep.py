@@ -269,6 +269,35 @@ def test_the_shipped_search_spaces_validate_by_name(name, tmp_path, monkeypatch)
     assert config.objectives[0].metric == "val_accuracy"
 
 
+def test_every_student_of_the_default_space_costs_at_most_a_tenth_of_its_teacher():
+    """The default is chosen to show distillation (benchmarks/RESULTS.md): a teacher with room above its
+    students, on data hard enough for the gap to show. Every student it can draw, at every width, needs
+    at most a tenth of the teacher's FLOPs on that data."""
+    from kdsweep.config import load_config
+    from kdsweep.data import load_dataset
+    from kdsweep.models import count_flops, create_model
+
+    config = load_config("default")
+    data = load_dataset(config.data)
+    assert (data.name, data.num_classes, data.input_shape) == ("glyphs", 47, (1, 16, 16))
+    assert len(data.val) >= 200, "one validation image must be at most 0.5 points"
+
+    def flops(name: str, width: int | None = None) -> int:
+        return count_flops(
+            create_model(name, data.num_classes, data.in_channels, data.image_size, width), data.input_shape
+        )
+
+    teacher = flops(config.teacher.arch)
+    widths = config.search["width"].values
+    students = [
+        (name, width)
+        for name in config.search["student"].values
+        for width in (widths if name == "small_cnn" else [None])
+    ]
+    assert {name for name, _ in students} == {"resnet8", "shufflenet_v2_x0_5", "small_cnn"}
+    assert all(flops(name, width) <= teacher / 10 for name, width in students), students
+
+
 @pytest.mark.parametrize(
     ("space", "message"),
     [
