@@ -780,3 +780,18 @@ def test_torchvision_dataset_with_corrupted_download_is_a_config_error(tmp_path,
     with pytest.raises(ConfigError, match="cannot download cifar10") as caught:
         load_dataset(DataSpec(name="cifar10", root=str(tmp_path)))
     assert caught.value.field == "data.name"
+
+
+def test_the_digest_and_the_statistics_do_not_depend_on_how_many_threads_loaded_the_data():
+    """Teachers are cached under the data's digest: a teacher trained by a sweep on one core must be found
+    by one on two (a float32 reduction's rounding depends on how many threads summed it)."""
+    threads = torch.get_num_threads()
+    loaded = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            data = load_dataset(DataSpec(name="glyphs"))
+            loaded.append((data.digest, data.mean, data.std))
+    finally:
+        torch.set_num_threads(threads)
+    assert loaded[0] == loaded[1]

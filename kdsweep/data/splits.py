@@ -121,8 +121,11 @@ def split_and_normalise(
     train_x, val_x, train_y, val_y = _stratified(
         train_x, train_y, spec.val_fraction, spec.seed + 1, "data.val_fraction"
     )
-    mean = train_x.mean(dim=(0, 2, 3))
-    std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    # Summed in float64, then rounded to float32: a float32 reduction's rounding depends on how many threads
+    # summed it, and the statistics (so the normalised images, and the digest teachers are cached under) must not.
+    wide = train_x.double()
+    mean = wide.mean(dim=(0, 2, 3)).float()
+    std = wide.std(dim=(0, 2, 3)).float().clamp_min(1e-6)
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         return ((x - mean[:, None, None]) / std[:, None, None]).contiguous()
