@@ -292,23 +292,28 @@ def test_an_onnx_teachers_run_holds_its_file_and_latency(files, tiny_data, tmp_p
     assert client.get_run(run_id).data.params["arch"] == "teacher.onnx"
 
 
-@pytest.mark.slow  # a whole sweep (Ray, MLflow, trials) taught by two brought teachers, one trial each
+@pytest.mark.slow  # a whole sweep (Ray, MLflow, trials) taught by every brought form, one one-epoch trial each
 def test_a_sweep_distils_from_brought_teachers_and_logs_them(
     files, elsewhere, tiny_data, ray_session, mlflow_server, tmp_path
 ):
-    teachers = {
-        "onnx": {"checkpoint": str(files["onnx"])},
-        "elsewhere": {"checkpoint": str(elsewhere), "arch": "resnet18", "small_input_stem": False, "input": ELSEWHERE},
+    teachers = {form: spec_for(files[form], form).model_dump(exclude_unset=True) for form in FORMS}
+    teachers["elsewhere"] = {
+        "checkpoint": str(elsewhere),
+        "arch": "resnet18",
+        "small_input_stem": False,
+        "input": ELSEWHERE,
     }
     space = {
         **{k: v for k, v in TINY_SPACE.items() if k != "teacher"},
         "teachers": teachers,
         "budget": {"epochs": 1, "num_samples": 1},
-        "search": {**TINY_SPACE["search"], "teacher": {"grid": ["onnx", "elsewhere"]}},
+        "scheduler": {"name": "none"},
+        "search": {**TINY_SPACE["search"], "teacher": {"grid": sorted(teachers)}},
     }
     code, rows, uri = sweep(tmp_path, space, name="taught-by-brought", uri=mlflow_server)
     assert code == 0
-    assert sorted(row["config"]["teacher"] for row in rows) == ["elsewhere", "onnx"]
+    assert sorted(row["config"]["teacher"] for row in rows) == sorted(teachers)
+    assert all(row["status"] == "FINISHED" for row in rows), rows
     assert all(0 <= row["metrics"]["teacher_agreement"] <= 1 for row in rows)
     client = MlflowClient(uri)
     parent = client.get_run(client.get_run(rows[0]["mlflow_run_id"]).data.tags["mlflow.parentRunId"])

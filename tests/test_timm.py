@@ -196,7 +196,7 @@ def test_the_shipped_timm_space_sweeps_its_timm_students(ray_session, mlflow_ser
         "fixed.stop_at_chance": False,
     }
     argv = ["--space", "timm", "--storage", str(tmp_path / "results"), "--tracking-uri", mlflow_server]
-    argv += ["--name", "timm-students", "--no-baselines", "--no-select"]
+    argv += ["--name", "timm-students", "--no-baselines", "--no-select", "--confirm-top", "0"]
     for key, value in tiny.items():
         argv += ["--set", f"{key}={json.dumps(value)}"]
     code = search.main([*argv, "--output-json", str(tmp_path / "rows.json")])
