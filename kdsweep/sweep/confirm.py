@@ -20,7 +20,6 @@ what has been confirmed is in Tune's experiment state: `--resume` runs only the 
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from ray.tune.search import SearchAlgorithm, Searcher
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from kdsweep import configurations
 from kdsweep.config import Objective, SweepConfig
 from kdsweep.outcome import Outcome, trial_outcome
 from kdsweep.space import TrialTemplate
@@ -41,17 +41,15 @@ from kdsweep.sweep.baselines import (
 )
 from kdsweep.sweep.trainable import run_name
 from kdsweep.sweep.wrapping import WrappingSearcher
-from kdsweep.trial import NOT_TRAINING
 
 # The Tune config keys a confirmation trial sets beyond what the searcher draws.
 CONFIRMATION_KEYS = ("seed", CONFIRM)
 
 
 def configuration_key(template: TrialTemplate, point: dict[str, Any]) -> str:
-    """Names one configuration: what a Tune config of the sweep trains, its seed aside (and, as for a
-    baseline's key, its threads and latency timing)."""
-    training = trial_config(template, point).model_dump(exclude={*NOT_TRAINING, "seed"})
-    return json.dumps(training, sort_keys=True)
+    """Names the configuration a Tune config of the sweep trains, as selection names it
+    (kdsweep.configurations: its kind and settings, its seed, threads and latency timing aside)."""
+    return configurations.configuration_key(trial_config(template, point).model_dump(), is_baseline(point))
 
 
 def top_configurations(
