@@ -111,6 +111,26 @@ class Confirm(_Strict):
     seeds: int = Field(default=3, ge=0)
 
 
+class Deploy(_Strict):
+    """The deployment target and its budget: where the shipped student must run, and what it may cost there.
+
+    Params and FLOPs depend only on a trial's configuration, latency only on its student's architecture and
+    input shape (measured once, in `runtime` on `threads` threads, at `precision`): a configuration over any
+    limit is INFEASIBLE and never trains. None: no limit.
+    """
+
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
+    threads: int = Field(default=1, gt=0)
+    precision: Literal["fp32", "int8"] = "fp32"
+    max_latency_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_params: int | None = Field(default=None, gt=0)
+    max_flops: int | None = Field(default=None, gt=0)
+
+    @property
+    def has_budget(self) -> bool:
+        return any(v is not None for v in (self.max_latency_ms, self.max_params, self.max_flops))
+
+
 class Scheduler(_Strict):
     name: str = "asha"  # a registered scheduler (kdsweep/schedulers.py)
     grace_period: int = Field(default=2, gt=0)
@@ -187,6 +207,7 @@ class SweepConfig(_Strict):
     objective: Objective | list[Objective] = Objective()
     budget: Budget = Budget()
     confirm: Confirm = Confirm()
+    deploy: Deploy = Deploy()
     scheduler: Scheduler = Scheduler()
     searcher: Searcher = Searcher()
     resources: Resources = Resources()

@@ -51,6 +51,19 @@ def build_parser() -> ArgumentParser:
         metavar="N",
         help="confirm.seeds: seeds per confirmed configuration in all, its search trial's included (0: off)",
     )
+    p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=None,
+        help="deploy.max_latency_ms: students slower than this never train",
+    )
+    p.add_argument("--max-params", type=int, default=None, help="deploy.max_params: larger students never train")
+    p.add_argument("--max-flops", type=int, default=None, help="deploy.max_flops: costlier students never train")
+    p.add_argument(
+        "--precision", default=None, help="deploy.precision: fp32, or int8 (the top students quantized and ranked so)"
+    )
+    p.add_argument("--runtime", default=None, help="deploy.runtime: onnxruntime or torch, where latency is measured")
+    p.add_argument("--threads", type=int, default=None, help="deploy.threads: CPU threads of the target (default 1)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="resources.cpus_per_trial")
     p.add_argument(
         "--gpus-per-trial",
@@ -103,6 +116,12 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
             "searcher.max_concurrent": args.max_concurrent,
             "confirm.top": args.confirm_top,
             "confirm.seeds": args.confirm_seeds,
+            "deploy.max_latency_ms": args.max_latency_ms,
+            "deploy.max_params": args.max_params,
+            "deploy.max_flops": args.max_flops,
+            "deploy.precision": args.precision,
+            "deploy.runtime": args.runtime,
+            "deploy.threads": args.threads,
             "resources.cpus_per_trial": args.cpus_per_trial,
             "resources.gpus_per_trial": args.gpus_per_trial,
             "run.address": args.address,
