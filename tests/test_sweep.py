@@ -235,7 +235,7 @@ def tune_draws(space: dict, seed: int, samples: int = 8) -> list[dict]:
     template = trial_template(config)
     return [
         template.trial(point).model_dump(exclude_unset=True)
-        for point in drawn_points(tune_param_space(config), samples, seed)
+        for point in drawn_points(tune_param_space(config), samples, seed).points
     ]
 
 
