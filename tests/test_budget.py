@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -26,11 +25,12 @@ from kdsweep.feasibility import (
 )
 from kdsweep.models import ModelCost
 from kdsweep.outcome import TAG_OUTCOME
-from kdsweep.shipping.target import target_latency_ms
+from kdsweep.shipping.ship import ship_model
+from kdsweep.shipping.spec import ShipSpec
 from kdsweep.space import OptunaSpace, trial_template, tune_param_space
 from kdsweep.sweep.baselines import drawn_points
 from kdsweep.sweep.cost_stage import architectures, latency_tag
-from kdsweep.tracking.runs import TAG_INFEASIBLE, TAG_MODEL_URI, TAG_PARENT, TAG_ROLE, TAG_TRIAL_ID
+from kdsweep.tracking.runs import TAG_INFEASIBLE, TAG_PARENT, TAG_ROLE, TAG_TRIAL_ID
 
 SMALL, MEDIUM, LARGE = Architecture("small_cnn", 16), Architecture("small_cnn", 32), Architecture("resnet8")
 COSTS = {
@@ -212,11 +212,13 @@ def test_a_latency_budget_trains_no_excluded_student_and_its_champion_meets_it(
     assert "infeasible, never trained: shufflenet_v2_x0_5" in printed
     rows = json.loads(out.read_text())
     [champion] = [row for row in rows if row["champion"]]
-    # measured again, after export to ONNX, in the target runtime
-    mlflow.set_tracking_uri(mlflow_server)
-    model_uri = MlflowClient(mlflow_server).get_run(champion["mlflow_run_id"]).data.tags[TAG_MODEL_URI]
-    model = mlflow.pytorch.load_model(model_uri)
-    assert target_latency_ms(model, (1, 16, 16), Deploy()) <= budget
+    # measured again, after export to ONNX (kdsweep.export), in the target runtime (one ONNX Runtime thread)
+    shipped = ship_model(
+        mlflow_server, "models:/budgeted@champion", ShipSpec("onnx", tmp_path / "champion.onnx"), log=lambda _: None
+    )
+    assert shipped.run_id == champion["mlflow_run_id"]
+    assert shipped.check.passed
+    assert shipped.latency_ms <= budget
     # a later sweep of the experiment reuses the cached figures: nothing measured
     assert "cached in the experiment" not in printed
     code = search.main([*argv, *CHEAP, "--max-latency-ms", "0.001", "--no-select"])

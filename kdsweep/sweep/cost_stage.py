@@ -19,9 +19,11 @@ from mlflow import MlflowClient
 
 from kdsweep.config import Deploy, SweepConfig
 from kdsweep.data import Dataset
+from kdsweep.errors import ConfigError
 from kdsweep.feasibility import Architecture
 from kdsweep.models import ModelCost, count_flops, count_params, create_model
 from kdsweep.plugins import import_plugins
+from kdsweep.shipping.errors import NotExportable
 from kdsweep.shipping.quantize import calibration_batches
 from kdsweep.shipping.target import target_latency_ms
 from kdsweep.trial import TrialConfig
@@ -99,7 +101,12 @@ def cost_stage(config: SweepConfig, data: Dataset, cached: dict[str, float]) -> 
     if missing:
         calibration = calibration_batches(data) if deploy.precision == "int8" else None
         task = _measure.options(num_cpus=deploy.threads)
-        latencies = ray.get(task.remote(missing, data.num_classes, shape, deploy, calibration, config.plugins))
+        try:
+            latencies = ray.get(task.remote(missing, data.num_classes, shape, deploy, calibration, config.plugins))
+        except ray.exceptions.RayTaskError as error:  # a student the target cannot run
+            if isinstance(error.cause, ConfigError):
+                raise error.cause from None
+            raise
         measured = {tags[arch]: latency for arch, latency in zip(missing, latencies, strict=True)}
     seconds = time.perf_counter() - started if missing else 0.0
     latency = {**cached, **measured}
@@ -125,7 +132,11 @@ def _measure(
 ) -> list[float]:
     """Serially, so no two measurements share the task's CPUs."""
     import_plugins(plugins)
-    return [
-        target_latency_ms(_model(arch, num_classes, input_shape), input_shape, deploy, calibration, MEASURE_SECONDS)
-        for arch in archs
-    ]
+    latencies = []
+    for arch in archs:
+        model = _model(arch, num_classes, input_shape)
+        try:
+            latencies.append(target_latency_ms(model, input_shape, deploy, calibration, MEASURE_SECONDS))
+        except NotExportable as error:
+            raise ConfigError("deploy.runtime", f"{arch.name}: {error} (deploy.runtime: torch runs it)") from None
+    return latencies
