@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
+from torch import nn
 
 from kdsweep import search
 from kdsweep.config import Deploy, load_config
@@ -23,10 +25,14 @@ from kdsweep.feasibility import (
     feasible_draws,
     violations,
 )
-from kdsweep.models import ModelCost
+from kdsweep.models import ModelCost, create_model
 from kdsweep.outcome import TAG_OUTCOME
+from kdsweep.shipping.onnx_export import export_onnx
+from kdsweep.shipping.quantize import calibration_batches
+from kdsweep.shipping.runtime import OnnxRunner
 from kdsweep.shipping.ship import ship_model
 from kdsweep.shipping.spec import ShipSpec
+from kdsweep.shipping.target import target_latency_ms
 from kdsweep.space import OptunaSpace, trial_template, tune_param_space
 from kdsweep.sweep.baselines import drawn_points
 from kdsweep.sweep.cost_stage import architectures, latency_tag
@@ -210,6 +216,9 @@ def test_a_latency_budget_trains_no_excluded_student_and_its_champion_meets_it(
         )
         assert run.data.metrics["latency_ms"] == pytest.approx(cached[latency_tag(arch, (1, 16, 16), Deploy())])
     assert "infeasible, never trained: shufflenet_v2_x0_5" in printed
+    assert "deploy budget: " in printed  # the count line of skipped draws (random search draws again)
+    parent = MlflowClient(mlflow_server).get_run(runs[0].data.tags[TAG_PARENT])
+    assert parent.data.metrics["trials_infeasible"] == len(infeasible)
     rows = json.loads(out.read_text())
     [champion] = [row for row in rows if row["champion"]]
     # measured again, after export to ONNX (kdsweep.export), in the target runtime (one ONNX Runtime thread)
@@ -226,3 +235,22 @@ def test_a_latency_budget_trains_no_excluded_student_and_its_champion_meets_it(
     assert code == 2
     assert "cached in the experiment" in captured.out
     assert captured.err.strip().startswith("error: deploy.max_latency_ms: 0.001 ms excludes every student of the space")
+
+
+def test_the_target_latency_runs_where_deploy_says(tiny_data):
+    """int8 is the statically quantized ONNX file on ONNX Runtime; torch the eager module; both on `threads`."""
+    model = create_model("small_cnn", tiny_data.num_classes, 1, 8, 4)
+    shape = tiny_data.input_shape
+    int8 = target_latency_ms(model, shape, Deploy(precision="int8"), calibration_batches(tiny_data), seconds=0.05)
+    eager = target_latency_ms(model, shape, Deploy(runtime="torch", threads=2), seconds=0.05)
+    assert int8 > 0
+    assert eager > 0
+    with pytest.raises(ValueError, match="int8 latency needs calibration batches"):
+        target_latency_ms(model, shape, Deploy(precision="int8"), seconds=0.05)
+
+
+def test_an_onnx_runtime_session_gets_the_targets_threads(tmp_path):
+    path = tmp_path / "m.onnx"
+    export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval(), torch.zeros(2, 1, 2, 2), path)
+    assert OnnxRunner(path).session.get_session_options().intra_op_num_threads == 1
+    assert OnnxRunner(path, threads=2).session.get_session_options().intra_op_num_threads == 2
