@@ -131,10 +131,10 @@ def feasible_draws(
     samples = tries = 0
     while samples < num_samples and tries < max_tries:
         tries += 1
-        drawn = list(draw(rng))
-        kept = [point for point in drawn if fits(point)]
+        drawn = [(point, fits(point)) for point in draw(rng)]
+        kept = [point for point, fit in drawn if fit]
         points += kept
-        skipped += [point for point in drawn if not fits(point)]
+        skipped += [point for point, fit in drawn if not fit]
         samples += 1 if grid or kept else 0
     return Draws(points, skipped)
 

@@ -85,8 +85,7 @@ def random_search(settings: SearchSettings) -> SearchAlgorithm:
 def optuna_tpe(settings: SearchSettings) -> Searcher:
     """Optuna's TPE through Tune's OptunaSearch, define-by-run (conditional parameters only on their
     branch); several objectives make it one multi-objective study. With a deploy budget, TPE gets it as
-    Optuna's constraints_func, and infeasible draws are told to the study without training
-    (kdsweep.constrained_optuna)."""
+    Optuna constraints, and infeasible draws are told to the study without training (kdsweep.constrained_optuna)."""
     from ray.tune.search.optuna import OptunaSearch
 
     several = len(settings.metrics) > 1
