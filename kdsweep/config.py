@@ -337,6 +337,12 @@ def validate_semantics(config: SweepConfig) -> None:
                 "or use cached/online",
             )
     _validate_objectives(config)
+    if config.deploy.precision == "int8" and config.deploy.runtime != "onnxruntime":
+        raise ConfigError(
+            "deploy.precision",
+            f"int8 is ONNX Runtime's static quantization (calibrated on the training split): "
+            f"set deploy.runtime: onnxruntime, not {config.deploy.runtime}",
+        )
     if config.run.distilled_only and not any_trial_needs_teacher(config):
         raise ConfigError("run.distilled_only", "--distilled-only, but no trial of this space distils (alpha is 0)")
 

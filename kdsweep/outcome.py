@@ -19,6 +19,7 @@ class Outcome(str, Enum):
     COLLAPSED = "COLLAPSED"  # val accuracy at chance level after its warm-up: ended, never retried
     ERROR = "ERROR"  # failed for good after its retries
     INTERRUPTED = "INTERRUPTED"  # the sweep was stopped (Ctrl-C) or lost its driver before it ended: --resume
+    INFEASIBLE = "INFEASIBLE"  # its student is over the deploy budget: never trained, never retried, never champion
 
     def __str__(self) -> str:
         return self.value
@@ -34,6 +35,7 @@ MLFLOW_STATUS = {
     Outcome.STOPPED: "FINISHED",
     Outcome.ERROR: "FAILED",
     Outcome.INTERRUPTED: "KILLED",
+    Outcome.INFEASIBLE: "FINISHED",
 }
 
 

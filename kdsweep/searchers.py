@@ -20,6 +20,8 @@ from kdsweep.registry import Registry
 if TYPE_CHECKING:
     from ray.tune.search import SearchAlgorithm, Searcher
 
+    from kdsweep.feasibility import Feasibility
+
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -33,6 +35,9 @@ class SearchSettings:
     points: list[dict[str, Any]] | None = None
     # adaptive=True: the space as a define-by-run function of an Optuna trial (kdsweep.space.OptunaSpace)
     define_by_run: Callable[[Any], None] | None = None
+    # adaptive=True, with a deploy budget: each draw's cost against it, for the searcher to learn where
+    # the feasible region is (random/grid get only feasible `points`)
+    feasibility: Feasibility | None = None
 
 
 SearcherFn = Callable[[SearchSettings], "Searcher | SearchAlgorithm"]
@@ -79,13 +84,18 @@ def random_search(settings: SearchSettings) -> SearchAlgorithm:
 @register_searcher("optuna", adaptive=True, multi_objective=True)
 def optuna_tpe(settings: SearchSettings) -> Searcher:
     """Optuna's TPE through Tune's OptunaSearch, define-by-run (conditional parameters only on their
-    branch); several objectives make it one multi-objective study."""
+    branch); several objectives make it one multi-objective study. With a deploy budget, TPE gets it as
+    Optuna constraints, and infeasible draws are told to the study without training (kdsweep.constrained_optuna)."""
     from ray.tune.search.optuna import OptunaSearch
 
     several = len(settings.metrics) > 1
-    return OptunaSearch(
-        space=settings.define_by_run,
-        metric=settings.metrics if several else settings.metrics[0],
-        mode=settings.modes if several else settings.modes[0],
-        seed=settings.seed,
-    )
+    objectives = {
+        "space": settings.define_by_run,
+        "metric": settings.metrics if several else settings.metrics[0],
+        "mode": settings.modes if several else settings.modes[0],
+    }
+    if settings.feasibility is None:
+        return OptunaSearch(**objectives, seed=settings.seed)
+    from kdsweep.constrained_optuna import ConstrainedOptunaSearch
+
+    return ConstrainedOptunaSearch(settings.feasibility, settings.seed, **objectives)

@@ -134,7 +134,13 @@ def summary_note(
         f"**Sweep `{parent.data.tags.get(TAG_SWEEP, parent.info.run_name)}`**: {len(ranked)} trials{data}: "
         f"{counts[Outcome.FINISHED]} finished, {counts[Outcome.STOPPED]} stopped early by the scheduler, "
         f"{counts[Outcome.COLLAPSED]} collapsed to chance, {counts[Outcome.DIVERGED]} diverged, "
-        f"{counts[Outcome.ERROR]} failed. Ranked by `{metric}` ({mode}).",
+        f"{counts[Outcome.ERROR]} failed"
+        + (
+            f", {counts[Outcome.INFEASIBLE]} infeasible (over the deploy budget, never trained)"
+            if counts[Outcome.INFEASIBLE]
+            else ""
+        )
+        + f". Ranked by `{metric}` ({mode}).",
         "",
     ]
     baselines = sum(run.baseline for run in ranked)

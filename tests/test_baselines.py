@@ -128,9 +128,9 @@ def test_trials_differing_only_in_distillation_and_a_continuous_setting_share_a_
 
 def test_random_search_puts_one_baseline_in_front_of_each_new_student(config):
     template = trial_template(config)
-    points = drawn_points(tune_param_space(config), 8, seed=3)
+    points = drawn_points(tune_param_space(config), 8, seed=3).points
     assert len(points) == 8
-    assert points == drawn_points(tune_param_space(config), 8, seed=3)
+    assert points == drawn_points(tune_param_space(config), 8, seed=3).points
     scheduled = with_baselines(points, template, "d", set())
     trials = [p for p in scheduled if not is_baseline(p)]
     assert trials == points

@@ -64,7 +64,8 @@ def test_a_new_searcher_is_one_entry_and_the_checks_read_what_it_declares(tmp_pa
     monkeypatch.setattr(searchers, "_SEARCHERS", searchers._SEARCHERS.copy())
     register_searcher("nsga", adaptive=True, multi_objective=True)(lambda settings: None)
     several = [{"metric": "val_accuracy"}, {"metric": "latency_ms", "mode": "min"}]
-    config = load_config(space(tmp_path, searcher={"name": "nsga"}, objective=several))
+    measured = {**TINY_SPACE["fixed"], "measure_latency": True}  # latency_ms is reported
+    config = load_config(space(tmp_path, searcher={"name": "nsga"}, objective=several, fixed=measured))
     assert len(config.objectives) == 2
     with pytest.raises(ConfigError, match=r"objective: several objectives need .* \(searcher.name: nsga, optuna\)"):
         load_config(space(tmp_path, objective=several))  # random

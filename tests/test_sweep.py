@@ -25,7 +25,8 @@ TINY_SPACE = {
     "searcher": {"name": "random", "max_concurrent": 2, "seed": 1},
     "resources": {"cpus_per_trial": 1, "max_failures": 1},
     # 4 classes, a few validation images: near-chance accuracy is the rule, not a collapse (test_collapse.py)
-    "fixed": {"batch_size": 32, "lr": 0.05, "stop_at_chance": False},
+    # No cost figures unless a test is about them: the sweep measures each student's latency before its trials.
+    "fixed": {"batch_size": 32, "lr": 0.05, "stop_at_chance": False, "measure_latency": False},
     "search": {
         "student": {"choice": ["small_cnn", "resnet8"]},
         "width": {"choice": [4, 8], "when": {"student": "small_cnn"}},
@@ -118,7 +119,8 @@ def child_runs(uri: str, experiment: str):
 def test_asha_random_sweep_finishes_with_conditional_params_and_one_run_per_trial(
     ray_session, tmp_path, tiny_data, capsys
 ):
-    code, rows, uri = sweep(tmp_path, TINY_SPACE, baselines=True)
+    space = {**TINY_SPACE, "fixed": {**TINY_SPACE["fixed"], "measure_latency": True}}
+    code, rows, uri = sweep(tmp_path, space, baselines=True)
     assert code == 0
     # The first line after the leaderboard's rows answers: did distillation pay, how sure.
     out = capsys.readouterr().out.splitlines()
@@ -235,7 +237,7 @@ def tune_draws(space: dict, seed: int, samples: int = 8) -> list[dict]:
     template = trial_template(config)
     return [
         template.trial(point).model_dump(exclude_unset=True)
-        for point in drawn_points(tune_param_space(config), samples, seed)
+        for point in drawn_points(tune_param_space(config), samples, seed).points
     ]
 
 
@@ -320,6 +322,7 @@ def test_optuna_multi_objective_sweep_on_digits(ray_session, mlflow_server, tmp_
         "data": {"name": "digits"},
         "teacher": {"arch": "resnet8", "epochs": 1},
         "objective": [{"metric": "val_accuracy", "mode": "max"}, {"metric": "latency_ms", "mode": "min"}],
+        "fixed": {**TINY_SPACE["fixed"], "measure_latency": True},
         "scheduler": {"name": "none"},
         "searcher": {"name": "optuna", "max_concurrent": 2, "seed": 3},
         "budget": {"epochs": 1, "num_samples": 3},

@@ -15,7 +15,11 @@ from torch.utils.flop_counter import FlopCounterMode
 class ModelCost:
     params: int
     flops: int  # for one input; torch's counter counts a multiply-add as 2 FLOPs
-    latency_ms: float  # median batch-1 CPU latency, one thread (an edge core, comparable across trials)
+    latency_ms: float  # median batch-1 CPU latency (a sweep's: in its deploy target, once per architecture)
+
+    def metrics(self) -> dict[str, float]:
+        """What a trial reports of its student's cost, every epoch."""
+        return {"params": self.params, "flops": self.flops, "latency_ms": self.latency_ms}
 
 
 def count_params(model: nn.Module) -> int:

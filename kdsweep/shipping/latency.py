@@ -1,4 +1,4 @@
-"""Batch-1 latency on one CPU thread: warm up, then the median of several rounds' medians.
+"""Batch-1 latency on CPU threads (one by default): warm up, then the median of several rounds' medians.
 
 The median of round medians shrugs off what a shared machine does to a few calls or to a whole
 round (another process waking up), where a mean or a single long run would not.
@@ -17,14 +17,15 @@ ROUNDS = 7
 WARMUP_SECONDS, WARMUP_CALLS = 0.05, 10
 
 
-def batch1_latency_ms(call: Callable[[], object], seconds: float = 1.0) -> float:
+def batch1_latency_ms(call: Callable[[], object], seconds: float = 1.0, threads: int = 1) -> float:
     """Median over ROUNDS rounds of each round's median call time, in milliseconds.
 
     Args:
         call: one batch-1 inference on fixed inputs (a runner's `bind(image)`).
         seconds: about how long to measure, warm-up excluded; each round gets an equal share.
+        threads: torch's intra-op threads meanwhile (an ONNX Runtime session has its own, set when built).
     """
-    with one_torch_thread(), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         calls, start = 0, time.perf_counter()
         while calls < WARMUP_CALLS or time.perf_counter() - start < WARMUP_SECONDS:
             call()
@@ -43,11 +44,11 @@ def batch1_latency_ms(call: Callable[[], object], seconds: float = 1.0) -> float
 
 
 @contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """torch's intra-op pool at one thread (ONNX Runtime's sessions are built with one), then restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op pool at `threads` threads, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)

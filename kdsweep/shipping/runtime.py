@@ -1,7 +1,8 @@
-"""An exported file, loaded to run on one CPU thread: ONNX Runtime for ONNX, torch.jit for TorchScript.
+"""An exported file, loaded to run on CPU threads: ONNX Runtime for ONNX, torch.jit for TorchScript.
 
-One thread because an edge device gives a model one core, and because latencies measured with more
-threads on a shared machine say more about the neighbours than about the model.
+One thread by default because an edge device gives a model one core, and because latencies measured
+with more threads on a shared machine say more about the neighbours than about the model; a sweep's
+deploy target may name more (deploy.threads).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from kdsweep.shipping.onnx_export import INPUT
 
 
 class OnnxRunner:
-    """An ONNX Runtime session: one intra- and one inter-op thread, nodes run in sequence, CPU."""
+    """An ONNX Runtime session: `threads` intra-op threads, one inter-op thread, nodes run in sequence, CPU."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -48,7 +49,7 @@ class TorchRunner:
             return self.module(images)
 
     def bind(self, images: torch.Tensor) -> Callable[[], object]:
-        return lambda: self.module(images)  # latency runs it under inference_mode on one torch thread
+        return lambda: self.module(images)  # latency runs it under inference_mode on its torch threads
 
 
 def load_exported(format_name: str, path: Path) -> OnnxRunner | TorchRunner:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.variant_generator import generate_variants
 
+from kdsweep.feasibility import Draws, feasible_draws
 from kdsweep.gain import versus_baseline
 from kdsweep.leaderboard import Row, VsScratch
 from kdsweep.space import TrialTemplate
@@ -123,14 +124,20 @@ def plan_baselines(enabled: bool, template: TrialTemplate, tracker: SweepTracker
     return Baselines(template, data_digest, tracker.finished_baselines()) if enabled else None
 
 
-def drawn_points(param_space: dict[str, Any], num_samples: int, seed: int | None) -> list[dict[str, Any]]:
-    """The Tune configs random/grid search draws: `num_samples` times the grid's variants."""
-    rng = np.random.RandomState(seed)
-    return [
-        spec["config"]
-        for _ in range(num_samples)
-        for _, spec in generate_variants({"config": param_space}, random_state=rng)
-    ]
+def drawn_points(
+    param_space: dict[str, Any],
+    num_samples: int,
+    seed: int | None,
+    fits: Callable[[dict[str, Any]], bool] | None = None,
+) -> Draws:
+    """The Tune configs random/grid search draws: `num_samples` times the grid's variants, those that do not
+    `fit` the deploy budget skipped (and, without a grid, replaced by further draws: kdsweep.feasibility)."""
+    grid = any(isinstance(domain, dict) and "grid_search" in domain for domain in param_space.values())
+
+    def draw(rng: np.random.RandomState) -> list[dict[str, Any]]:
+        return [spec["config"] for _, spec in generate_variants({"config": param_space}, random_state=rng)]
+
+    return feasible_draws(draw, num_samples, seed, fits or (lambda _: True), grid=grid)
 
 
 def with_baselines(

@@ -15,6 +15,7 @@ from kdsweep.config import SweepConfig, any_trial_needs_teacher, pretrained_stud
 from kdsweep.data import Dataset, load_dataset
 from kdsweep.disk import check_writable_dir
 from kdsweep.errors import ConfigError, one_line
+from kdsweep.feasibility import check_some_fit, violations
 from kdsweep.importance import report_importance
 from kdsweep.leaderboard import Row, add_seed_stats, print_leaderboard, write_json
 from kdsweep.models import PretrainedUnavailable, pretrained_state
@@ -30,6 +31,7 @@ from kdsweep.sweep.cluster import (
     check_storage_on_nodes,
     tracking_host,
 )
+from kdsweep.sweep.cost_stage import CostTable, cache_latencies, cached_latencies, cost_stage, measures_cost
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
 from kdsweep.sweep.rows import leaderboard_rows
 from kdsweep.sweep.teacher_stage import StagedTeacher, find_teachers, teacher_stage
@@ -58,6 +60,7 @@ class Prepared:
     store: str  # the MLflow store, before a private server fronts it
     tracking_host: str | None  # where that server listens (None: 127.0.0.1)
     server: MlflowServer | None  # that server, launched and starting up (None: the store is a server)
+    costs: CostTable | None = None  # each student architecture's cost (None: no budget, no trial reports cost)
 
 
 def start_ray(config: SweepConfig):
@@ -101,13 +104,27 @@ def prepare(config: SweepConfig) -> Prepared:
         if config.run.address:
             check_folder_on_nodes(data, node_types, config)
             check_storage_on_nodes(local_storage_dir(config), node_types, config)
+        costs = check_budget(config, data, store) if measures_cost(config) else None  # before any teacher trains
         data_ref = ray.put(data)
         staged_teachers = teacher_stage(config, data, data_ref, found) if distils else {}
     except BaseException:
         if server is not None:
             server.discard()
         raise
-    return Prepared(data, data_ref, staged_teachers, store, host, server)
+    return Prepared(data, data_ref, staged_teachers, store, host, server, costs)
+
+
+def check_budget(config: SweepConfig, data: Dataset, store: str) -> CostTable:
+    """Each student architecture's cost, measured (or read from the experiment's cache) while nothing else of
+    the sweep runs; a budget no student of the space meets is bad input."""
+    table = cost_stage(config, data, cached_latencies(store, config.experiment_name))
+    print(table.describe(config.deploy), flush=True)
+    if config.deploy.has_budget:
+        check_some_fit(table.costs, config.deploy)
+        for arch, cost in table.costs.items():
+            if violations(cost, config.deploy):
+                print(f"infeasible, never trained: {arch.name} ({', '.join(violations(cost, config.deploy))})")
+    return table
 
 
 def check_storage(config: SweepConfig) -> None:
@@ -190,6 +207,13 @@ def start_tracking(config: SweepConfig, prepared: Prepared, uri: str) -> Tracked
     """The sweep's parent run (reused by --resume), linked to each teacher's own run."""
     tracker = SweepTracker(uri, config.experiment_name)
     context = tracker.start_parent(config, prepared.data, resume=config.run.resume)
+    if prepared.costs is not None:
+        cache_latencies(tracker.client, tracker.experiment_id, prepared.costs.measured)
+        if config.deploy.has_budget and not config.run.resume:  # a resumed sweep logged them when it started
+            for arch, cost in prepared.costs.costs.items():
+                why = violations(cost, config.deploy)
+                if why:
+                    tracker.log_infeasible(arch.student, arch.width, cost.metrics(), why)
     for teacher_name, staged in prepared.staged_teachers.items():
         teacher_run_id, reference = log_teacher(uri, staged.teacher, prepared.data)
         reference["val_accuracy"] = staged.val_accuracy  # what gap_closed closes
@@ -218,7 +242,8 @@ def run_trials(
     closer = RunCloser(tracked.tracker, tracked.context, template, config.budget.epochs, prepared.data)
     closer.register(config.experiment_name)  # what Tune's restored callbacks close runs with
     logit_sources = {teacher_name: staged.logit_source for teacher_name, staged in prepared.staged_teachers.items()}
-    build_tuner(config, template, prepared.data_ref, logit_sources, tracked.context, baselines).fit()
+    costs = prepared.costs.costs if prepared.costs else None
+    build_tuner(config, template, prepared.data_ref, logit_sources, tracked.context, baselines, costs).fit()
     return closer
 
 

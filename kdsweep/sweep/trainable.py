@@ -17,7 +17,8 @@ import torch
 from ray import tune
 
 from kdsweep.data import Dataset
-from kdsweep.models import create_model
+from kdsweep.feasibility import Architecture, architecture_of
+from kdsweep.models import ModelCost, create_model
 from kdsweep.plots import confusion_figure
 from kdsweep.plugins import import_plugins
 from kdsweep.space import TrialTemplate
@@ -47,8 +48,10 @@ def tune_trial(
     logit_sources: dict[str, ray.ObjectRef],
     tracking: TrackingContext | None,
     plugins: list[str],
+    costs: dict[Architecture, ModelCost],
 ) -> None:
-    """The Tune trainable: `sampled_config` is what the searcher drew, `template` what every trial shares."""
+    """The Tune trainable: `sampled_config` is what the searcher drew, `template` what every trial shares,
+    `costs` each student architecture's, measured once before the trials (kdsweep.sweep.cost_stage)."""
     # Quiet in every worker: one line per checkpoint per epoch, and MLflow's link after every upload.
     for name in ("ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -89,7 +92,8 @@ def tune_trial(
     # Only the drawn teacher's logits come to this process, and none to a trial that does not distil.
     logit_source: TeacherOutputs | None = ray.get(logit_sources[config.teacher]) if config.needs_teacher else None
     try:
-        run_trial(config, data, logit_source=logit_source, report=report, resume_state=resume_state)
+        cost = costs.get(architecture_of(config))
+        run_trial(config, data, logit_source=logit_source, report=report, resume_state=resume_state, cost=cost)
     finally:  # a crashed trial's calls must not go on beside its retry's (Tune may reuse this process)
         if tracker:
             tracker.pending.close()

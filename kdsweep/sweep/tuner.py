@@ -14,6 +14,8 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, SearchAlgorithm, Searcher
 
 from kdsweep.config import SweepConfig
+from kdsweep.feasibility import Architecture, Feasibility, describe_skipped
+from kdsweep.models import ModelCost
 from kdsweep.schedulers import SchedulerSettings, scheduler_entry
 from kdsweep.searchers import SearchSettings, searcher_entry
 from kdsweep.space import OptunaSpace, TrialTemplate, tune_param_space
@@ -51,9 +53,11 @@ def build_tuner(
     logit_sources: dict[str, ray.ObjectRef],
     tracking: TrackingContext,
     baselines: Baselines | None = None,
+    costs: dict[Architecture, ModelCost] | None = None,
 ) -> tune.Tuner:
     """Every trial gets the dataset and, by teacher name, what it may read teacher logits from (TeacherOutputs),
-    all already in the object store: put there once, by the driver and by the teacher stage."""
+    all already in the object store: put there once, by the driver and by the teacher stage; and its
+    student's cost, from the sweep's table (kdsweep.sweep.cost_stage)."""
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial,
@@ -62,10 +66,11 @@ def build_tuner(
             logit_sources=logit_sources,
             tracking=tracking,
             plugins=config.plugins,
+            costs=costs or {},
         ),
         {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial},
     )
-    searcher, param_space, num_samples = _searcher(config, template, baselines)
+    searcher, param_space, num_samples = _searcher(config, template, baselines, costs)
     if config.run.resume:
         return tune.Tuner.restore(
             experiment_path(config),
@@ -109,12 +114,16 @@ def _scheduler(config: SweepConfig) -> TrialScheduler:
 
 
 def _searcher(
-    config: SweepConfig, template: TrialTemplate, baselines: Baselines | None
+    config: SweepConfig,
+    template: TrialTemplate,
+    baselines: Baselines | None,
+    costs: dict[Architecture, ModelCost] | None = None,
 ) -> tuple[SearchAlgorithm | Searcher, dict[str, Any], int]:
     """(the search algorithm, Tune's param_space, Tune's num_samples): one that draws up front gets the
     trials drawn here (random/grid, baselines among them); an adaptive one (Optuna) its define-by-run
     space, and a baseline in front of each new student from `BaselinesFirst`. Either makes the confirmation
-    trials once its own have ended (kdsweep.sweep.confirm), which Tune's num_samples must not count."""
+    trials once its own have ended (kdsweep.sweep.confirm), which Tune's num_samples must not count.
+    With a deploy budget, no draw over it becomes a trial (kdsweep.feasibility)."""
     entry = searcher_entry(config.searcher.name)
     settings = SearchSettings(
         metrics=[o.metric for o in config.objectives],
@@ -123,8 +132,13 @@ def _searcher(
         max_concurrent=config.searcher.max_concurrent or 0,
     )
     confirmation = plan_confirmation(config, template, baselines)
+    feasibility = Feasibility(template.trial, costs, config.deploy) if costs and config.deploy.has_budget else None
     if not entry.adaptive:
-        points = drawn_points(tune_param_space(config), config.budget.num_samples, config.searcher.seed)
+        fits = (lambda point: not feasibility.violations(point)) if feasibility else None
+        draws = drawn_points(tune_param_space(config), config.budget.num_samples, config.searcher.seed, fits)
+        if feasibility:
+            print(describe_skipped(draws.skipped, feasibility), flush=True)
+        points = draws.points
         if baselines:
             points = with_baselines(points, baselines.template, baselines.digest, set(baselines.done))
         drawn = entry.build(replace(settings, points=points))
@@ -133,7 +147,7 @@ def _searcher(
         # Keys only: every point sets its values (a domain here would make Tune check a baseline's
         # scratch values against it, and warn).
         return drawn, dict.fromkeys([*config.search, BASELINE, *CONFIRMATION_KEYS]), len(points)
-    searcher = entry.build(replace(settings, define_by_run=OptunaSpace(config)))
+    searcher = entry.build(replace(settings, define_by_run=OptunaSpace(config), feasibility=feasibility))
     num_samples = config.budget.num_samples
     if baselines:  # the searcher says when it is done: Tune's count would include the baselines
         searcher = BaselinesFirst(searcher, baselines.template, baselines.digest, set(baselines.done), num_samples)

@@ -42,6 +42,7 @@ TAG_BASELINE = "kdsweep.baseline"  # on a scratch baseline's run: its key (kdswe
 TAG_CONFIRMATION = "kdsweep.confirmation"  # "true" on a confirmation trial's run: a top configuration, another seed
 TAG_COMPARED_AT = "kdsweep.vs_scratch_epoch"  # the epoch kd_gain and gap_closed compare
 TAG_PARENT = "mlflow.parentRunId"
+TAG_INFEASIBLE = "kdsweep.infeasible"  # on an INFEASIBLE run: the deploy limits its student exceeds
 TEACHERS_EXPERIMENT = "kdsweep-teachers"
 REFERENCE_METRICS = ("test_accuracy", "params", "latency_ms")
 BEST_METRIC, BEST_EPOCH = "best_val_accuracy", "best_epoch"  # a trial's running best, next to the last value
@@ -206,6 +207,18 @@ class SweepTracker:
         self.client.log_batch(
             self.parent_run_id, metrics=[Metric(f"{prefix}{k}", float(v), now, 0) for k, v in reference.items()]
         )
+
+    def log_infeasible(self, student: str, width: int | None, cost: dict[str, float], why: list[str]) -> None:
+        """One run per student architecture over the deploy budget: its figures and the limits it exceeds,
+        outcome INFEASIBLE (kdsweep.feasibility); it is never trained, so it has no trial id and no model."""
+        name = student + (f"w{width}" if width else "")
+        tags = {TAG_PARENT: self.parent_run_id, TAG_ROLE: "infeasible", TAG_INFEASIBLE: "; ".join(why)}
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{name}-infeasible")
+        now = int(time.time() * 1000)
+        params = [Param("student", student)] + ([Param("width", str(width))] if width else [])
+        metrics = [Metric(key, float(value), now, 0) for key, value in cost.items()]
+        self.client.log_batch(run.info.run_id, metrics=metrics, params=params)
+        self.close_trial(run.info.run_id, Outcome.INFEASIBLE)
 
     def close_trial(self, run_id: str, outcome: Outcome, error: str | None = None) -> None:
         """The run's MLflow status for `outcome`, with the outcome (and any error) in tags."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from kdsweep.data import Dataset, train_batches
 from kdsweep.losses import LossFn, LossParams, dkd_warmup, get_loss
-from kdsweep.models import create_model, load_pretrained, measure_cost
+from kdsweep.models import ModelCost, create_model, load_pretrained, measure_cost
 from kdsweep.seeds import epoch_seed
 from kdsweep.trial.collapse import chance_level, has_collapsed
 from kdsweep.trial.config import TrialConfig
@@ -68,6 +68,7 @@ def run_trial(
     logit_source: TeacherOutputs | None = None,
     report: Report | None = None,
     resume_state: dict[str, Any] | None = None,
+    cost: ModelCost | None = None,
 ) -> TrialResult:
     """Train one student on `data`, distilling from the teacher behind `logit_source` when its loss needs one.
 
@@ -79,6 +80,8 @@ def run_trial(
         report: called after every epoch with its metrics and a callable returning the state to
             checkpoint.
         resume_state: such a state, to continue after its epoch (a crashed or resumed trial).
+        cost: the student's cost, reported every epoch with measure_latency: a sweep's is measured once per
+            architecture before its trials (kdsweep.sweep.cost_stage); a lone trial's (None) is measured here.
 
     Example:
         >>> data = load_dataset(DataSpec(name="digits"))
@@ -96,7 +99,8 @@ def run_trial(
     student = create_model(config.student, data.num_classes, data.in_channels, data.image_size, config.width)
     if config.pretrained and resume_state is None:
         load_pretrained(student, config.student, config.pretrained)
-    cost = measure_cost(student, data.input_shape) if config.measure_latency else None
+    if config.measure_latency and cost is None:
+        cost = measure_cost(student, data.input_shape)
     student = place(student, device)
     optimizer, scheduler = build_optimizer(config, student)
     start_epoch = 1
@@ -107,7 +111,7 @@ def run_trial(
         start_epoch = resume_state["epoch"] + 1
 
     teacher_val = distill_from.eval_logits(data, "val", device) if distill_from else None
-    static = {"params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms} if cost else {}
+    static = cost.metrics() if config.measure_latency and cost is not None else {}
     loss_fn = get_loss(config.loss)
     chance = chance_level(data.val.labels)
     history: list[dict[str, float]] = []
