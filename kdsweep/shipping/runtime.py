@@ -17,13 +17,14 @@ from kdsweep.shipping.onnx_export import INPUT
 
 
 class OnnxRunner:
-    """An ONNX Runtime session: one intra- and one inter-op thread, nodes run in sequence, CPU."""
+    """An ONNX Runtime session: `threads` intra-op threads (the target's cores; one by default), one
+    inter-op thread, nodes run in sequence, CPU."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
