@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if champion is None:
             return 1
-        summarise_sweep(uri, champion.parent_run_id, args.metric, args.mode, champion)
+        summarise_sweep(uri, champion.parent_run_id, champion.stats.metric, args.mode, champion)  # at its precision
         if spec is not None:
             try:
                 shipped = ship_model(uri, champion.model_uri, spec, field="--export")

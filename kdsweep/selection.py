@@ -19,6 +19,7 @@ PRECISIONS = ("fp32", "int8")
 # The figures quantization changes, and the names of their int8 measurements (kdsweep.sweep.int8_stage);
 # params stay what they are.
 INT8_METRICS = {"val_accuracy": "val_accuracy_int8", "latency_ms": "latency_ms_int8"}
+REFERENCE_MARGIN = 0.1  # a hypervolume's reference without a budget: 10% beyond the worst student seen
 
 
 def at_precision(metric: str, precision: str) -> str:
@@ -189,18 +190,19 @@ def summarise_front(
     front: list[TrialRun], feasible: list[TrialRun], constraints: Constraints, precision: str = "fp32"
 ) -> FrontSummary | None:
     """The front's hypervolume against the budget's limits where given, else the worst values among the
-    `feasible` students (then the worst student on an axis adds nothing along it); accuracy against 0.
-    Normalised by the box from the ideal student (accuracy 1, no latency, no params) to the reference, so
-    sweeps of one budget compare. None without a placed student."""
+    `feasible` students, REFERENCE_MARGIN beyond (at the worst value itself, the student there would add
+    nothing, and a front of one would have none); accuracy against 0. Normalised by the box from the ideal
+    student (accuracy 1, no latency, no params) to the reference, so sweeps of one budget compare. None
+    without a placed student."""
     accuracy, latency, params = front_metrics(precision)
     placed = [run.metrics for run in feasible if all(m in run.metrics for m in (accuracy, latency, params))]
     if not front or not placed:
         return None
-    reference = (
-        0.0,
-        constraints.max_latency_ms if constraints.max_latency_ms is not None else max(m[latency] for m in placed),
-        constraints.max_params if constraints.max_params is not None else max(m[params] for m in placed),
-    )
+
+    def limit(given: float | None, metric: str) -> float:
+        return given if given is not None else (1 + REFERENCE_MARGIN) * max(m[metric] for m in placed)
+
+    reference = (0.0, limit(constraints.max_latency_ms, latency), limit(constraints.max_params, params))
     points = [(run.metrics[accuracy], run.metrics[latency], run.metrics[params]) for run in front]
     box = 1.0 * reference[1] * reference[2]
     volume = hypervolume(points, FRONT_SENSES, reference) / box if box > 0 else 0.0

@@ -69,10 +69,11 @@ def test_the_front_is_summarised_against_the_budget_else_the_worst_student():
     fast = trial("fast", {"val_accuracy": 0.8, "latency_ms": 1.0, "params": 1000})
     front = front_of([slow, fast])
     assert front == [slow, fast]
-    # Worst seen (5 ms, 3000): `slow` adds nothing along latency; `fast` 0.8 * 4 * 2000 of 1 * 5 * 3000.
+    # 10% beyond the worst seen (5.5 ms, 3300): 0.9*0.5*300 + 0.8*4.5*2300 - 0.8*0.5*300, of 1 * 5.5 * 3300
     unbounded = summarise_front(front, [slow, fast], Constraints())
-    assert (unbounded.size, unbounded.reference) == (2, (0.0, 5.0, 3000))
-    assert unbounded.hypervolume == pytest.approx(0.8 * 4 * 2000 / 15000)
+    assert unbounded.size == 2
+    assert unbounded.reference == pytest.approx((0.0, 5.5, 3300))
+    assert unbounded.hypervolume == pytest.approx((135 + 8280 - 120) / 18150)
     # A budget of 10 ms and 4000 params: 0.9*5*1000 + 0.8*9*3000 - 0.8*5*1000 (the overlap), of 1*10*4000
     budget = summarise_front(front, [slow, fast], Constraints(max_latency_ms=10.0, max_params=4000))
     assert budget.reference == (0.0, 10.0, 4000)
@@ -127,7 +128,7 @@ def test_the_fp32_winner_is_not_the_int8_winner(tmp_path, tiny_data, students): 
     client = MlflowClient(sweep.uri)
     assert select_champion(sweep.uri, "hand", log=lambda line: None).run_name == "accurate-slow"  # the sweep's fp32
     fp32 = client.get_run(sweep.parent_run_id).data.metrics
-    assert (fp32["pareto_size"], fp32["pareto_hypervolume"]) == (2, pytest.approx(0.8 * 4 * 2000 / 15000))
+    assert (fp32["pareto_size"], fp32["pareto_hypervolume"]) == (2, pytest.approx((135 + 8280 - 120) / 18150))
 
     lines: list[str] = []
     champion = select_champion(sweep.uri, "hand", precision="int8", log=lines.append)
@@ -135,9 +136,9 @@ def test_the_fp32_winner_is_not_the_int8_winner(tmp_path, tiny_data, students): 
     assert any(line.startswith("sweep ") and "ranked by val_accuracy_int8 (max)" in line for line in lines)
     assert any("chosen on its int8 figures" in line for line in lines)
     assert any("same predicted class as fp32 on 97.00% of the validation split" in line for line in lines)
-    # `fast` dominates at int8: a front of one, 0.78 * (2 - 0.4) * (3000 - 1000) of 1 * 2 * 3000
+    # `fast` dominates at int8: a front of one, 0.78 * (2.2 - 0.4) * (3300 - 1000) of 1 * 2.2 * 3300
     int8 = client.get_run(sweep.parent_run_id).data.metrics
-    assert (int8["pareto_size"], int8["pareto_hypervolume"]) == (1, pytest.approx(0.78 * 1.6 * 2000 / 6000))
+    assert (int8["pareto_size"], int8["pareto_hypervolume"]) == (1, pytest.approx(0.78 * 1.8 * 2300 / 7260))
     version = client.get_model_version_by_alias("hand", "champion")
     assert version.tags["kdsweep.precision"] == "int8"
     assert version.tags["kdsweep.int8_agreement"] == "0.9700"
@@ -228,3 +229,32 @@ def test_to_quantize_takes_the_confirmed_configurations_else_the_top_three():
     assert [r.name for r in to_quantize(single, "val_accuracy", "max", False)] == ["c4", "c3", "c2"]
     confirmed = [*single, run("c0-s1", 0.5, 1, "0")]  # c0 has two seeds: it alone is confirmed, both seeds go
     assert [r.name for r in to_quantize(confirmed, "val_accuracy", "max", False)] == ["c0", "c0-s1"]
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_a_sweep_at_int8_ranks_and_registers_on_its_int8_figures(ray_session, mlflow_server, tmp_path):
+    from test_sweep import TINY_SPACE, sweep
+
+    space = {
+        **TINY_SPACE,
+        "budget": {"epochs": 1, "num_samples": 1},
+        "scheduler": {"name": "none"},
+        "fixed": {**TINY_SPACE["fixed"], "alpha": 0.0, "measure_latency": True},  # no teacher: int8 is the point
+        "search": {"student": {"choice": ["small_cnn"]}, "width": {"grid": [4, 8]}},  # two configurations
+    }
+    code, rows, uri = sweep(tmp_path, space, "--precision", "int8", name="int8-e2e", uri=mlflow_server)
+    assert code == 0
+    assert all({"val_accuracy_int8", "latency_ms_int8", "int8_agreement"} <= set(row["metrics"]) for row in rows)
+    [champion] = [row for row in rows if row["champion"]]
+    best = max(rows, key=lambda row: (row["metrics"]["val_accuracy_int8"], -row["metrics"]["latency_ms_int8"]))
+    assert champion["mlflow_run_id"] == best["mlflow_run_id"]
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("int8-e2e", "champion")
+    assert version.tags["kdsweep.precision"] == "int8"
+    parent = client.get_run(version.tags["kdsweep.parent_run_id"]).data.metrics
+    assert parent["champion_val_accuracy_int8"] == champion["metrics"]["val_accuracy_int8"]
+    assert 1 <= parent["pareto_size"] <= 2
+    assert 0 < parent["pareto_hypervolume"] < 1

@@ -20,7 +20,7 @@ from kdsweep.importance import report_importance
 from kdsweep.leaderboard import Row, add_seed_stats, print_leaderboard, write_json
 from kdsweep.models import PretrainedUnavailable, pretrained_state
 from kdsweep.outcome import Outcome
-from kdsweep.selection import Constraints
+from kdsweep.selection import Constraints, at_precision
 from kdsweep.space import TrialTemplate, trial_template
 from kdsweep.summary import summarise_sweep
 from kdsweep.sweep.baselines import Baselines, compare_with_baselines, log_gains, plan_baselines
@@ -312,7 +312,8 @@ def report(config: SweepConfig, tracked: Tracked, rows: list[Row], champion: Cha
     """What mattered, the summary on the parent run, the link to it; the rows again, champion marked."""
     parent_run_id, primary = tracked.context.parent_run_id, config.objectives[0]
     report_importance(rows, config, tracked.uri, parent_run_id)  # its plot before the summary, which lists it
-    summarise_sweep(tracked.uri, parent_run_id, primary.metric, primary.mode, champion, no_champion)
+    ranked_by = at_precision(primary.metric, config.deploy.precision)  # what selection ranked by
+    summarise_sweep(tracked.uri, parent_run_id, ranked_by, primary.mode, champion, no_champion)
     print(f"the sweep in MLflow's UI: {tracked.sweep_link}")
     if config.run.output_json:
         write_json(rows, config.run.output_json)
