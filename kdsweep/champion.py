@@ -52,9 +52,8 @@ from kdsweep.selection import (
     satisfies,
     summarise_front,
 )
-from kdsweep.shipping.record import INT8_DIR, INT8_FILE
 from kdsweep.sweep_record import find_parent, sweep_config, sweep_runs, validation_size
-from kdsweep.tracking.models import load_logged_model
+from kdsweep.tracking.models import INT8_DIR, INT8_FILE, load_logged_model
 from kdsweep.trial import evaluate
 
 ALIAS = "champion"

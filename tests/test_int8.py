@@ -28,9 +28,9 @@ from kdsweep.selection import (
     satisfies,
     summarise_front,
 )
-from kdsweep.shipping.record import INT8_DIR, INT8_FILE
 from kdsweep.sweep.int8_stage import int8_stage, to_quantize
 from kdsweep.sweep_record import find_parent, sweep_runs
+from kdsweep.tracking.models import INT8_DIR, INT8_FILE
 from kdsweep.trial import predict
 
 # ---------------------------------------------------------------- the hypervolume, by hand

@@ -15,9 +15,6 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 ARTIFACT_DIR = "export"
-# A sweep's int8 stage puts a top student's int8 file in its logged model's artifacts (so a registered
-# version of it carries the file), not in the run's: INT8_DIR/INT8_FILE there.
-INT8_DIR, INT8_FILE = "int8", "model.int8.onnx"
 
 
 def check_tag(format_name: str) -> str:

@@ -34,10 +34,9 @@ from kdsweep.shipping.latency import batch1_latency_ms
 from kdsweep.shipping.onnx_export import export_onnx
 from kdsweep.shipping.parity import compare
 from kdsweep.shipping.quantize import CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES, calibration_batches, quantize_int8
-from kdsweep.shipping.record import INT8_DIR, INT8_FILE
 from kdsweep.shipping.runtime import OnnxRunner
 from kdsweep.shipping.source import ModelSource, find_origin, rebuild
-from kdsweep.tracking.models import load_logged_model
+from kdsweep.tracking.models import INT8_DIR, INT8_FILE, load_logged_model
 
 TOP_CONFIGURATIONS = 3  # quantized when no configuration was confirmed
 LATENCY_SECONDS = 0.5  # per model and precision: batch-1 medians of tiny nets settle well within it
