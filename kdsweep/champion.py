@@ -231,10 +231,12 @@ def competitors(
 def feasible_configurations(
     competing: list[TrialRun], metric: str, mode: str, constraints: Constraints, precision: str = "fp32"
 ) -> list[Configuration]:
-    """The configurations with a seed to ship whose seed means meet `constraints`, by the champion rule."""
+    """The configurations with a seed to ship whose seed means meet `constraints`, by the champion rule
+    (ties broken by the latency at `precision`)."""
+    latency = at_precision("latency_ms", precision)
     return [
         config
-        for config in rank_configurations(configurations(competing), metric, mode)
+        for config in rank_configurations(configurations(competing), metric, mode, latency=latency)
         if config.best_run(metric, mode) and satisfies(config.mean_metrics(metric), constraints, precision)
     ]
 

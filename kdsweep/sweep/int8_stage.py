@@ -25,9 +25,12 @@ from pathlib import Path
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from kdsweep.config import SweepConfig
 from kdsweep.configurations import Configuration, configurations, rank_configurations
 from kdsweep.data import Dataset
 from kdsweep.errors import ConfigError, one_line
+from kdsweep.leaderboard import Row
+from kdsweep.outcome import Outcome
 from kdsweep.selection import TrialRun
 from kdsweep.shipping.errors import NotExportable
 from kdsweep.shipping.latency import batch1_latency_ms
@@ -36,6 +39,7 @@ from kdsweep.shipping.parity import compare
 from kdsweep.shipping.quantize import CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES, calibration_batches, quantize_int8
 from kdsweep.shipping.runtime import OnnxRunner
 from kdsweep.shipping.source import ModelSource, find_origin, rebuild
+from kdsweep.sweep_record import sweep_runs
 from kdsweep.tracking.models import INT8_DIR, INT8_FILE, load_logged_model
 
 TOP_CONFIGURATIONS = 3  # quantized when no configuration was confirmed
@@ -70,6 +74,22 @@ class Int8Figures:
             f"fp32 on {self.agreement:.2%} of {self.images} validation images, latency {self.latency_ms_fp32:.3f} -> "
             f"{self.latency_ms_int8:.3f} ms"
         )
+
+
+def measure_int8(
+    config: SweepConfig, uri: str, parent_run_id: str, data: Dataset, rows: list[Row], lacking: dict[str, str]
+) -> None:
+    """With deploy.precision int8, the sweep's top students quantized and measured (`int8_stage`), their rows
+    given the figures; not for a sweep that will not select (interrupted, or MLflow lacks part of it)."""
+    if config.deploy.precision != "int8" or lacking or any(row.status == Outcome.INTERRUPTED for row in rows):
+        return
+    client, primary = MlflowClient(uri), config.objectives[0]
+    runs = sweep_runs(client, client.get_run(parent_run_id))
+    threads, distilled_only = config.deploy.threads, config.run.distilled_only
+    figures = int8_stage(client, runs, data, threads, primary.metric, primary.mode, distilled_only)
+    for row in rows:
+        if row.mlflow_run_id in figures:
+            row.metrics |= figures[row.mlflow_run_id].metrics()
 
 
 def to_quantize(runs: list[TrialRun], metric: str, mode: str, distilled_only: bool) -> list[TrialRun]:

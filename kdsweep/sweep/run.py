@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass
 
 import ray
-from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune import ExperimentAnalysis
 
@@ -31,12 +30,11 @@ from kdsweep.sweep.cluster import (
     check_storage_on_nodes,
     tracking_host,
 )
-from kdsweep.sweep.int8_stage import int8_stage
+from kdsweep.sweep.int8_stage import measure_int8
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
 from kdsweep.sweep.rows import leaderboard_rows
 from kdsweep.sweep.teacher_stage import StagedTeacher, find_teachers, teacher_stage
 from kdsweep.sweep.tuner import build_tuner, experiment_path, local_storage_dir, storage_path
-from kdsweep.sweep_record import sweep_runs
 from kdsweep.tracking.pending import FAIL_FAST
 from kdsweep.tracking.runs import SweepTracker, TrackingContext
 from kdsweep.tracking.server import MlflowServer, launch_private_server, tracking_service
@@ -160,7 +158,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
     closer = run_trials(config, template, prepared, tracked, baselines)
     analysis, lacking = read_results(config, closer)
     rows = ranked_rows(config, template, prepared, analysis, lacking, baselines)
-    measure_int8(config, tracked, prepared, rows, lacking)
+    measure_int8(config, tracked.uri, tracked.context.parent_run_id, prepared.data, rows, lacking)
     show_rows(config, rows, len(prepared.data.val))
     stopped = stopped_before_selection(tracked, rows, lacking, resume_command)
     if stopped is not None:
@@ -251,20 +249,6 @@ def ranked_rows(
         frames, resolution = analysis.trial_dataframes, 1 / len(prepared.data.val)
         compare_with_baselines(rows, analysis.trials, frames, baselines, teacher_accuracies, resolution)
     return add_seed_stats(rows, config.objectives[0].metric)
-
-
-def measure_int8(config: SweepConfig, tracked: Tracked, prepared: Prepared, rows: list[Row], lacking: dict) -> None:
-    """With deploy.precision int8, the top students quantized and measured (kdsweep.sweep.int8_stage), their
-    rows given the figures; not for a sweep that will not select (interrupted, or MLflow lacks part of it)."""
-    if config.deploy.precision != "int8" or lacking or any(row.status == Outcome.INTERRUPTED for row in rows):
-        return
-    client, primary = MlflowClient(tracked.uri), config.objectives[0]
-    runs = sweep_runs(client, client.get_run(tracked.context.parent_run_id))
-    threads, distilled_only = config.deploy.threads, config.run.distilled_only
-    figures = int8_stage(client, runs, prepared.data, threads, primary.metric, primary.mode, distilled_only)
-    for row in rows:
-        if row.mlflow_run_id in figures:
-            row.metrics |= figures[row.mlflow_run_id].metrics()
 
 
 def show_rows(config: SweepConfig, rows: list[Row], val_size: int) -> None:
