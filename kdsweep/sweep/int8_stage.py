@@ -135,12 +135,13 @@ def quantize_student(
     client: MlflowClient, run: TrialRun, data: Dataset, calibration: list, threads: int
 ) -> Int8Figures:
     """One student's int8 figures, logged on its run, and its int8 file on its logged model."""
-    origin = find_origin(client, run.model_uri, "deploy.precision")
-    logged = load_logged_model(run.model_uri, client.tracking_uri)
     try:
-        source = ModelSource(run.model_uri, origin, data, logged, rebuild(origin.run, logged, data, "deploy.precision"))
-    except ConfigError as error:  # a student model the registry cannot rebuild here
+        origin = find_origin(client, run.model_uri, "deploy.precision")
+        logged = load_logged_model(run.model_uri, client.tracking_uri)
+        module = rebuild(origin.run, logged, data, "deploy.precision")
+    except ConfigError as error:  # a model gone from the store, or one the registry cannot rebuild here
         raise NotExportable("ONNX", None, error.problem) from None
+    source = ModelSource(run.model_uri, origin, data, logged, module)
     with tempfile.TemporaryDirectory(prefix="kdsweep-int8-") as directory:
         fp32_path, int8_path = Path(directory) / "model.onnx", Path(directory) / INT8_FILE
         export_onnx(source.module, source.example(2), fp32_path)
