@@ -39,17 +39,21 @@ from kdsweep.errors import ConfigError
 from kdsweep.leaderboard import leaderboard_of
 from kdsweep.plots import PARETO_PLOT, pareto_figure
 from kdsweep.selection import (
-    FRONT_METRICS,
     FRONT_SENSES,
+    INT8_METRICS,
     Constraints,
+    FrontSummary,
     TrialRun,
+    at_precision,
     check_selection_metric,
+    front_metrics,
     front_of,
     rank,
     satisfies,
+    summarise_front,
 )
 from kdsweep.sweep_record import find_parent, sweep_config, sweep_runs, validation_size
-from kdsweep.tracking.models import load_logged_model
+from kdsweep.tracking.models import INT8_DIR, INT8_FILE, load_logged_model
 from kdsweep.trial import evaluate
 
 ALIAS = "champion"
@@ -114,11 +118,14 @@ def select_champion(
     log: Log = print,
     show_table: bool = True,
     distilled_only: bool = False,
+    precision: str | None = None,
 ) -> Champion | None:
     """Rank the sweep's configurations by the champion rule (kdsweep.configurations), pick the best that
     meets `constraints`, test its best seed once, register it.
 
     Scratch baselines compete unless `distilled_only`. Returns None when no student qualifies.
+    `precision` int8 ranks and constrains on the int8 figures the sweep's int8 stage logged (None: the
+    sweep's own deploy.precision); the parent run gets the front's size and hypervolume, and its figure.
     Sets MLflow's global tracking URI: `models:/` URIs resolve through it when loading and registering.
 
     Example:
@@ -132,9 +139,11 @@ def select_champion(
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
     parent = find_parent(client, experiment_name, parent_run_id)
+    precision = precision or sweep_config(client, parent).deploy.precision
     runs = sweep_runs(client, parent)
+    metric = int8_metric(runs, parent, metric, log) if precision == "int8" else metric
     competing, candidates = competitors(runs, parent, metric, distilled_only)
-    front, val_size = front_of(candidates), validation_size(parent)
+    val_size = validation_size(parent)
     log(
         f"sweep {parent.info.run_name} ({parent.info.run_id}) in '{experiment_name}': {len(runs)} trials, "
         f"{len(candidates)} finished with a model{' (scratch baselines aside)' if distilled_only else ''}; "
@@ -143,20 +152,26 @@ def select_champion(
     if show_table:  # the sweep has just printed its own, and its verdict
         log(leaderboard_of(rank(runs, metric, mode), metric, val_size=val_size))
         log(verdict(rank_configurations(configurations(runs), metric, mode), metric, val_size))
+    within = [run for run in candidates if satisfies(run.metrics, constraints, precision)]
+    front = front_of(within, precision)
     log(
-        f"Pareto front ({', '.join(f'{m} {s}' for m, s in zip(FRONT_METRICS, FRONT_SENSES, strict=True))}): "
+        f"Pareto front of the students within {constraints.describe()} "
+        f"({', '.join(f'{m} {s}' for m, s in zip(front_metrics(precision), FRONT_SENSES, strict=True))}): "
         f"{', '.join(run.name for run in front) or '-'}"
     )
-    feasible = feasible_configurations(competing, metric, mode, constraints)
+    log_front(client, parent.info.run_id, summarise_front(front, within, constraints, precision), log)
+    feasible = feasible_configurations(competing, metric, mode, constraints, precision)
     chosen = feasible[0].best_run(metric, mode) if feasible else None
-    client.log_figure(parent.info.run_id, pareto_figure(candidates, front, chosen, constraints), PARETO_PLOT)
+    figure = pareto_figure(candidates, front, chosen, constraints, precision)
+    client.log_figure(parent.info.run_id, figure, PARETO_PLOT)
     if chosen is None:
         log(f"no champion: none of {len(candidates)} finished trials with a model meets {constraints.describe()}")
         return None
     config, stats = feasible[0], feasible[0].stats(metric)
     log(
         f"champion: {chosen.name} ({config.kind}; {metric} {chosen.metrics[metric]:.4f}, "
-        f"{describe_seeds(stats.value)}; {constraints.describe()})"
+        f"{describe_seeds(stats.value)}; {constraints.describe()}"
+        f"{'; chosen on its int8 figures, as it ships' if precision == 'int8' else ''})"
     )
     scratch_note = None
     if config.kind == SCRATCH:
@@ -170,8 +185,14 @@ def select_champion(
         "kdsweep.constraints": json.dumps(asdict(constraints)),
         "kdsweep.metric": f"{metric} {mode}",
         **kind_tags(chosen, config, stats),
+        **(int8_tags(chosen) if precision == "int8" else {}),
     }
     version = register_champion(client, chosen, name, tags, log)
+    if precision == "int8":
+        log(
+            f"{name} version {version} carries its int8 model ({INT8_DIR}/{INT8_FILE}): same predicted class as "
+            f"fp32 on {chosen.metrics['int8_agreement']:.2%} of the validation split"
+        )
     about = version_description(chosen, config, stats, tested, val_size, parent, experiment_name, scratch_note)
     client.update_model_version(name, str(version), description=about)
     return Champion(
@@ -208,14 +229,64 @@ def competitors(
 
 
 def feasible_configurations(
-    competing: list[TrialRun], metric: str, mode: str, constraints: Constraints
+    competing: list[TrialRun], metric: str, mode: str, constraints: Constraints, precision: str = "fp32"
 ) -> list[Configuration]:
-    """The configurations with a seed to ship whose seed means meet `constraints`, by the champion rule."""
+    """The configurations with a seed to ship whose seed means meet `constraints`, by the champion rule
+    (ties broken by the latency at `precision`)."""
+    latency = at_precision("latency_ms", precision)
     return [
         config
-        for config in rank_configurations(configurations(competing), metric, mode)
-        if config.best_run(metric, mode) and satisfies(config.mean_metrics(metric), constraints)
+        for config in rank_configurations(configurations(competing), metric, mode, latency=latency)
+        if config.best_run(metric, mode) and satisfies(config.mean_metrics(metric), constraints, precision)
     ]
+
+
+def int8_metric(runs: list[TrialRun], parent: Run, metric: str, log: Log) -> str:
+    """What ranks students at int8 (`metric`'s int8 measurement); the finished students without one are
+    named (they were not among the top configurations quantized), never judged on fp32 instead."""
+    if metric not in INT8_METRICS:
+        raise ConfigError(
+            "--precision", f"int8 measures {', '.join(INT8_METRICS)}, not '{metric}': rank by val_accuracy"
+        )
+    ranked_by = at_precision(metric, "int8")
+    candidates = [run for run in runs if run.is_candidate]
+    lacking = [run.name for run in candidates if ranked_by not in run.metrics]
+    if candidates and len(lacking) == len(candidates):
+        raise ConfigError(
+            "--precision",
+            f"no student of sweep {parent.info.run_name} was measured at int8 (no '{ranked_by}'): it ran at "
+            "fp32; select with --precision fp32, or sweep with --precision int8",
+        )
+    if lacking:
+        log(
+            f"at int8: {len(lacking)} finished student(s) have no int8 figures and do not compete: {', '.join(lacking)}"
+        )
+    return ranked_by
+
+
+def log_front(client: MlflowClient, parent_run_id: str, front: FrontSummary | None, log: Log) -> None:
+    """pareto_size and pareto_hypervolume on the parent run (0 and nothing when no student is placed)."""
+    metrics = {"pareto_size": float(front.size if front else 0)}
+    if front is not None:
+        metrics["pareto_hypervolume"] = front.hypervolume
+        accuracy, latency, params = front.reference
+        log(
+            f"front hypervolume {front.hypervolume:.4f} of the box from (accuracy 1, 0 ms, 0 params) to the "
+            f"reference (accuracy {accuracy:g}, {latency:.4g} ms, {params:,.0f} params)"
+        )
+    now = int(time.time() * 1000)
+    client.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+
+
+def int8_tags(run: TrialRun) -> dict[str, str]:
+    """What the registered version is at int8: where its file is, and how it compares with fp32."""
+    return {
+        "kdsweep.precision": "int8",
+        "kdsweep.int8_model": f"{INT8_DIR}/{INT8_FILE}",
+        "kdsweep.int8_agreement": f"{run.metrics['int8_agreement']:.4f}",
+        "kdsweep.val_accuracy_int8": f"{run.metrics['val_accuracy_int8']:.4f}",
+        "kdsweep.latency_ms_int8": f"{run.metrics['latency_ms_int8']:.4f}",
+    }
 
 
 def kind_tags(run: TrialRun, config: Configuration, stats: SeedStats) -> dict[str, str]:

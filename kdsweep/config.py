@@ -337,12 +337,7 @@ def validate_semantics(config: SweepConfig) -> None:
                 "or use cached/online",
             )
     _validate_objectives(config)
-    if config.deploy.precision == "int8" and config.deploy.runtime != "onnxruntime":
-        raise ConfigError(
-            "deploy.precision",
-            f"int8 is ONNX Runtime's static quantization (calibrated on the training split): "
-            f"set deploy.runtime: onnxruntime, not {config.deploy.runtime}",
-        )
+    _validate_precision(config)
     if config.run.distilled_only and not any_trial_needs_teacher(config):
         raise ConfigError("run.distilled_only", "--distilled-only, but no trial of this space distils (alpha is 0)")
 
@@ -428,6 +423,26 @@ def _validate_objectives(config: SweepConfig) -> None:
                 why = "only with measure_latency: true, and some trials here do not measure it"
             raise ConfigError(field, f"'{metric}' is reported {why}")
         raise ConfigError(field, unknown_name("metric", metric, list(somewhere)))
+
+
+def _validate_precision(config: SweepConfig) -> None:
+    """int8 is ONNX Runtime's static quantization (kdsweep.sweep.int8_stage): it runs there, and it
+    measures accuracy and latency only, so selection can rank on its figures only by val_accuracy."""
+    if config.deploy.precision != "int8":
+        return
+    if config.deploy.runtime != "onnxruntime":
+        raise ConfigError(
+            "deploy.runtime",
+            f"{config.deploy.runtime} cannot run the int8 students (ONNX Runtime's static int8 QDQ models): "
+            "use onnxruntime, or precision fp32",
+        )
+    metric = config.objectives[0].metric
+    if metric != "val_accuracy":
+        raise ConfigError(
+            "deploy.precision",
+            f"int8 students are measured on val_accuracy and latency, and the objective is '{metric}': "
+            "rank by val_accuracy, or use precision fp32",
+        )
 
 
 def _validate_trial_values(config: SweepConfig) -> None:

@@ -151,9 +151,11 @@ def score(value: Estimate, mode: str, rule: str = RULE) -> float:
     return value.mean
 
 
-def rank_configurations(configs: list[Configuration], metric: str, mode: str, rule: str = RULE) -> list[Configuration]:
+def rank_configurations(
+    configs: list[Configuration], metric: str, mode: str, rule: str = RULE, latency: str = "latency_ms"
+) -> list[Configuration]:
     """The configurations with a finished seed, best first: confirmed ones ahead of single-seed ones,
-    then by `rule`'s score of `metric`, then lower mean latency, then fewer params."""
+    then by `rule`'s score of `metric`, then lower mean `latency` (latency_ms_int8 at int8), then fewer params."""
     sign = -1.0 if mode == "max" else 1.0
     scored = [(config, config.stats(metric)) for config in configs]
 
@@ -163,7 +165,7 @@ def rank_configurations(configs: list[Configuration], metric: str, mode: str, ru
         return (
             not stats.confirmed,
             sign * score(stats.value, mode, rule),
-            means.get("latency_ms", math.inf),
+            means.get(latency, math.inf),
             means.get("params", math.inf),
         )
 

@@ -44,6 +44,12 @@ COLUMNS = [
     "ms",
     "status",
 ]
+# Beside the fp32 figures when some student was measured at int8 (kdsweep.sweep.int8_stage), before status.
+INT8_COLUMNS = {
+    "acc_int8": ("val_accuracy_int8", ".4f"),
+    "ms_int8": ("latency_ms_int8", ".2f"),
+    "agree": ("int8_agreement", ".2%"),
+}
 
 
 @dataclass(frozen=True)
@@ -142,11 +148,13 @@ def format_leaderboard(rows: list[Row], markdown: bool = False, val_size: int | 
     """Rows with rank, run, config, metrics, status and error; `config` values may be typed (from Tune)
     or strings (MLflow params). Each failed trial's error goes right under its line (in markdown, in
     its status cell). `val_size`: the validation split's images, for each accuracy's standard error."""
-    lines = [_cells(row, val_size) for row in rows]
+    int8 = any(INT8_COLUMNS["acc_int8"][0] in row.metrics for row in rows)
+    columns = [*COLUMNS[:-1], *INT8_COLUMNS, COLUMNS[-1]] if int8 else COLUMNS
+    lines = [_cells(row, val_size, int8) for row in rows]
     if markdown:
-        return _markdown(rows, lines)
-    table = [COLUMNS, *lines]
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+        return _markdown(rows, lines, columns)
+    table = [columns, *lines]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
     out = [text[0], "-" * len(text[0])]
     said: set[str] = set()  # a note shared by many rows (a teacher no better than scratch) is said once
@@ -187,8 +195,8 @@ def leaderboard_of(
     return format_leaderboard(rows, markdown, val_size)
 
 
-def _markdown(rows: list[Row], lines: list[list[str]]) -> str:
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+def _markdown(rows: list[Row], lines: list[list[str]], columns: list[str]) -> str:
+    out = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row, cells in zip(rows, lines, strict=True):
         if row.error:
             cells[-1] += f": {row.error}"
@@ -196,7 +204,7 @@ def _markdown(rows: list[Row], lines: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def _cells(row: Row, val_size: int | None) -> list[str]:
+def _cells(row: Row, val_size: int | None, int8: bool = False) -> list[str]:
     config, metrics = row.config, row.metrics
 
     def value(name: str) -> Any:  # a trial parameter the sweep left at its default has TrialConfig's
@@ -221,6 +229,7 @@ def _cells(row: Row, val_size: int | None) -> list[str]:
         _number(metrics.get("val_macro_f1"), ".4f"),
         _number(metrics.get("params"), ",.0f"),
         _number(metrics.get("latency_ms"), ".2f"),
+        *([_number(metrics.get(metric), spec) for metric, spec in INT8_COLUMNS.values()] if int8 else []),
         str(row.status) + (" (no model)" if row.no_model else ""),
     ]
 

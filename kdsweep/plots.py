@@ -6,7 +6,7 @@ from __future__ import annotations
 from matplotlib.figure import Figure  # no pyplot: no backend, no global state, figures are only saved
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from kdsweep.selection import Constraints, TrialRun
+from kdsweep.selection import Constraints, TrialRun, front_metrics
 
 PARETO_PLOT = "pareto_front.png"  # pareto_figure's file on a sweep's parent run (kdsweep.champion logs it)
 
@@ -20,13 +20,19 @@ def confusion_figure(labels, predicted, num_classes: int) -> Figure:
 
 
 def pareto_figure(
-    candidates: list[TrialRun], front: list[TrialRun], champion: TrialRun | None, constraints: Constraints
+    candidates: list[TrialRun],
+    front: list[TrialRun],
+    champion: TrialRun | None,
+    constraints: Constraints,
+    precision: str = "fp32",
 ) -> Figure:
-    """Validation accuracy against latency: every candidate, the Pareto front named, the champion starred."""
+    """Validation accuracy against latency (at `precision`): every candidate, the Pareto front named, the
+    champion starred."""
+    accuracy, latency, _ = front_metrics(precision)
 
     def xy(runs: list[TrialRun]) -> tuple[list[float], list[float]]:
-        placed = [r.metrics for r in runs if "latency_ms" in r.metrics and "val_accuracy" in r.metrics]
-        return [m["latency_ms"] for m in placed], [m["val_accuracy"] for m in placed]
+        placed = [r.metrics for r in runs if latency in r.metrics and accuracy in r.metrics]
+        return [m[latency] for m in placed], [m[accuracy] for m in placed]
 
     figure = Figure(figsize=(6, 4.5))
     axes = figure.subplots()
@@ -35,7 +41,7 @@ def pareto_figure(
     for run in front:  # every run on the front has both metrics
         axes.annotate(
             run.name,
-            (run.metrics["latency_ms"], run.metrics["val_accuracy"]),
+            (run.metrics[latency], run.metrics[accuracy]),
             fontsize=7,
             xytext=(4, 4),
             textcoords="offset points",
@@ -48,7 +54,7 @@ def pareto_figure(
         axes.axvline(constraints.max_latency_ms, ls="--", c="gray")
     if constraints.min_accuracy is not None:
         axes.axhline(constraints.min_accuracy, ls="--", c="gray")
-    axes.set(xlabel="latency_ms (lower is better)", ylabel="val_accuracy", title=constraints.describe())
+    axes.set(xlabel=f"{latency} (lower is better)", ylabel=accuracy, title=f"{constraints.describe()} ({precision})")
     axes.margins(0.15)
     axes.legend(fontsize=8)
     return figure

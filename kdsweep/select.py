@@ -1,6 +1,9 @@
 """`python -m kdsweep.select`: a sweep's MLflow runs -> Pareto front -> the champion in the Model Registry.
 
 python -m kdsweep.select --max-latency-ms 1 --register edge-digits --export onnx
+python -m kdsweep.select --max-latency-ms 1 --precision int8   # on the int8 figures of a --precision int8 sweep
+
+Re-selecting trains nothing: it reads the figures the sweep logged, under a new (tighter) budget.
 
 With `--export`, the registered champion is then shipped as `python -m kdsweep.export` ships it.
 """
@@ -14,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from kdsweep.champion import select_champion
 from kdsweep.cli import ArgumentParser, add_shipping, add_tracking_uri, run_command, ship_spec
 from kdsweep.errors import ConfigError
-from kdsweep.selection import Constraints, check_selection_metric
+from kdsweep.selection import PRECISIONS, Constraints, check_selection_metric
 from kdsweep.shipping import FORMATS, ship_model
 from kdsweep.summary import summarise_sweep
 from kdsweep.sweep_record import default_experiment
@@ -30,9 +33,26 @@ def build_parser() -> ArgumentParser:
     add_tracking_uri(p)
     p.add_argument("--experiment", default=None, help="experiment name (default: that of the most recent sweep)")
     p.add_argument("--parent-run-id", default=None, help="the sweep's parent run (default: the experiment's latest)")
-    p.add_argument("--max-latency-ms", type=float, default=None, help="only students at most this slow (latency_ms)")
+    p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=None,
+        help="only students at most this slow (latency_ms; at int8 latency_ms_int8)",
+    )
     p.add_argument("--max-params", type=float, default=None, help="only students with at most this many parameters")
-    p.add_argument("--min-accuracy", type=float, default=None, help="only students with at least this val_accuracy")
+    p.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=None,
+        help="only students with at least this val_accuracy (at int8 val_accuracy_int8)",
+    )
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=list(PRECISIONS),
+        help="judge the students as shipped at this precision: int8 ranks and constrains on the int8 accuracy and "
+        "latency the sweep measured (default: the sweep's deploy.precision)",
+    )
     p.add_argument("--metric", default="val_accuracy", help="what makes the best student (default: val_accuracy)")
     p.add_argument("--mode", default="max", choices=["max", "min"], help="maximise or minimise --metric")
     p.add_argument(
@@ -66,10 +86,11 @@ def run(args: argparse.Namespace) -> int:
             args.metric,
             args.mode,
             distilled_only=args.distilled_only,
+            precision=args.precision,
         )
         if champion is None:
             return 1
-        summarise_sweep(uri, champion.parent_run_id, args.metric, args.mode, champion)
+        summarise_sweep(uri, champion.parent_run_id, champion.stats.metric, args.mode, champion)  # at its precision
         if spec is not None:
             try:
                 shipped = ship_model(uri, champion.model_uri, spec, field="--export")

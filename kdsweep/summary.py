@@ -40,11 +40,16 @@ CHAMPION_METRICS = (
     "params",
     "flops",
     "latency_ms",
+    "val_accuracy_int8",
+    "latency_ms_int8",
+    "int8_agreement",
 )
 GAINS = ("kd_gain", "gap_closed")  # a distillation trial's, against its scratch baseline (kdsweep.gain)
 # The plots a sweep logs on its parent, with what each shows; the description lists those present.
 PLOTS = {
-    PARETO_PLOT: "validation accuracy against latency and size, the front and the champion marked",
+    PARETO_PLOT: "validation accuracy against latency (int8 figures for an int8 sweep), the front of accuracy, "
+    "latency and size within the budget and the champion marked (its size and hypervolume: `pareto_size`, "
+    "`pareto_hypervolume`)",
     # kdsweep.importance logs it on the parent before the summary is written (see sweep/run.py).
     "importance.png": "how much each searched parameter moved the objective (the numbers: `importance.json`)",
 }

@@ -159,7 +159,7 @@ def test_optuna_tells_infeasible_draws_as_infeasible_and_suggests_only_feasible_
         (["--threads", "0"], "deploy.threads: Input should be greater than 0"),
         (["--runtime", "tflite"], "deploy.runtime: Input should be 'onnxruntime' or 'torch'"),
         (["--precision", "int4"], "deploy.precision: Input should be 'fp32' or 'int8'"),
-        (["--precision", "int8", "--runtime", "torch"], "deploy.precision: int8 is ONNX Runtime's static quantization"),
+        (["--precision", "int8", "--runtime", "torch"], "deploy.runtime: torch cannot run the int8 students"),
     ],
 )
 def test_bad_deploy_flags_exit_2_with_one_line_naming_the_field(tmp_path, capsys, flag, message):

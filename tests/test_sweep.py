@@ -516,6 +516,15 @@ def bad(space_change: dict) -> dict:
         ),
         ({"scheduler.grace_period": 3}, "scheduler.grace_period: 3 exceeds budget.epochs (2)"),
         (
+            {"deploy": {"precision": "int8", "runtime": "torch"}},
+            "deploy.runtime: torch cannot run the int8 students (ONNX Runtime's static int8 QDQ models)",
+        ),
+        (
+            {"deploy": {"precision": "int8"}, "objective.metric": "val_macro_f1"},
+            "deploy.precision: int8 students are measured on val_accuracy and latency, and the objective is "
+            "'val_macro_f1'",
+        ),
+        (
             {"scheduler.name": "hyperband"},
             "searcher.max_concurrent: hyperband fills its brackets with the trials created at once",
         ),

@@ -18,7 +18,8 @@ from kdsweep.shipping.onnx_export import INPUT
 
 
 class OnnxRunner:
-    """An ONNX Runtime session: `threads` intra-op threads, one inter-op thread, nodes run in sequence, CPU."""
+    """An ONNX Runtime session: `threads` intra-op threads (the target's cores; one by default), one
+    inter-op thread, nodes run in sequence, CPU."""
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         import onnxruntime as ort

@@ -20,7 +20,7 @@ from kdsweep.importance import report_importance
 from kdsweep.leaderboard import Row, add_seed_stats, print_leaderboard, write_json
 from kdsweep.models import PretrainedUnavailable, pretrained_state
 from kdsweep.outcome import Outcome
-from kdsweep.selection import Constraints
+from kdsweep.selection import Constraints, at_precision
 from kdsweep.space import TrialTemplate, trial_template
 from kdsweep.summary import summarise_sweep
 from kdsweep.sweep.baselines import Baselines, compare_with_baselines, log_gains, plan_baselines
@@ -32,6 +32,7 @@ from kdsweep.sweep.cluster import (
     tracking_host,
 )
 from kdsweep.sweep.cost_stage import CostTable, cache_latencies, cached_latencies, cost_stage, measures_cost
+from kdsweep.sweep.int8_stage import measure_int8
 from kdsweep.sweep.resources import check_resources, cluster_node_types, this_machine
 from kdsweep.sweep.rows import leaderboard_rows
 from kdsweep.sweep.teacher_stage import StagedTeacher, find_teachers, teacher_stage
@@ -174,6 +175,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
     closer = run_trials(config, template, prepared, tracked, baselines)
     analysis, lacking = read_results(config, closer)
     rows = ranked_rows(config, template, prepared, analysis, lacking, baselines)
+    measure_int8(config, tracked.uri, tracked.context.parent_run_id, prepared.data, rows, lacking)
     show_rows(config, rows, len(prepared.data.val))
     stopped = stopped_before_selection(tracked, rows, lacking, resume_command)
     if stopped is not None:
@@ -319,26 +321,28 @@ def report(config: SweepConfig, tracked: Tracked, rows: list[Row], champion: Cha
     """What mattered, the summary on the parent run, the link to it; the rows again, champion marked."""
     parent_run_id, primary = tracked.context.parent_run_id, config.objectives[0]
     report_importance(rows, config, tracked.uri, parent_run_id)  # its plot before the summary, which lists it
-    summarise_sweep(tracked.uri, parent_run_id, primary.metric, primary.mode, champion, no_champion)
+    ranked_by = at_precision(primary.metric, config.deploy.precision)  # what selection ranked by
+    summarise_sweep(tracked.uri, parent_run_id, ranked_by, primary.mode, champion, no_champion)
     print(f"the sweep in MLflow's UI: {tracked.sweep_link}")
     if config.run.output_json:
         write_json(rows, config.run.output_json)
 
 
 def choose_champion(config: SweepConfig, uri: str, parent_run_id: str) -> Champion | None:
-    """Rank the configurations by the primary objective and register the best (no constraints; scratch
-    students compete unless run.distilled_only)."""
-    primary = config.objectives[0]
+    """Rank the configurations by the primary objective (at deploy.precision) and register the best within
+    the deploy budget's latency and size (scratch students compete unless run.distilled_only)."""
+    primary, deploy = config.objectives[0], config.deploy
     return select_champion(
         uri,
         config.experiment_name,
         parent_run_id,
-        Constraints(),
+        Constraints(max_latency_ms=deploy.max_latency_ms, max_params=deploy.max_params),
         register=config.run.register_name,
         metric=primary.metric,
         mode=primary.mode,
         show_table=False,
         distilled_only=config.run.distilled_only,
+        precision=config.deploy.precision,
     )
 
 

@@ -11,6 +11,10 @@ import torch
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+# A sweep's int8 stage adds a top student's int8 file to its logged model (what a registered version of it
+# serves and carries), at INT8_DIR/INT8_FILE among the model's artifacts.
+INT8_DIR, INT8_FILE = "int8", "model.int8.onnx"
+
 
 class LoggedModel(torch.nn.Module):
     """A model loaded from MLflow, usable like any module: MLflow 3 saves a torch.export graph, whose
