@@ -5,7 +5,8 @@
 
 It starts its own two Ray nodes on this machine, as a cluster has them: a head with no GPU
 (`ray start --head --num-gpus 0`) and a worker with the GPU (`ray start --address HEAD --num-gpus 1`),
-each with its own ports and temp dir, and runs the user's command against them,
+each with its own ports and temp dir (neither the head nor the sweep's driver sees the GPU, as on a
+cluster), and runs the user's command against them,
 `python -m kdsweep.search --address HEAD ...` (the default ./mlflow.db, served to the worker):
 
     cached   the teacher's logit cache, --gpus-per-trial 0.25, 4 trials
@@ -36,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -44,6 +46,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the test suite's multi-process Ray cl
 from clusters import LocalCluster, ray_env, wait_for  # noqa: E402
 
 TRIALS = 4  # at 0.25 GPU each: one GPU's worth
+# The head and the sweep's driver see no GPU, as on a cluster, whose head has none: only the worker has it.
+NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
 SCENARIOS = ("cached", "online", "folder", "resume")
 EXIT_INTERRUPTED = 130  # kdsweep.sweep.run.EXIT_INTERRUPTED, without importing Ray into this process early
 
@@ -195,6 +199,8 @@ class GpuMonitor(threading.Thread):
 class Search:
     """`python -m kdsweep.search --address HEAD ...` in `directory`, in its own process group, logged."""
 
+    started: ClassVar[list[Search]] = []  # every one this check started: killed if still running when it ends
+
     def __init__(self, address: str, directory: Path, name: str, log_name: str, *extra: str) -> None:
         self.directory, self.name, self.log = directory, name, directory / f"{log_name}.log"
         command = [sys.executable, "-m", "kdsweep.search", "--space", "space.yaml", "--name", name]
@@ -202,8 +208,14 @@ class Search:
         command += ["--no-select", "--no-baselines", *extra]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                command, cwd=directory, env=ray_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=directory,
+                env={**ray_env(), **NO_GPU},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+        Search.started.append(self)
 
     def wait(self, timeout: float) -> int:
         try:
@@ -385,11 +397,11 @@ def main() -> int:
         os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # the experiment state saved at every step: what --resume reads
         # The cluster's shape: a CPU-only head, a worker with the (real or declared) GPU, each in its own group.
         cluster = LocalCluster(["--num-cpus=1", "--num-gpus=0"], [f"--num-cpus={size.worker_cpus:g}", "--num-gpus=1"])
-        try:
-            cluster.start()
-            os.environ.update(ray_env())
-            import ray
+        import ray
 
+        try:
+            cluster.start(head_env={**ray_env(), **NO_GPU})
+            os.environ.update(ray_env())
             ray.init(address=cluster.address, log_to_driver=False)  # for the solo tasks
             if monitor is not None:
                 monitor.start()
@@ -397,10 +409,13 @@ def main() -> int:
                 print(f"{name} ...", flush=True)
                 results.append(run_scenario(name, size, cluster, root, monitor, timeout=480))
                 print(f"{name}: {results[-1].problem or 'ok'} ({results[-1].wall_s:.0f} s)", flush=True)
-            ray.shutdown()
-        finally:
+        finally:  # also on a failure or Ctrl-C: the sweeps, then the nodes, each by its own process group
             if monitor is not None:
                 monitor.stopped.set()
+            for search in Search.started:
+                search.kill()
+            # Before the nodes go: else Ray's excepthook, on Ctrl-C, would wait for their GCS forever.
+            ray.shutdown()
             cluster.stop()
         for failed in (r for r in results if r.problem):
             for log in failed.logs:
