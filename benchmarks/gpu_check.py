@@ -1,13 +1,13 @@
 """The one GPU check: the cluster's shape (a CPU-only head, a GPU worker) on one GPU machine, in one table.
 
     python benchmarks/gpu_check.py                # one CUDA GPU: sized for <= 8 minutes on an H100
-    python benchmarks/gpu_check.py --cpu-dry-run  # no CUDA: the worker declares a fake GPU (CI: 2-3 min)
+    python benchmarks/gpu_check.py --cpu-dry-run  # no CUDA: the worker declares a fake GPU (CI)
 
 It starts its own two Ray nodes on this machine, as a cluster has them: a head with no GPU
 (`ray start --head --num-gpus 0`) and a worker with the GPU (`ray start --address HEAD --num-gpus 1`),
 each with its own ports and temp dir (neither the head nor the sweep's driver sees the GPU, as on a
-cluster), and runs the user's command against them,
-`python -m kdsweep.search --address HEAD ...` (the default ./mlflow.db, served to the worker):
+cluster), and runs the user's command against them, `python -m kdsweep.search --address HEAD ...`
+(the default ./mlflow.db, served to the worker). Never run on a GPU yet: the sizing is an estimate.
 
     cached   the teacher's logit cache, --gpus-per-trial 0.25, 4 trials
     online   the same with teacher.mode online
@@ -16,7 +16,7 @@ cluster), and runs the user's command against them,
 
 For each: the outcome, trials running at once per GPU (from Tune's result timestamps), training
 samples/s per trial against the same student alone on the GPU (run_trial in a Ray task on the worker
-asking for the whole GPU), mean GPU utilisation while trials ran and peak GPU memory (nvidia-smi; n/a
+asking for the whole GPU), mean GPU utilisation and peak GPU memory while trials ran (nvidia-smi; n/a
 without it), the teacher cache's build time (the sweep's log) and the wall time. It stops exactly the
 processes it started (their process groups), also on failure or Ctrl-C, and exits 1 with the failing
 logs' tails when a scenario failed, 2 when there is no CUDA GPU and no --cpu-dry-run.
