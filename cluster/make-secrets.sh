@@ -1,23 +1,22 @@
 #!/usr/bin/env bash
-# Make, on your own machine, the secrets a kdsweep cluster needs, in ~/.kdsweep-secrets (folders 700,
+# Make, on your own machine, the secrets a kdsweep cluster needs, in ~/.kdsweep-secrets (folder 700,
 # files 600): never in this repository, never in the cluster YAML files. cluster.yaml and
 # cluster-local.yaml copy them to every node with file_mounts (docs/cluster.md explains each):
 #
-#   ray_auth_token                  Ray's token          -> ~/.ray/auth_token      (every node)
-#   mlflow_credentials              MLflow clients' login -> ~/.mlflow/credentials  (every node)
-#   mlflow-server/basic_auth.ini    the MLflow server's basic-auth app: its admin account
-#   mlflow-server/flask_secret_key  the key it signs its CSRF tokens with
-#                                   (mlflow-server/ -> ~/.kdsweep-secrets/mlflow-server, every node)
+#   ray_auth_token       Ray's token                           -> ~/.ray/auth_token      (every node)
+#   mlflow_credentials   MLflow clients' login, user 'kdsweep' -> ~/.mlflow/credentials  (every node)
 #
-# Files that exist are kept, so rerunning it changes nothing; to rotate a secret, delete its file(s),
-# run it again and follow docs/cluster.md ("Rotating a secret").
+# The MLflow login is a user, not the admin: the head makes its server's admin itself
+# (cluster/mlflow-admin.sh, kept in ~/mlflow on the head only) and creates this user with it
+# (cluster/mlflow_user.py). Files that exist are kept, so rerunning it changes nothing; to rotate a
+# secret, delete its file, run it again and follow docs/cluster.md ("Rotating a secret").
 set -euo pipefail
 
 DIR="$HOME/.kdsweep-secrets"
-MLFLOW_USER=admin
+MLFLOW_USER=kdsweep
 umask 077
-mkdir -p "$DIR/mlflow-server"
-chmod 700 "$DIR" "$DIR/mlflow-server"
+mkdir -p "$DIR"
+chmod 700 "$DIR"
 
 random_hex() { openssl rand -hex 32; }  # 256 bits, as the tokens Ray generates itself
 
@@ -26,34 +25,16 @@ if [ ! -e "$DIR/ray_auth_token" ]; then
     echo "wrote $DIR/ray_auth_token"
 fi
 
-if [ ! -e "$DIR/mlflow-server/flask_secret_key" ]; then
-    printf '%s' "$(random_hex)" > "$DIR/mlflow-server/flask_secret_key"
-    echo "wrote $DIR/mlflow-server/flask_secret_key"
-fi
-
-# The server's admin account and the clients' login share one password: write both or neither.
 CREDENTIALS="$DIR/mlflow_credentials"
-AUTH_CONFIG="$DIR/mlflow-server/basic_auth.ini"
-if [ -e "$CREDENTIALS" ] && [ -e "$AUTH_CONFIG" ]; then
+if [ -e "$CREDENTIALS" ]; then
+    if grep -q '^mlflow_tracking_username = admin$' "$CREDENTIALS"; then
+        echo "error: $CREDENTIALS logs in as the MLflow admin, which workers must not hold;" \
+            "delete it (and $DIR/mlflow-server) and run this again" >&2
+        exit 2
+    fi
     exit 0
 fi
-if [ -e "$CREDENTIALS" ] || [ -e "$AUTH_CONFIG" ]; then
-    echo "error: only one of $CREDENTIALS and $AUTH_CONFIG exists; delete it and run this again" >&2
-    exit 2
-fi
-password=$(random_hex)
 # MLflow clients read ~/.mlflow/credentials when MLFLOW_TRACKING_USERNAME/PASSWORD are not set.
 printf '[mlflow]\nmlflow_tracking_username = %s\nmlflow_tracking_password = %s\n' \
-    "$MLFLOW_USER" "$password" > "$CREDENTIALS"
-# `mlflow server --app-name basic-auth` reads this file (MLFLOW_AUTH_CONFIG_PATH) and creates the admin
-# on its first start. Its user database is relative to the server's working directory (~/mlflow on
-# the head). Any other user gets no permission unless the admin grants one.
-cat > "$AUTH_CONFIG" <<INI
-[mlflow]
-default_permission = NO_PERMISSIONS
-database_uri = sqlite:///basic_auth.db
-admin_username = $MLFLOW_USER
-admin_password = $password
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-INI
-echo "wrote $CREDENTIALS and $AUTH_CONFIG (MLflow user '$MLFLOW_USER')"
+    "$MLFLOW_USER" "$(random_hex)" > "$CREDENTIALS"
+echo "wrote $CREDENTIALS (MLflow user '$MLFLOW_USER', not an admin)"

@@ -153,8 +153,9 @@ class LocalCluster(_Cluster):
         self.head_args, self.worker_args = head_args, worker_args
         self.worker_node_id = ""
 
-    def start(self) -> None:
-        self._start_head(self.head_args, ray_env())
+    def start(self, head_env: dict[str, str] | None = None) -> None:
+        """`head_env`: the head's environment (default `ray_env()`), e.g. one that hides this machine's GPU."""
+        self._start_head(self.head_args, head_env or ray_env())
         self.worker_node_id = self.start_worker("worker", self.worker_args)
 
     def start_worker(self, role: str, args: list[str], hidden: list[Path] = ()) -> str:

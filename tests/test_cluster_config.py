@@ -232,22 +232,31 @@ def test_mlflow_server_runs_as_kdsweeps_own_server_does(name):
 
 
 def test_mlflow_server_requires_a_login(name):
-    """MLflow's basic-auth app, its admin account and CSRF key from files file_mounts copy (never the YAML),
-    its user database in ~/mlflow (the config names it relative to the server's working directory)."""
+    """MLflow's basic-auth app, its admin account and CSRF key made on the head (cluster/mlflow-admin.sh, before
+    the server starts) in ~/mlflow, which no file_mounts entry reaches: workers never get the admin. Its user
+    database is there too (the config names it relative to the server's working directory)."""
     config = load(name)
     command = mlflow_server_command(config)
     assert mlflow_flags(command).get("--app-name") == "basic-auth"
     prefix = command.split("nohup mlflow server", 1)[0]
     auth_config = re.search(r'MLFLOW_AUTH_CONFIG_PATH="?\$\{HOME\}(/[^"\s]+)', prefix).group(1)
     secret_key = re.search(r'MLFLOW_FLASK_SERVER_SECRET_KEY="?\$\(cat ~(/[^)"\s]+)\)', prefix).group(1)
+    assert (auth_config, secret_key) == ("/mlflow/basic_auth.ini", "/mlflow/flask_secret_key")
+    copied = [remote.removeprefix("~").rstrip("/") for remote in config["file_mounts"]]
     for path in (auth_config, secret_key):
-        assert any(path.startswith(remote[1:].rstrip("/") + "/") for remote in config["file_mounts"]), (
-            f"~{path} is not copied to the nodes"
+        assert not any(path == remote or path.startswith(remote + "/") for remote in copied), (
+            f"~{path} holds the MLflow admin's secrets: file_mounts would copy it to every worker"
         )
-    assert re.match(r"mkdir -p ~/mlflow && cd ~/mlflow && ", command), "start the server in ~/mlflow"
+    assert re.match(r"mkdir -p ~/mlflow && cd ~/mlflow && bash ~/kdsweep-cluster/mlflow-admin.sh && ", command), (
+        "make the admin in ~/mlflow, and start the server there"
+    )
     assert config["file_mounts"].get("~/.mlflow/credentials", "").startswith(SECRETS_DIR + "/"), (
         "every node's MLflow clients need the login: ~/.mlflow/credentials"
     )
+    commands = config["head_start_ray_commands"]
+    after = commands[commands.index(command) + 1 :]
+    assert after, "once the server runs, make the nodes' login a user"
+    assert after[0] == 'python ~/kdsweep-cluster/mlflow_user.py "$(cat ~/mlflow/tracking_uri)"'
 
 
 def test_ray_dashboard_not_on_all_interfaces(name):
@@ -585,21 +594,43 @@ def test_make_secrets_writes_every_secret_the_files_copy(tmp_path, monkeypatch):
         assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
     assert re.fullmatch(r"[0-9a-f]{64}", (tmp_path / ".kdsweep-secrets" / "ray_auth_token").read_text())
 
-    # As on a node: the clients' login (~/.mlflow/credentials) is the admin the server creates.
+    # As on a node: the clients' login (~/.mlflow/credentials) is a user, not the admin the head makes.
     from mlflow.utils.credentials import read_mlflow_creds
 
     (tmp_path / ".mlflow").mkdir()
     shutil.copy(tmp_path / ".kdsweep-secrets" / "mlflow_credentials", tmp_path / ".mlflow" / "credentials")
+    for _ in range(2):  # on the head, before every server start: the second run keeps what the first wrote
+        subprocess.run(["bash", str(CLUSTER_DIR / "mlflow-admin.sh")], env=env, check=True, capture_output=True)
+    head = tmp_path / "mlflow"
+    assert head.stat().st_mode & 0o077 == 0
+    assert all(p.stat().st_mode & 0o077 == 0 for p in head.iterdir())
+    assert re.fullmatch(r"[0-9a-f]{64}", (head / "flask_secret_key").read_text())
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(tmp_path / ".kdsweep-secrets/mlflow-server/basic_auth.ini"))
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(head / "basic_auth.ini"))
     for variable in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
     server, client = mlflow_auth_config_reader()(), read_mlflow_creds()
-    assert (client.username, client.password) == (server.admin_username, server.admin_password)
+    assert (server.admin_username, client.username) == ("admin", "kdsweep")
+    assert client.password != server.admin_password
     assert len(server.admin_password) >= 32
+    assert len(client.password) >= 32
     assert server.default_permission == "NO_PERMISSIONS"
     assert server.database_uri == "sqlite:///basic_auth.db", "relative: in ~/mlflow, where the server starts"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="make-secrets.sh needs openssl")
+def test_make_secrets_refuses_a_login_that_is_the_mlflow_admin(tmp_path):
+    """Secrets made before workers got a user of their own: the nodes' login is the admin, refused."""
+    secrets = tmp_path / ".kdsweep-secrets"
+    secrets.mkdir(mode=0o700)
+    (secrets / "mlflow_credentials").write_text(
+        "[mlflow]\nmlflow_tracking_username = admin\nmlflow_tracking_password = x\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path)}
+    out = subprocess.run(["bash", str(MAKE_SECRETS)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "logs in as the MLflow admin" in out.stderr
 
 
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
