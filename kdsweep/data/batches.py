@@ -84,8 +84,8 @@ def eval_batches(data: Dataset, split: Split, batch_size: int, device: torch.dev
         return
     where = _device_of(split)
     for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)))
-        index_there = index.to(where)
+        stop = min(start + batch_size, len(split))
+        index, index_there = torch.arange(start, stop), torch.arange(start, stop, device=where)  # no copy to a GPU
         images = normalise(_rows(split, index_there).to(device, non_blocking=True), data)
         yield Batch(images, split.labels[index_there].to(device), index)
 
