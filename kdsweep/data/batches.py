@@ -43,10 +43,12 @@ def on_device(data: Dataset, device: torch.device) -> Dataset:
         return data
 
     def moved(split: MemorySplit) -> MemorySplit:
-        with warnings.catch_warnings():  # read-only (the object store's): the tensor is only read by the copy
-            warnings.simplefilter("ignore", UserWarning)
-            images = torch.from_numpy(split.images)
-        return MemorySplit(images.to(device), split.labels.to(device))
+        images = split.images
+        if isinstance(images, np.ndarray):
+            with warnings.catch_warnings():  # read-only (the object store's): the tensor is only read by the copy
+                warnings.simplefilter("ignore", UserWarning)
+                images = torch.from_numpy(images)
+        return MemorySplit(images.to(device), split.labels.to(device))  # already there: the same tensors
 
     return replace(data, train=moved(data.train), val=moved(data.val), test=moved(data.test))
 
