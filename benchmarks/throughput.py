@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdsweep.data import Dataset, DataSpec, load_dataset
+from kdsweep.data import Dataset, DataSpec, load_dataset, split_images
 from kdsweep.losses import get_loss
 from kdsweep.models import create_model
 from kdsweep.teachers import TeacherLogitCache, build_teacher_cache
@@ -87,9 +87,11 @@ class Plain:
         )
         self.data, self.batch_size, self.crop = data, config.batch_size, crop
         self.generator = torch.Generator().manual_seed(0)
+        # Normalised once, up front, as float tensors: the plain loop's usual in-memory dataset.
+        self.train_images, self.val_images = split_images(data, data.train), split_images(data, data.val)
 
     def epoch(self, epoch: int) -> None:
-        images, labels, pad = self.data.train.images, self.data.train.labels, self.data.augment.pad
+        images, labels, pad = self.train_images, self.data.train.labels, self.data.augment.pad
         self.model.train()
         order = torch.randperm(len(labels), generator=self.generator)
         for start in range(0, len(order), self.batch_size):
@@ -105,7 +107,7 @@ class Plain:
     @torch.no_grad()
     def validate(self) -> float:
         self.model.eval()
-        logits = torch.cat([self.model(x) for x in self.data.val.images.split(512)])
+        logits = torch.cat([self.model(x) for x in self.val_images.split(512)])
         return float((logits.argmax(1) == self.data.val.labels).float().mean())
 
 

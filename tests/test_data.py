@@ -7,6 +7,7 @@ here in torchvision's on-disk formats.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -29,13 +30,15 @@ from kdsweep.data import (
     AugmentSpec,
     DataSpec,
     FolderSplit,
-    TensorSplit,
+    MemorySplit,
     Views,
     apply_views,
     draw_views,
     eval_batches,
     list_datasets,
     load_dataset,
+    on_device,
+    split_images,
     train_batches,
 )
 from kdsweep.errors import ConfigError
@@ -94,7 +97,7 @@ def test_digits_shape_classes_and_in_memory(digits):
     assert digits.input_shape == (1, 8, 8)
     assert digits.num_classes == 10
     assert digits.in_memory
-    assert digits.train.images.dtype == torch.float32
+    assert digits.train.images.dtype == np.uint8  # grey levels 0..16 as the source gives them, not float32
     assert digits.train.labels.dtype == torch.int64
     assert digits.augment == AugmentSpec(pad=1, flip=False)
 
@@ -115,8 +118,9 @@ def test_digits_splits_partition_the_1797_images(digits):
     # Every split was normalised with the same (training) statistics: undoing it gives back the 0..16
     # integer pixel levels, and the three splits together are exactly the dataset (as a multiset).
     splits = [digits.train, digits.val, digits.test]
-    levels = np.concatenate([_levels(s.images, digits, 16.0) for s in splits])
-    recovered = _denormalise(torch.cat([s.images for s in splits]), digits) * 16
+    levels = np.concatenate([_levels(split_images(digits, s), digits, 16.0) for s in splits])
+    assert np.array_equal(levels, np.concatenate([s.images for s in splits]).astype(np.int64))
+    recovered = _denormalise(torch.cat([split_images(digits, s) for s in splits]), digits) * 16
     assert torch.allclose(recovered, recovered.round(), atol=1e-3)
     assert _row_keys(levels) == _row_keys(original.images.astype(np.int64)[:, None])
     labels = torch.cat([s.labels for s in splits])
@@ -135,7 +139,7 @@ def test_digits_splits_are_stratified(digits):
 def test_digits_same_seed_gives_identical_splits(digits):
     again = load_dataset(DataSpec(name="digits", seed=0, val_fraction=0.1, test_fraction=0.2))
     for a, b in [(digits.train, again.train), (digits.val, again.val), (digits.test, again.test)]:
-        assert torch.equal(a.images, b.images)
+        assert np.array_equal(a.images, b.images)
         assert torch.equal(a.labels, b.labels)
 
 
@@ -143,11 +147,11 @@ def test_digits_other_seed_gives_other_splits(digits):
     other = load_dataset(DataSpec(name="digits", seed=1, val_fraction=0.1, test_fraction=0.2))
     assert len(other.test) == len(digits.test)
     assert not torch.equal(other.test.labels, digits.test.labels)
-    assert _row_keys(_levels(other.test.images, other, 16.0)) != _row_keys(_levels(digits.test.images, digits, 16.0))
+    assert _row_keys(other.test.images) != _row_keys(digits.test.images)
 
 
 def test_digits_train_split_is_normalised_to_mean_0_std_1(digits):
-    images = digits.train.images
+    images = split_images(digits, digits.train)
     assert images.mean(dim=(0, 2, 3)).abs().max() < 1e-5
     assert (images.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-4
     # the statistics recorded are the raw training split's (pixels / 16, in [0, 1])
@@ -165,7 +169,8 @@ def test_synthetic_has_the_requested_shape_and_classes():
     assert data.train.images.shape[1:] == (3, 16, 16)
     for split in (data.train, data.val, data.test):
         assert set(split.labels.tolist()) == {0, 1, 2, 3}
-    images = data.train.images
+    assert data.train.images.dtype == np.float32  # a float source stays float, un-normalised
+    images = split_images(data, data.train)
     assert images.mean(dim=(0, 2, 3)).abs().max() < 1e-5
     assert (images.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-4
     assert len(data.mean) == len(data.std) == 3
@@ -174,7 +179,7 @@ def test_synthetic_has_the_requested_shape_and_classes():
 def test_synthetic_splits_are_disjoint_and_cover_all_samples():
     data = load_dataset(_synthetic(num_samples=80, val_fraction=0.1, test_fraction=0.2))
     assert (len(data.train), len(data.val), len(data.test)) == (80 - 16 - 7, 7, 16)
-    keys = [_row_keys(split.images.numpy()) for split in (data.train, data.val, data.test)]
+    keys = [_row_keys(split.images) for split in (data.train, data.val, data.test)]
     # continuous random images: no two samples coincide, so a shared row would be a shared sample
     assert all(count == 1 for k in keys for count in k.values())
     assert not (keys[0] & keys[1])
@@ -185,9 +190,9 @@ def test_synthetic_splits_are_disjoint_and_cover_all_samples():
 
 def test_synthetic_is_seeded():
     a, b, c = load_dataset(_synthetic(seed=3)), load_dataset(_synthetic(seed=3)), load_dataset(_synthetic(seed=4))
-    assert torch.equal(a.train.images, b.train.images)
+    assert np.array_equal(a.train.images, b.train.images)
     assert torch.equal(a.test.labels, b.test.labels)
-    assert not torch.equal(a.train.images, c.train.images)
+    assert not np.array_equal(a.train.images, c.train.images)
 
 
 # ---------------------------------------------------------------- glyphs
@@ -282,7 +287,7 @@ def test_draw_views_without_pad_is_the_identity_offset():
 def test_apply_views_on_a_hand_computed_2x2_image():
     image = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]).repeat(3, 1, 1, 1)
     views = Views(dx=torch.tensor([0, 2, 1]), dy=torch.tensor([0, 2, 1]), flip=torch.tensor([False, False, True]))
-    out = apply_views(image, views, pad=1)
+    out = apply_views(image, views, AugmentSpec(pad=1, flip=True))
     assert out[0, 0].tolist() == [[0.0, 0.0], [0.0, 1.0]]  # top-left of the padded image
     assert out[1, 0].tolist() == [[4.0, 0.0], [0.0, 0.0]]  # bottom-right
     assert out[2, 0].tolist() == [[2.0, 1.0], [4.0, 3.0]]  # centred, mirrored
@@ -293,7 +298,7 @@ def test_apply_views_matches_per_sample_reference(pad, flip):
     images = torch.randn(12, 3, 6, 5, generator=torch.Generator().manual_seed(pad))
     views = draw_views(12, AugmentSpec(pad=pad, flip=flip), seed=2, epoch=pad)
     expected = _reference_views(images, views.dx, views.dy, views.flip, pad)
-    assert torch.equal(apply_views(images, views, pad), expected)
+    assert torch.equal(apply_views(images, views, AugmentSpec(pad=pad, flip=flip)), expected)
 
 
 def test_views_take_selects_per_sample_parameters():
@@ -337,7 +342,9 @@ def test_train_batches_cover_every_index_once_with_its_augmented_view(synthetic)
         assert torch.equal(views.dx, expected_views.dx[index])
         assert torch.equal(views.flip, expected_views.flip[index])
         assert torch.equal(batch.labels, data.train.labels[index])
-        reference = _reference_views(data.train.images[index], views.dx, views.dy, views.flip, data.augment.pad)
+        reference = _reference_views(
+            split_images(data, data.train)[index], views.dx, views.dy, views.flip, data.augment.pad
+        )
         assert torch.equal(batch.images, reference)
     sizes = [len(i) for i in seen]
     assert sizes[:-1] == [16] * (len(sizes) - 1)
@@ -359,8 +366,35 @@ def test_eval_batches_are_in_order_and_unaugmented(synthetic):
     batches = list(eval_batches(synthetic, synthetic.test, batch_size=5, device=CPU))
     assert [len(b.indices) for b in batches] == [5, 5, 5, 1]
     assert torch.equal(torch.cat([b.indices for b in batches]), torch.arange(len(synthetic.test)))
-    assert torch.equal(torch.cat([b.images for b in batches]), synthetic.test.images)
+    mean, std = (torch.tensor(v)[:, None, None] for v in (synthetic.mean, synthetic.std))
+    assert torch.equal(torch.cat([b.images for b in batches]), (torch.from_numpy(synthetic.test.images) - mean) / std)
     assert torch.equal(torch.cat([b.labels for b in batches]), synthetic.test.labels)
+
+
+def test_a_split_held_as_device_tensors_gives_the_very_same_batches(synthetic):
+    """On CUDA `on_device` moves a trial's splits to the GPU once, as tensors, and batches are cut there.
+    The same tensors on the CPU take that path here: the batches, labels, indices and views are equal."""
+    assert on_device(synthetic, CPU) is synthetic  # elsewhere than CUDA: nothing moves
+
+    def as_tensors(split: MemorySplit) -> MemorySplit:
+        return MemorySplit(torch.from_numpy(split.images.copy()), split.labels)
+
+    resident = dataclasses.replace(
+        synthetic, train=as_tensors(synthetic.train), val=as_tensors(synthetic.val), test=as_tensors(synthetic.test)
+    )
+    assert resident.digest == synthetic.digest
+    pairs = zip(train_batches(synthetic, 16, 3, 1, CPU), train_batches(resident, 16, 3, 1, CPU), strict=True)
+    for (a, views_a), (b, views_b) in pairs:
+        assert torch.equal(a.images, b.images)
+        assert torch.equal(a.labels, b.labels)
+        assert torch.equal(a.indices, b.indices)
+        assert torch.equal(views_a.dx, views_b.dx)
+        assert torch.equal(views_a.flip, views_b.flip)
+    evaluated = zip(
+        eval_batches(synthetic, synthetic.val, 5, CPU), eval_batches(resident, resident.val, 5, CPU), strict=True
+    )
+    for a, b in evaluated:
+        assert torch.equal(a.images, b.images)
 
 
 # ---------------------------------------------------------------- registry and names
@@ -434,14 +468,15 @@ def test_image_folder_in_memory_loads_classes_splits_and_pixels(tree):
     root, arrays = tree
     data = load_dataset(_folder_spec(root))
     assert data.in_memory
-    assert isinstance(data.train, TensorSplit)
+    assert isinstance(data.train, MemorySplit)
+    assert data.train.images.dtype == np.uint8  # the files' pixels, a quarter of float32
     assert data.num_classes == 2
     assert data.input_shape == (3, 16, 16)
     assert (len(data.train), len(data.val), len(data.test)) == (8, 2, 4)
     assert sorted(data.val.labels.tolist()) == [0, 1]  # stratified
     assert data.test.labels.tolist() == [0, 0, 1, 1]
-    assert np.array_equal(_levels(data.test.images, data, 255.0), _test_images_in_file_order(arrays))
-    train_levels = np.concatenate([_levels(s.images, data, 255.0) for s in (data.train, data.val)])
+    assert np.array_equal(_levels(split_images(data, data.test), data, 255.0), _test_images_in_file_order(arrays))
+    train_levels = np.concatenate([s.images for s in (data.train, data.val)]).astype(np.int64)
     originals = np.stack([_as_chw(arrays["train", c, i]) for c in ("a", "b") for i in range(5)]).astype(np.int64)
     assert _row_keys(train_levels) == _row_keys(originals)
 
@@ -507,7 +542,7 @@ def test_image_folder_streaming_matches_in_memory_split_and_statistics(tree):
     assert np.allclose(streaming.mean, memory.mean, atol=1e-5)
     assert np.allclose(streaming.std, memory.std, atol=1e-5)
     images = torch.cat([b.images for b in eval_batches(streaming, streaming.train, 4, CPU)])
-    assert torch.allclose(images, memory.train.images, atol=1e-4)
+    assert torch.allclose(images, split_images(memory, memory.train), atol=1e-4)
 
 
 def test_streamed_and_in_memory_training_crops_pad_with_the_same_value(tmp_path):
@@ -533,7 +568,7 @@ def test_image_folder_of_grayscale_pngs_has_one_channel(tmp_path):
     assert data.in_channels == 1
     assert data.input_shape == (1, 16, 16)
     assert np.array_equal(
-        _levels(data.test.images, data, 255.0),
+        data.test.images.astype(np.int64),
         _test_images_in_file_order({("test", c, i): arrays["val", c, i] for c in ("a", "b") for i in range(2)}),
     )
 
@@ -717,13 +752,14 @@ def _check_torchvision_dataset(data, fake, classes: int, shape, sizes) -> None:
     assert data.num_classes == classes
     assert (len(data.train), len(data.val), len(data.test)) == sizes
     # the test split is the source's own, in order; train + val are exactly the source's training images
-    assert np.array_equal(_levels(data.test.images, data, 255.0), fake["test_images"].astype(np.int64))
+    assert data.train.images.dtype == np.uint8  # the source's pixels, a quarter of float32
+    assert np.array_equal(_levels(split_images(data, data.test), data, 255.0), fake["test_images"].astype(np.int64))
     assert data.test.labels.tolist() == fake["test_labels"]
-    train_levels = np.concatenate([_levels(s.images, data, 255.0) for s in (data.train, data.val)])
+    train_levels = np.concatenate([s.images for s in (data.train, data.val)]).astype(np.int64)
     assert _row_keys(train_levels) == _row_keys(fake["train_images"].astype(np.int64))
     labels = torch.cat([data.train.labels, data.val.labels]).tolist()
     assert Counter(labels) == Counter(fake["train_labels"])
-    assert data.train.images.mean(dim=(0, 2, 3)).abs().max() < 1e-5
+    assert split_images(data, data.train).mean(dim=(0, 2, 3)).abs().max() < 1e-5
 
 
 def test_cifar10_downloads_extracts_and_splits(tmp_path, monkeypatch):
@@ -740,7 +776,7 @@ def test_cifar10_second_load_uses_the_files_on_disk_without_network(tmp_path, mo
     first = load_dataset(DataSpec(name="cifar10", root=str(tmp_path), val_fraction=0.2))
     _offline(monkeypatch)
     second = load_dataset(DataSpec(name="cifar10", root=str(tmp_path), val_fraction=0.2))
-    assert torch.equal(first.train.images, second.train.images)
+    assert np.array_equal(first.train.images, second.train.images)
     assert torch.equal(first.test.labels, second.test.labels)
 
 
@@ -795,3 +831,48 @@ def test_the_digest_and_the_statistics_do_not_depend_on_how_many_threads_loaded_
     finally:
         torch.set_num_threads(threads)
     assert loaded[0] == loaded[1]
+
+
+# ---------------------------------------------------------------- sharing through Ray's object store
+
+
+def _private_bytes() -> int:
+    """This process's anonymous resident memory: what it holds of its own (not the object store's pages)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon:"))
+
+
+def test_trials_share_one_read_only_copy_of_the_splits_through_the_object_store(ray_session):
+    """Two Ray tasks given one Dataset ref read the object store's buffer (read-only, not their own),
+    and an epoch of batches copies batches, never a split: their private memory grows by far less
+    than the splits' size (a float32 torch copy per trial would grow by all of it)."""
+    import ray
+
+    data = load_dataset(_synthetic(channels=3, image_size=32, num_classes=4, num_samples=6000))
+    size = sum(split.images.nbytes for split in (data.train, data.val, data.test))
+    assert size == 6000 * 3 * 32 * 32 * 4  # float32 source: 70 MB
+    ref = ray.put(data)
+
+    @ray.remote(num_cpus=1)
+    def read(refs) -> tuple[bool, bool, int, int]:
+        import kdsweep.data  # noqa: F401  (imported before measuring: the import is no copy of the data)
+
+        torch.set_num_threads(1)
+        before = _private_bytes()
+        shared = ray.get(refs[0])
+        got = _private_bytes() - before
+        images = shared.train.images
+        # Small batches: the allocator keeps some of a batch's temporaries (its index tensors are int64
+        # of the batch's shape), which must stay well below the split's size for the measure to mean much.
+        for _ in train_batches(shared, 32, epoch=1, shuffle_seed=0, device=CPU):
+            pass
+        for split in (shared.val, shared.test):
+            for _ in eval_batches(shared, split, 32, CPU):
+                pass
+        return images.flags.writeable, images.flags.owndata, got, _private_bytes() - before
+
+    for writeable, owndata, got, grown in ray.get([read.remote([ref]), read.remote([ref])]):
+        assert not writeable  # Ray's zero-copy view of the object store
+        assert not owndata
+        assert got < size / 20, f"ray.get: {got / 2**20:.1f} MB of {size / 2**20:.1f} MB"
+        assert grown < size / 4, f"an epoch: {grown / 2**20:.1f} MB of {size / 2**20:.1f} MB"

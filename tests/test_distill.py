@@ -10,10 +10,12 @@ import torch
 from pydantic import ValidationError
 
 from kdsweep import distill
-from kdsweep.data import Batch, DataSpec, load_dataset
+from kdsweep.data import Batch, DataSpec, load_dataset, split_images
+from kdsweep.losses import LossTerms, get_loss
 from kdsweep.models import create_model
-from kdsweep.teachers import OnlineTeacher
+from kdsweep.teachers import OnlineTeacher, build_teacher_cache
 from kdsweep.trial import TrialConfig, evaluate, place, predict, reported_metrics, run_trial
+from kdsweep.trial.loop import LossTotals, build_optimizer, train_epoch_totals
 
 TINY = {
     "student": "small_cnn",
@@ -122,7 +124,9 @@ def test_a_model_and_the_batches_it_sees_are_always_on_one_device(tiny_data):
     assert model.seen == {"meta"}
     assert logits.device == labels.device == other
     teacher = OnlineTeacher(DeviceRecorder(tiny_model(tiny_data)))  # prepared on the driver's CPU
-    batch = Batch(tiny_data.train.images[:16].to(other), tiny_data.train.labels[:16].to(other), torch.arange(16))
+    batch = Batch(
+        split_images(tiny_data, tiny_data.train)[:16].to(other), tiny_data.train.labels[:16].to(other), torch.arange(16)
+    )
     assert teacher.train_logits(batch, None, 1).device == other
     assert teacher.module.seen == {"meta"}
     assert teacher.eval_logits(tiny_data, "val", other).shape == (len(tiny_data.val), tiny_data.num_classes)
@@ -130,7 +134,7 @@ def test_a_model_and_the_batches_it_sees_are_always_on_one_device(tiny_data):
 
 def test_a_student_agrees_fully_with_itself_as_teacher(tiny_data):
     model = tiny_model(tiny_data)
-    logits = torch.cat([model(b) for b in tiny_data.val.images.split(64)]).detach()
+    logits = torch.cat([model(b) for b in split_images(tiny_data, tiny_data.val).split(64)]).detach()
     metrics = evaluate(model, tiny_data, "val", teacher_logits=logits)
     assert metrics["teacher_agreement"] == 1.0
 
@@ -206,3 +210,28 @@ def test_cli_bad_input_exits_2_with_one_line(args, message, capsys):
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_epochs_steps_never_read_a_value_back_from_the_device(tiny_data):
+    """On a GPU a per-batch `.item()`/`.cpu()`/`if tensor` makes the host wait for every step. On `meta`
+    (no data) any such read raises: an epoch of KD from a real teacher cache, trained there, must go
+    through every batch and read its losses only at the end."""
+    meta = torch.device("meta")
+    config = TrialConfig(**{**TINY, "alpha": 0.5})
+    cache = build_teacher_cache(tiny_model(tiny_data), tiny_data, 1, torch.device("cpu"), memory_limit_mb=16)
+    student = place(tiny_model(tiny_data), meta)
+    optimizer, _ = build_optimizer(config, student)
+    params = config.loss_params
+    totals = train_epoch_totals(student, tiny_data, config, 1, 1, optimizer, get_loss("kd"), params, cache)
+    assert totals.sums.device == meta
+    assert totals.seen == len(tiny_data.train)
+    with pytest.raises(NotImplementedError, match="meta"):
+        totals.means()  # the one read-back, which a real device answers
+
+
+def test_loss_totals_are_sample_weighted_means():
+    totals = LossTotals(torch.device("cpu"))
+    totals.add(LossTerms(torch.tensor(1.0), torch.tensor(0.5), torch.tensor(2.0)), 3)
+    totals.add(LossTerms(torch.tensor(3.0), torch.tensor(1.5), torch.tensor(0.0)), 1)
+    # (1*3 + 3*1) / 4 = 1.5; (0.5*3 + 1.5) / 4 = 0.75; (2*3 + 0) / 4 = 1.5
+    assert totals.means() == {"train_loss": 1.5, "train_ce": 0.75, "train_kd": 1.5}

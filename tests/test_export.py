@@ -21,7 +21,7 @@ from torch import nn
 from kdsweep import export, select
 from kdsweep.champion import select_champion
 from kdsweep.config import load_config
-from kdsweep.data import DataSpec, load_dataset
+from kdsweep.data import DataSpec, load_dataset, split_images
 from kdsweep.models import register_model
 from kdsweep.outcome import Outcome
 from kdsweep.plots import confusion_figure
@@ -133,7 +133,7 @@ def test_onnx_champion_matches_pytorch_and_is_logged_on_the_versions_source_run(
     assert "144 validation images: max |logit diff|" in out
 
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
-    images = digits.val.images
+    images = split_images(digits, digits.val)
     with torch.no_grad():
         expected = logged_model(sweep, sweep.champion_uri)(images)
     for batch in (images, images[:1]):  # the batch axis is free
@@ -166,7 +166,7 @@ def test_torchscript_from_a_run_uri_loads_with_torch_jit_and_matches(sweep, digi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated from torch 2.14
         scripted = torch.jit.load(str(output))
-    images = digits.val.images
+    images = split_images(digits, digits.val)
     with torch.no_grad():
         expected = logged_model(sweep, uri)(images)
         assert (scripted(images) - expected).abs().max() <= 1e-4

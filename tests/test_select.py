@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from kdsweep.champion import select_champion
 from kdsweep.confidence import binomial_se
 from kdsweep.config import load_config
-from kdsweep.data import DataSpec
+from kdsweep.data import DataSpec, split_images
 from kdsweep.errors import ConfigError
 from kdsweep.outcome import Outcome
 from kdsweep.plots import confusion_figure
@@ -223,7 +223,7 @@ def test_champion_alias_loads_the_logged_student(selected, tiny_data, students):
     mlflow.set_tracking_uri(sweep.uri)
     registered = mlflow.pytorch.load_model("models:/tiny@champion")
     logged = mlflow.pytorch.load_model(MlflowClient(sweep.uri).get_run(champion.run_id).data.tags[TAG_MODEL_URI])
-    images = tiny_data.test.images
+    images = split_images(tiny_data, tiny_data.test)
     with torch.no_grad():
         expected = students["accurate-slow"].student.eval()(images)
         assert torch.equal(registered(images), logged(images))
@@ -323,7 +323,9 @@ def test_select_on_a_real_mlflow_server(mlflow_server, tmp_path, tiny_data, stud
     served = mlflow.pytorch.load_model(champion.model_uri)
     with torch.no_grad():
         assert torch.allclose(
-            served(tiny_data.test.images), students["fast"].student.eval()(tiny_data.test.images), atol=1e-5
+            served(split_images(tiny_data, tiny_data.test)),
+            students["fast"].student.eval()(split_images(tiny_data, tiny_data.test)),
+            atol=1e-5,
         )
     client = MlflowClient(mlflow_server)
     assert "pareto_front.png" in [a.path for a in client.list_artifacts(sweep.parent_run_id)]

@@ -12,7 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from kdsweep import teacher as teacher_command
-from kdsweep.data import DataSpec, load_dataset
+from kdsweep.data import DataSpec, load_dataset, split_images
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model, load_pretrained
 from kdsweep.teachers import TeacherMeta, TeacherSpec, cache_path, load_teacher, prepare_teacher, save_teacher
@@ -36,7 +36,7 @@ def test_a_saved_teacher_loads_with_the_same_outputs(tiny_data, tmp_path):
     module = create_model("small_cnn", tiny_data.num_classes, tiny_data.in_channels, tiny_data.image_size).eval()
     save_teacher(tmp_path / "t.pt", module, meta_for(tiny_data))
     loaded, meta = load_teacher(str(tmp_path / "t.pt"), tiny_data)
-    images = tiny_data.val.images[:8]
+    images = split_images(tiny_data, tiny_data.val)[:8]
     assert torch.equal(loaded(images), module(images))
     assert meta.input_shape == tiny_data.input_shape
     assert meta.test_accuracy == 0.5
@@ -265,7 +265,7 @@ def test_a_teacher_registered_in_mlflow_is_accepted_by_uri_and_checked_against_t
     MlflowClient(uri).set_registered_model_alias("tiny-teacher", "best", version.version)
 
     loaded = prepare_teacher(TeacherSpec(checkpoint="models:/tiny-teacher@best"), tiny_data)
-    images = tiny_data.val.images[:4]
+    images = split_images(tiny_data, tiny_data.val)[:4]
     assert torch.allclose(loaded.module(images), teacher.module(images), atol=1e-5)
     assert loaded.meta.num_classes == 4
     assert log_teacher(uri, loaded, tiny_data)[0] == run_id  # linked, not logged again

@@ -11,9 +11,11 @@ import torch
 from torch import nn
 
 from kdsweep.config import load_config
-from kdsweep.data import DataSpec, FolderSplit, load_dataset, train_batches
+from kdsweep.data import DataSpec, FolderSplit, load_dataset, split_images, train_batches
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model
+from kdsweep.sweep.object_store import USABLE_SHARE, describe_cut, node_object_store_bytes, plan_view_epochs
+from kdsweep.sweep.teacher_stage import plan_caches
 from kdsweep.teachers import (
     OnlineTeacher,
     Teacher,
@@ -22,6 +24,7 @@ from kdsweep.teachers import (
     build_teacher_cache,
     teacher_outputs,
 )
+from kdsweep.teachers.cache import CacheSize, cache_size
 from kdsweep.trial import TrialConfig, run_trial
 
 CPU = torch.device("cpu")
@@ -69,13 +72,13 @@ def test_cached_logits_equal_a_fresh_teacher_forward_on_the_same_augmented_image
             torch.testing.assert_close(cached, expected, atol=1e-2, rtol=0)
             # Within one float16 step of the fresh logits rounded the same way: near-exact, not approximate.
             torch.testing.assert_close(cached, expected.half().float(), atol=1e-6, rtol=2**-10)
-            unaugmented = fresh(teacher, data.train.images[batch.indices])
+            unaugmented = fresh(teacher, split_images(data, data.train)[batch.indices])
             assert not torch.allclose(cached, unaugmented, atol=1e-2)  # the check can tell views apart
 
 
 def test_cached_val_and_test_logits_are_the_unaugmented_forward(teacher, cache, data):
     for split in ("val", "test"):
-        expected = fresh(teacher, getattr(data, split).images)
+        expected = fresh(teacher, split_images(data, getattr(data, split)))
         torch.testing.assert_close(cache.eval_logits(data, split, CPU), expected, atol=1e-2, rtol=0)
 
 
@@ -207,3 +210,65 @@ def test_teacher_mode_off_with_distillation_is_a_config_error(tmp_path):
         load_config(space)
     space.write_text("teacher:\n  mode: off\nfixed:\n  alpha: 0.0\n")
     assert load_config(space).teacher.mode == "off"
+
+
+# ---------------------------------------------------------------- the object store
+
+
+def test_a_caches_size_is_known_before_it_is_built(cache, data):
+    size = cache_size(data, 2, LIMIT_MB)
+    # per view epoch: float16 logits and an int32 view code per training sample; val and test: float16 logits
+    assert size.per_epoch == len(data.train) * (10 * 2 + 4)
+    assert size.fixed == (len(data.val) + len(data.test)) * 10 * 2
+    assert size.view_epochs == 2
+    built = sum(array.nbytes for array in (cache.train, cache.views, cache.val, cache.test))
+    assert size.bytes == built
+    small = cache_size(data, 8, (size.fixed + 3 * size.per_epoch) / 2**20)  # a limit of exactly 3 epochs
+    assert (small.epochs, small.view_epochs) == (8, 3)
+
+
+def test_caches_that_fit_the_object_store_keep_their_view_epochs():
+    a = CacheSize(per_epoch=100, fixed=50, epochs=10, view_epochs=10)
+    # 1000 + 50 + 10 x 100 = 2050 <= 0.8 x 3000
+    assert plan_view_epochs(1000, {"a": a}, capacity=3000) == {"a": 10}
+    assert describe_cut(1000, {"a": a}, {"a": 10}, 3000) is None
+
+
+def test_caches_over_the_object_store_hold_fewer_view_epochs_one_common_cap():
+    a = CacheSize(per_epoch=100, fixed=50, epochs=10, view_epochs=10)
+    b = CacheSize(per_epoch=200, fixed=0, epochs=10, view_epochs=4)  # its own limit holds 4
+    # usable 0.8 x 2500 = 2000; cap 4: 1000 + 50 + 400 + 800 = 2250 > 2000; cap 3: 1050 + 300 + 600 = 1950
+    planned = plan_view_epochs(1000, {"a": a, "b": b}, capacity=2500)
+    assert planned == {"a": 3, "b": 3}
+    line = describe_cut(1000, {"a": a, "b": b}, planned, 2500)
+    assert "at most 3 view epochs" in line
+    assert "--object-store-memory" in line
+
+
+def test_caches_whose_first_view_epoch_does_not_fit_the_object_store_are_refused():
+    a = CacheSize(per_epoch=100, fixed=50, epochs=10, view_epochs=10)
+    b = CacheSize(per_epoch=200, fixed=0, epochs=10, view_epochs=4)
+    # usable 0.8 x 1500 = 1200 < 1000 + 50 + 100 + 200 = 1350
+    with pytest.raises(ConfigError) as caught:
+        plan_view_epochs(1000, {"a": a, "b": b}, capacity=1500)
+    assert caught.value.field == "teacher.cache_limit_mb"
+    assert "object store" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert plan_view_epochs(1000, {}, capacity=1500) == {}  # no cache: nothing to plan
+
+
+def test_the_sweep_plans_its_caches_against_a_nodes_object_store(ray_session, data, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("teacher:\n  mode: cached\nfixed:\n  alpha: 0.5\nbudget:\n  epochs: 6\n")
+    config = load_config(space)
+    capacity = node_object_store_bytes(ray_session)
+    assert capacity == ray_session.cluster_resources()["object_store_memory"]  # one node: its own store
+    assert plan_caches(config, data, capacity, log=lambda _: None) == {config.teacher.arch: 6}
+    size = cache_size(data, 6, config.teacher.cache_limit_mb)
+    two_epochs = data.nbytes + size.fixed + 2 * size.per_epoch
+    lines = []
+    assert plan_caches(config, data, int(two_epochs / USABLE_SHARE) + 1, log=lines.append) == {config.teacher.arch: 2}
+    assert len(lines) == 1
+    with pytest.raises(ConfigError) as caught:
+        plan_caches(config, data, data.nbytes, log=lambda _: None)
+    assert caught.value.field == "teacher.cache_limit_mb"

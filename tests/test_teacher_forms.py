@@ -19,7 +19,7 @@ from torch.nn import functional
 
 from kdsweep import teacher as teacher_command
 from kdsweep.config import load_config
-from kdsweep.data import DataSpec, load_dataset
+from kdsweep.data import DataSpec, load_dataset, split_images
 from kdsweep.errors import ConfigError
 from kdsweep.models import create_model
 from kdsweep.shipping.onnx_export import export_onnx
@@ -65,8 +65,8 @@ def fitted(build: Callable[[], nn.Module], data, theirs: InputStats, ridge: floa
             module.reset_running_stats()
     head, model.fc = model.fc, nn.Identity()
     with torch.no_grad():
-        model.train()(adapt(data.train.images))
-        features = model.eval()(adapt(data.train.images))
+        model.train()(adapt(split_images(data, data.train)))
+        features = model.eval()(adapt(split_images(data, data.train)))
     features = torch.cat([features, torch.ones(len(features), 1)], 1)
     targets = functional.one_hot(data.train.labels, data.num_classes).float()
     weights = torch.linalg.solve(features.T @ features + ridge * torch.eye(features.shape[1]), features.T @ targets)
@@ -91,7 +91,7 @@ def files(tiny_data, tmp_path_factory) -> dict[str, Path]:
     torch.save(torchvision_small.state_dict(), paths["torchvision_state_dict"])
     save_file({k: v.contiguous() for k, v in resnet18.state_dict().items()}, str(paths["safetensors"]))
     torch.save(resnet8.state_dict(), paths["resnet8_state_dict"])
-    example = tiny_data.val.images[:4]
+    example = split_images(tiny_data, tiny_data.val)[:4]
     export_torchscript(resnet8, example, paths["torchscript"])
     export_onnx(resnet8, example, paths["onnx"])
     return paths
@@ -117,7 +117,7 @@ def test_each_form_gives_the_logits_of_the_teacher_it_holds(files, tiny_data, fo
     same = REFERENCE.get(form, "kdsweep_state_dict")
     reference = prepare_teacher(spec_for(files[same], same), tiny_data)
     brought = prepare_teacher(spec_for(files[form], form), tiny_data)
-    images = tiny_data.test.images[:16]
+    images = split_images(tiny_data, tiny_data.test)[:16]
     with torch.no_grad():
         torch.testing.assert_close(brought.module(images), reference.module(images), atol=1e-4, rtol=1e-4)
     assert brought.meta.test_accuracy == pytest.approx(reference.meta.test_accuracy)
@@ -220,7 +220,7 @@ class Reshaped(nn.Module):
 def bad_files(files, tiny_data, tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("bad-teachers")
     for shape_of in ("3d", "3_classes"):
-        export_onnx(Reshaped(shape_of).eval(), tiny_data.val.images[:2], root / f"{shape_of}.onnx")
+        export_onnx(Reshaped(shape_of).eval(), split_images(tiny_data, tiny_data.val)[:2], root / f"{shape_of}.onnx")
     torch.save(tvm.resnet18(num_classes=10).state_dict(), root / "ten.pth")
     (root / "junk.onnx").write_bytes(b"not a model")
     return {
@@ -270,7 +270,7 @@ def test_the_teacher_command_refuses_a_state_dict_without_its_arch(files, capsys
 def test_the_teacher_command_evaluates_and_logs_a_torchscript_teacher(tmp_path, capsys):
     digits = load_dataset(DataSpec(name="digits"))
     resnet8 = fitted(lambda: create_model("resnet8", 10, 1, 8), digits, dataset_input(digits))
-    export_torchscript(resnet8, digits.val.images[:4], tmp_path / "digits.ts")
+    export_torchscript(resnet8, split_images(digits, digits.val)[:4], tmp_path / "digits.ts")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = teacher_command.main(["--teacher-checkpoint", str(tmp_path / "digits.ts"), "--tracking-uri", uri])
     out = capsys.readouterr().out
@@ -321,6 +321,8 @@ def test_a_sweep_distils_from_brought_teachers_and_logs_them(
     assert [f.path for f in client.list_artifacts(onnx_run, "teacher")] == ["teacher/teacher.onnx"]
     teacher = prepare_teacher(TeacherSpec.model_validate(teachers["elsewhere"]), tiny_data)
     logged = load_logged_model(f"runs:/{parent.data.tags['kdsweep.teacher_run_id.elsewhere']}/model", uri)
-    images = tiny_data.test.images[:8]  # the students' images: the logged model converts them as the sweep did
+    images = split_images(tiny_data, tiny_data.test)[
+        :8
+    ]  # the students' images: the logged model converts them as the sweep did
     with torch.no_grad():
         torch.testing.assert_close(logged(images), teacher.module(images), atol=1e-4, rtol=1e-4)

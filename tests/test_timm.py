@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from kdsweep import search
 from kdsweep.config import load_config, pretrained_students
+from kdsweep.data import split_images
 from kdsweep.errors import ConfigError
 from kdsweep.models import count_flops, count_params, create_model, list_models, load_pretrained, require_model
 from kdsweep.models.timm_models import LIGHTWEIGHT_STUDENTS, image_readers
@@ -155,7 +156,7 @@ def test_a_timm_teacher_is_trained_kept_in_one_file_and_loaded_back(tiny_data, t
     assert kept.name.startswith("synthetic-timm_lcnet_050-")
     module, meta = load_teacher(str(kept), tiny_data)
     assert meta.arch == "timm/lcnet_050"
-    images = tiny_data.val.images[:4]
+    images = split_images(tiny_data, tiny_data.val)[:4]
     assert torch.equal(module(images), teacher.module(images))
 
 

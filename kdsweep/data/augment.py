@@ -35,6 +35,9 @@ class Views:
     def take(self, index: torch.Tensor) -> Views:
         return Views(self.dx[index], self.dy[index], self.flip[index])
 
+    def to(self, device: torch.device) -> Views:
+        return Views(*(t.to(device, non_blocking=True) for t in (self.dx, self.dy, self.flip)))
+
 
 def draw_views(num_samples: int, augment: AugmentSpec, seed: int, epoch: int) -> Views:
     """The views of `epoch`: a pure function of (seed, epoch), shared by every trial of a sweep."""
@@ -50,8 +53,12 @@ def draw_views(num_samples: int, augment: AugmentSpec, seed: int, epoch: int) ->
     return Views(dx, dy, flip)
 
 
-def apply_views(images: torch.Tensor, views: Views, pad: int) -> torch.Tensor:
-    """Crop each image at its own offset from the zero-padded batch, then flip where asked."""
+def apply_views(images: torch.Tensor, views: Views, augment: AugmentSpec) -> torch.Tensor:
+    """Crop each image at its own offset from the zero-padded batch, then flip where asked.
+
+    Whether to flip is the spec's, not the views' (`views.flip.any()` would wait for a GPU every batch).
+    """
+    pad = augment.pad
     if pad:
         n, c, h, w = images.shape
         padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
@@ -61,9 +68,8 @@ def apply_views(images: torch.Tensor, views: Views, pad: int) -> torch.Tensor:
         batch = torch.arange(n, device=dev)[:, None, None, None]
         channel = torch.arange(c, device=dev)[None, :, None, None]
         images = padded[batch, channel, rows, cols]
-    flip = views.flip.to(images.device)
-    if flip.any():
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    if augment.flip:
+        images = torch.where(views.flip.to(images.device)[:, None, None, None], images.flip(-1), images)
     return images
 
 

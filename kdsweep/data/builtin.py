@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from kdsweep.data.augment import AugmentSpec
 from kdsweep.data.registry import register_dataset
 from kdsweep.data.spec import DataSpec
-from kdsweep.data.splits import Dataset, split_and_normalise
+from kdsweep.data.splits import Dataset, split_in_memory
 
 
 @register_dataset("digits")
@@ -16,9 +17,11 @@ def load_digits(spec: DataSpec) -> Dataset:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    images = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
+    images = bunch.images.astype(np.uint8)[:, None]  # grey levels 0..16, as the source gives them
     labels = torch.tensor(bunch.target, dtype=torch.int64)
-    return split_and_normalise("digits", spec, images, labels, None, None, 10, AugmentSpec(pad=1, flip=False))
+    return split_in_memory(
+        "digits", spec, images, labels, None, None, 10, AugmentSpec(pad=1, flip=False), pixel_max=16.0
+    )
 
 
 @register_dataset("synthetic")
@@ -30,6 +33,6 @@ def load_synthetic(spec: DataSpec) -> Dataset:
     labels = torch.arange(spec.num_samples) % spec.num_classes
     labels = labels[torch.randperm(spec.num_samples, generator=generator)]
     images = prototypes[labels] + 1.5 * torch.randn(spec.num_samples, *shape, generator=generator)
-    return split_and_normalise(
-        "synthetic", spec, images, labels, None, None, spec.num_classes, AugmentSpec(pad=1, flip=True)
+    return split_in_memory(
+        "synthetic", spec, images.numpy(), labels, None, None, spec.num_classes, AugmentSpec(pad=1, flip=True)
     )

@@ -1,6 +1,6 @@
 """Bring-your-own data: a directory in ImageFolder layout (train/ plus test/ or val/ of class folders).
 
-Trees that fit `memory_limit_mb` as float tensors are decoded once into memory and augmented like
+Trees that fit `memory_limit_mb` as uint8 pixels are decoded once into memory and augmented like
 the built-in datasets; larger ones stream through a DataLoader with worker processes.
 """
 
@@ -16,7 +16,7 @@ from torchvision import datasets, transforms
 
 from kdsweep.data.augment import AugmentSpec
 from kdsweep.data.spec import DataSpec
-from kdsweep.data.splits import Batch, Dataset, FolderSplit, split_and_normalise, stratified_indices
+from kdsweep.data.splits import Batch, Dataset, FolderSplit, split_in_memory, stratified_indices
 from kdsweep.errors import ConfigError
 
 
@@ -29,11 +29,13 @@ def load_image_folder(spec: DataSpec) -> Dataset:
         raise ConfigError("data.name", f"class folders differ between {root / 'train'} and {test_dir}")
     channels = 1 if _is_grayscale(train) else 3
     augment = AugmentSpec(pad=max(1, spec.image_size // 8), flip=True)
-    bytes_needed = (len(train) + len(test)) * channels * spec.image_size**2 * 4
+    bytes_needed = (len(train) + len(test)) * channels * spec.image_size**2  # uint8 pixels
     if bytes_needed <= spec.memory_limit_mb * 2**20:
         train_x, train_y = _decode(train, channels)
         test_x, test_y = _decode(test, channels)
-        return split_and_normalise(str(root), spec, train_x, train_y, test_x, test_y, len(train.classes), augment)
+        return split_in_memory(
+            str(root), spec, train_x, train_y, test_x, test_y, len(train.classes), augment, pixel_max=255.0
+        )
     return _streaming(spec, train, test, channels, augment)
 
 
@@ -54,13 +56,17 @@ def _is_grayscale(folder: datasets.ImageFolder) -> bool:
         return image.mode in ("L", "1", "I;16", "I", "LA")
 
 
+def _pixels(image, channels: int) -> torch.Tensor:
+    """C x H x W uint8, as the file holds them."""
+    return transforms.functional.pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
+
+
 def _to_tensor(image, channels: int) -> torch.Tensor:
-    image = image.convert("L" if channels == 1 else "RGB")
-    return transforms.functional.pil_to_tensor(image).float() / 255.0
+    return _pixels(image, channels).float() / 255.0
 
 
-def _decode(folder: datasets.ImageFolder, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.stack([_to_tensor(folder[i][0], channels) for i in range(len(folder))])
+def _decode(folder: datasets.ImageFolder, channels: int) -> tuple[np.ndarray, torch.Tensor]:
+    images = np.stack([_pixels(folder[i][0], channels).numpy() for i in range(len(folder))])
     return images, torch.tensor(folder.targets, dtype=torch.int64)
 
 

@@ -21,7 +21,7 @@ import torch
 from kdsweep.data.augment import AugmentSpec
 from kdsweep.data.registry import register_dataset
 from kdsweep.data.spec import DataSpec
-from kdsweep.data.splits import Dataset, split_and_normalise
+from kdsweep.data.splits import Dataset, split_in_memory
 
 CLASSES = string.digits + string.ascii_uppercase + "abdefghnqrt"  # EMNIST-balanced: no c/O-like lowercase
 FACES = (
@@ -91,5 +91,7 @@ def render(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 @register_dataset("glyphs")
 def load_glyphs(spec: DataSpec) -> Dataset:
     """47 classes of 16x16 characters from 21 typefaces (4935 images): harder than digits, no network."""
-    images, labels = render()
-    return split_and_normalise("glyphs", spec, images, labels, None, None, len(CLASSES), AugmentSpec(pad=2, flip=False))
+    images, labels = render()  # float: grey levels plus noise, kept as they are
+    return split_in_memory(
+        "glyphs", spec, images.numpy(), labels, None, None, len(CLASSES), AugmentSpec(pad=2, flip=False)
+    )

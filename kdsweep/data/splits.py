@@ -17,16 +17,25 @@ from kdsweep.errors import ConfigError, one_line
 
 
 @dataclass(frozen=True)
-class TensorSplit:
-    images: torch.Tensor  # float32 N x C x H x W, normalised with the training statistics
+class MemorySplit:
+    """A split held in memory as its source gives it: un-normalised, uint8 pixels or float32 where the source is float.
+
+    numpy on the host, because Ray's object store hands a numpy array to every trial of a node zero-copy
+    (read-only): one copy per node, not one per trial. Batches are cut from it, then normalised and
+    augmented on their device (kdsweep.data.batches). On a GPU a trial moves it there once (`on_device`):
+    `images` is then a tensor on that device.
+    """
+
+    images: np.ndarray | torch.Tensor  # N x C x H x W, un-normalised
     labels: torch.Tensor  # int64 N
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def fingerprint(self, digest) -> None:
-        digest.update(self.images.numpy().tobytes())
-        digest.update(self.labels.numpy().tobytes())
+        images = self.images.cpu().numpy() if isinstance(self.images, torch.Tensor) else self.images
+        digest.update(np.ascontiguousarray(images).tobytes())
+        digest.update(self.labels.cpu().numpy().tobytes())
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class FolderSplit:
         digest.update(self.labels.numpy().tobytes())
 
 
-Split = TensorSplit | FolderSplit
+Split = MemorySplit | FolderSplit
 
 
 @dataclass(frozen=True)
@@ -71,9 +80,10 @@ class Dataset:
     num_classes: int
     in_channels: int
     image_size: int
-    mean: tuple[float, ...]
+    mean: tuple[float, ...]  # per channel, on the 0-1 pixel scale (torchvision's ToTensor)
     std: tuple[float, ...]
     augment: AugmentSpec
+    pixel_max: float = 1.0  # the value of a white pixel in a MemorySplit: 255 (uint8), 16 (digits) or 1 (float)
 
     @property
     def seed(self) -> int:
@@ -91,7 +101,7 @@ class Dataset:
         for split in (self.train, self.val, self.test):
             split.fingerprint(digest)
             digest.update(b"|")
-        digest.update(repr((self.mean, self.std, self.augment)).encode())
+        digest.update(repr((self.mean, self.std, self.augment, self.pixel_max)).encode())
         return digest.hexdigest()[:16]
 
     @property
@@ -99,21 +109,30 @@ class Dataset:
         return (self.in_channels, self.image_size, self.image_size)
 
     @property
+    def nbytes(self) -> int:
+        """What the sweep puts in Ray's object store for it: the in-memory splits' images and every split's labels."""
+        splits = (self.train, self.val, self.test)
+        return sum(s.images.nbytes for s in splits if isinstance(s, MemorySplit)) + sum(s.labels.nbytes for s in splits)
+
+    @property
     def in_memory(self) -> bool:
-        return isinstance(self.train, TensorSplit)
+        return isinstance(self.train, MemorySplit)
 
 
-def split_and_normalise(
+def split_in_memory(
     name: str,
     spec: DataSpec,
-    train_x: torch.Tensor,
+    train_x: np.ndarray,
     train_y: torch.Tensor,
-    test_x: torch.Tensor | None,
+    test_x: np.ndarray | None,
     test_y: torch.Tensor | None,
     num_classes: int,
     augment: AugmentSpec,
+    pixel_max: float = 1.0,
 ) -> Dataset:
-    """Carve test (if the source has none) and validation from train, stratified and seeded; normalise."""
+    """Carve test (if the source has none) and validation from train, stratified and seeded; measure the
+    training statistics. The images stay as given (N x C x H x W, uint8 or float32, `pixel_max` = white):
+    batches are normalised where they are used, so the splits a sweep shares are a quarter the size."""
     if test_x is None:
         train_x, test_x, train_y, test_y = _stratified(
             train_x, train_y, spec.test_fraction, spec.seed, "data.test_fraction"
@@ -121,27 +140,24 @@ def split_and_normalise(
     train_x, val_x, train_y, val_y = _stratified(
         train_x, train_y, spec.val_fraction, spec.seed + 1, "data.val_fraction"
     )
-    # Summed in float64, then rounded to float32: a float32 reduction's rounding depends on how many threads
-    # summed it, and the statistics (so the normalised images, and the digest teachers are cached under) must not.
-    wide = train_x.double()
+    # On the 0-1 scale in float32 (as the batches are), summed in float64, then rounded to float32: a float32
+    # reduction's rounding depends on how many threads summed it, and the statistics must not.
+    wide = (torch.from_numpy(train_x).float() / pixel_max).double()
     mean = wide.mean(dim=(0, 2, 3)).float()
     std = wide.std(dim=(0, 2, 3)).float().clamp_min(1e-6)
-
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return ((x - mean[:, None, None]) / std[:, None, None]).contiguous()
-
     return Dataset(
         name=name,
         spec=spec,
-        train=TensorSplit(norm(train_x), train_y),
-        val=TensorSplit(norm(val_x), val_y),
-        test=TensorSplit(norm(test_x), test_y),
+        train=MemorySplit(train_x, train_y),
+        val=MemorySplit(val_x, val_y),
+        test=MemorySplit(test_x, test_y),
         num_classes=num_classes,
         in_channels=train_x.shape[1],
         image_size=train_x.shape[-1],
         mean=tuple(mean.tolist()),
         std=tuple(std.tolist()),
         augment=augment,
+        pixel_max=pixel_max,
     )
 
 
@@ -156,7 +172,6 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int, field: st
         ) from None
 
 
-def _stratified(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, field: str):
+def _stratified(x: np.ndarray, y: torch.Tensor, fraction: float, seed: int, field: str):
     keep, held = stratified_indices(y.numpy(), fraction, seed, field)
-    keep, held = torch.from_numpy(keep), torch.from_numpy(held)
-    return x[keep], x[held], y[keep], y[held]
+    return x[keep], x[held], y[torch.from_numpy(keep)], y[torch.from_numpy(held)]

@@ -12,7 +12,7 @@ import torch
 from kdsweep.data.augment import AugmentSpec
 from kdsweep.data.registry import Loader, register_dataset
 from kdsweep.data.spec import DataSpec
-from kdsweep.data.splits import Dataset, split_and_normalise
+from kdsweep.data.splits import Dataset, split_in_memory
 from kdsweep.errors import ConfigError
 
 
@@ -61,14 +61,16 @@ def _torchvision_loader(name: str, source: _Torchvision) -> Loader:
                 f"or point --set data.root=DIR (or KDSWEEP_DATA) at a copy",
             ) from error
 
-        def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-            images = torch.as_tensor(np.asarray(ds.data), dtype=torch.float32) / 255.0
-            images = images.permute(0, 3, 1, 2) if images.ndim == 4 else images[:, None]
-            return images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+        def arrays(ds) -> tuple[np.ndarray, torch.Tensor]:
+            images = np.asarray(ds.data, dtype=np.uint8)  # N x H x W (x C): 8-bit pixels, kept as they are
+            images = images.transpose(0, 3, 1, 2) if images.ndim == 4 else images[:, None]
+            return np.ascontiguousarray(images), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
 
-        train_x, train_y = tensors(train)
-        test_x, test_y = tensors(test)
-        return split_and_normalise(name, spec, train_x, train_y, test_x, test_y, source.num_classes, source.augment)
+        train_x, train_y = arrays(train)
+        test_x, test_y = arrays(test)
+        return split_in_memory(
+            name, spec, train_x, train_y, test_x, test_y, source.num_classes, source.augment, pixel_max=255.0
+        )
 
     return load
 

@@ -16,7 +16,9 @@ import ray
 from kdsweep.config import SweepConfig
 from kdsweep.data import Dataset
 from kdsweep.errors import ConfigError
+from kdsweep.sweep.object_store import describe_cut, node_object_store_bytes, plan_view_epochs
 from kdsweep.teachers import Teacher, TeacherSpec, teacher_outputs
+from kdsweep.teachers.cache import cache_size
 from kdsweep.teachers.from_mlflow import MLFLOW_SCHEMES
 from kdsweep.teachers.prepare import find_teacher, keep_trained
 from kdsweep.teachers.train import train_teacher
@@ -59,16 +61,34 @@ def find_teachers(config: SweepConfig, data: Dataset, in_store: bool, log=print)
     }
 
 
+def plan_caches(config: SweepConfig, data: Dataset, capacity: int, log=print) -> dict[str, int]:
+    """The epochs of views each teacher caches, by name: the sweep's, or fewer (one line logged) where a
+    node's object store of `capacity` bytes cannot hold the data and every cache; bad input where it
+    cannot hold even one view epoch of each. Checked before any teacher trains."""
+    sizes = {
+        name: cache_size(data, config.budget.epochs, spec.cache_limit_mb)
+        for name, spec in config.teacher_specs.items()
+        if spec.mode == "cached" and data.in_memory
+    }
+    sizes = {name: size for name, size in sizes.items() if size.view_epochs >= 1}  # the others run online
+    planned = plan_view_epochs(data.nbytes, sizes, capacity)
+    line = describe_cut(data.nbytes, sizes, planned, capacity)
+    if line:
+        log(line)
+    return {name: planned.get(name, config.budget.epochs) for name in config.teacher_specs}
+
+
 def teacher_stage(
     config: SweepConfig, data: Dataset, data_ref: ray.ObjectRef, found: dict[str, Teacher | None], log=print
 ) -> dict[str, StagedTeacher]:
     """Every teacher of the sweep, by name: each `found` (see `find_teachers`) or trained once, its logits
     cached once, all of them at the same time (one task each, on a GPU when the trials use GPUs)."""
     gpus = 1 if config.resources.gpus_per_trial > 0 else 0
+    epochs = plan_caches(config, data, node_object_store_bytes(ray), log)
     refs = {}
     for teacher_name, spec in config.teacher_specs.items():
         refs[teacher_name] = _train_and_cache.options(num_cpus=config.resources.cpus_per_trial, num_gpus=gpus).remote(
-            spec, found[teacher_name], data_ref, config.budget.epochs
+            spec, found[teacher_name], data_ref, epochs[teacher_name]
         )
     staged = {}
     for teacher_name, (teacher_ref, logit_source_ref, node_ref, accuracy_ref) in refs.items():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdsweep.data import Batch, Dataset, Views, eval_batches, train_batches, view_epoch
+from kdsweep.data import Batch, Dataset, Views, eval_batches, on_device, train_batches, view_epoch
 from kdsweep.trial import autocast, place
 
 # A GPU wants large inference batches; a CPU is 20-30% faster on small ones, whose activations stay
@@ -55,7 +55,8 @@ class TeacherLogitCache:
                 f"epoch {epoch} trains on views the teacher cache does not hold: a trial on it must repeat "
                 f"its views every view_epochs={self.view_epochs} epochs, on the sweep's dataset"
             )
-        return torch.from_numpy(self.train[slot, index]).to(batch.images.device).float()
+        # Non-blocking: from pageable memory CUDA stages the copy at once, without waiting for the GPU.
+        return torch.from_numpy(self.train[slot, index]).to(batch.images.device, non_blocking=True).float()
 
     def eval_logits(self, data: Dataset, split: str, device: torch.device) -> torch.Tensor:
         logits, expected = getattr(self, split), len(getattr(data, split))
@@ -89,12 +90,9 @@ def build_teacher_cache(
     if not data.in_memory:
         log("teacher cache: the data streams from disk, so its views cannot be cached; running the teacher online")
         return None
-    if data.augment.num_views == 1:
-        epochs = 1  # no augmentation: every epoch shows the same images
+    size = cache_size(data, epochs, memory_limit_mb)
+    per_epoch, fixed, view_epochs, epochs = size.per_epoch, size.fixed, size.view_epochs, size.epochs
     samples, classes = len(data.train), data.num_classes
-    per_epoch = samples * (2 * classes + 4)  # float16 logits and an int32 view code per sample
-    fixed = (len(data.val) + len(data.test)) * classes * 2
-    view_epochs = min(epochs, int((memory_limit_mb * 2**20 - fixed) // per_epoch))
     if view_epochs < 1:
         limit = f"teacher.cache_limit_mb={memory_limit_mb}"
         log(f"teacher cache: one epoch needs {_mb(fixed + per_epoch)} > {limit}; running the teacher online")
@@ -116,6 +114,29 @@ def build_teacher_cache(
     return cache
 
 
+@dataclass(frozen=True)
+class CacheSize:
+    """What a teacher's cache will take, known before it is built: the object store must hold it."""
+
+    per_epoch: int  # bytes of one view epoch: float16 logits and an int32 view code per training sample
+    fixed: int  # bytes of the un-augmented val and test logits
+    epochs: int  # the epochs of views the sweep would show (1 without augmentation: they are all alike)
+    view_epochs: int  # those it holds within its limit (< 1: not even one fits)
+
+    @property
+    def bytes(self) -> int:
+        return self.fixed + max(self.view_epochs, 0) * self.per_epoch
+
+
+def cache_size(data: Dataset, epochs: int, memory_limit_mb: float) -> CacheSize:
+    """The cache of `epochs` epochs' views, cut to as many as `memory_limit_mb` holds (one, without augmentation)."""
+    if data.augment.num_views == 1:
+        epochs = 1  # no augmentation: every epoch shows the same images
+    per_epoch = len(data.train) * (2 * data.num_classes + 4)
+    fixed = (len(data.val) + len(data.test)) * data.num_classes * 2
+    return CacheSize(per_epoch, fixed, epochs, min(epochs, int((memory_limit_mb * 2**20 - fixed) // per_epoch)))
+
+
 def _mb(size: int) -> str:
     return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} KB"
 
@@ -125,6 +146,7 @@ def _compute_cache(
 ) -> TeacherLogitCache:
     # A copy: the caller's module stays where it was, in the mode it was.
     teacher_module = place(copy.deepcopy(module), device).eval()
+    data = on_device(data, device)
     train = np.empty((view_epochs, len(data.train), data.num_classes), np.float16)
     views = np.empty((view_epochs, len(data.train)), np.int32)
 

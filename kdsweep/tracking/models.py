@@ -11,6 +11,8 @@ import torch
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from kdsweep.data import eval_batches
+
 # A sweep's int8 stage adds a top student's int8 file to its logged model (what a registered version of it
 # serves and carries), at INT8_DIR/INT8_FILE among the model's artifacts.
 INT8_DIR, INT8_FILE = "int8", "model.int8.onnx"
@@ -41,8 +43,8 @@ def log_model(uri: str, run_id: str, module, data) -> str:
     """Log as an MLflow PyTorch model with a signature and an input example; returns its model URI."""
     model = copy.deepcopy(module).cpu().eval().to(memory_format=torch.contiguous_format)
     example = (
-        data.val.images[:2].cpu().numpy().astype(np.float32)
-        if hasattr(data.val, "images")
+        next(eval_batches(data, data.val, 2, torch.device("cpu"))).images.numpy()
+        if data.in_memory  # a streamed split would start DataLoader workers for two images
         else np.zeros((2, *data.input_shape), dtype=np.float32)
     )
     with torch.no_grad():

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdsweep.data import Dataset, train_batches
-from kdsweep.losses import LossFn, LossParams, dkd_warmup, get_loss
+from kdsweep.data import Dataset, on_device, train_batches
+from kdsweep.losses import LossFn, LossParams, LossTerms, dkd_warmup, get_loss
 from kdsweep.models import ModelCost, create_model, load_pretrained, measure_cost
 from kdsweep.seeds import epoch_seed
 from kdsweep.trial.collapse import chance_level, has_collapsed
@@ -91,6 +91,7 @@ def run_trial(
     """
     device = pick_device()
     _setup_process(config, device)
+    data = on_device(data, device)  # on a GPU: the splits go there once, not a batch at a time
     if config.needs_teacher and logit_source is None:
         raise ValueError(f"loss '{config.loss}' with alpha={config.alpha} needs a teacher, and none was given")
     distill_from = logit_source if config.needs_teacher else None
@@ -147,6 +148,8 @@ def _setup_process(config: TrialConfig, device: torch.device) -> None:
     torch.manual_seed(config.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # a trial's shapes are fixed: pick the fastest convolutions once
 
 
 def _checkpoint(student: nn.Module, optimizer, scheduler, epoch: int) -> Callable[[], dict[str, Any]]:
@@ -191,10 +194,27 @@ def train_one_epoch(
     params: LossParams,
     logit_source: TeacherOutputs | None,
 ) -> dict[str, float]:
+    """One epoch of training and its mean losses, read back from the device once, at the end."""
+    args = (student, data, config, epoch, view_epochs, optimizer, loss_fn, params, logit_source)
+    return train_epoch_totals(*args).means()
+
+
+def train_epoch_totals(
+    student: nn.Module,
+    data: Dataset,
+    config: TrialConfig,
+    epoch: int,
+    view_epochs: int | None,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    params: LossParams,
+    logit_source: TeacherOutputs | None,
+) -> LossTotals:
+    """One epoch of training whose steps never wait for the device: nothing per batch reads a value
+    back (`.item()`, `.cpu()`, `if tensor`), so a GPU runs ahead of the Python that feeds it."""
     student.train()
     device = model_device(student)
-    totals = torch.zeros(3, dtype=torch.float64)
-    seen = 0
+    totals = LossTotals(device)
     for batch, views in train_batches(data, config.batch_size, epoch, config.seed, device, view_epochs):
         teacher_logits = logit_source.train_logits(batch, views, epoch) if logit_source is not None else None
         with autocast(device):
@@ -203,8 +223,22 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
-        n = len(batch.labels)
-        totals += torch.stack([terms.total.detach(), terms.ce.detach(), terms.kd.detach()]).double().cpu() * n
-        seen += n
-    total, ce, kd = (totals / seen).tolist()
-    return {"train_loss": total, "train_ce": ce, "train_kd": kd}
+        totals.add(terms, len(batch.labels))
+    return totals
+
+
+class LossTotals:
+    """An epoch's sample-weighted loss sums, kept on the training device: a batch adds to them without
+    waiting for the device (no `.item()`, `.cpu()`); the epoch reads them back once, in `means`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.seen = 0
+
+    def add(self, terms: LossTerms, n: int) -> None:
+        self.sums += torch.stack([terms.total.detach(), terms.ce.detach(), terms.kd.detach()]).double() * n
+        self.seen += n
+
+    def means(self) -> dict[str, float]:
+        total, ce, kd = (self.sums / self.seen).tolist()
+        return {"train_loss": total, "train_ce": ce, "train_kd": kd}
