@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from test_select import make_sweep, quick_mlflow, students  # noqa: F401
 
 from kdsweep.champion import select_champion
+from kdsweep.data.batches import split_images
 from kdsweep.errors import ConfigError
 from kdsweep.leaderboard import Row, format_leaderboard
 from kdsweep.select import main
@@ -210,7 +211,7 @@ def test_the_logged_int8_figures_are_what_the_int8_file_computes(staged, tiny_da
     mlflow.set_tracking_uri(sweep.uri)
     folder = mlflow.artifacts.download_artifacts(artifact_uri=champion.model_uri, dst_path=str(tmp_path))
     session = ort.InferenceSession(f"{folder}/{INT8_DIR}/{INT8_FILE}", providers=["CPUExecutionProvider"])
-    images, labels = tiny_data.val.images, tiny_data.val.labels
+    images, labels = split_images(tiny_data, tiny_data.val), tiny_data.val.labels  # normalised, as the model sees them
     int8 = torch.from_numpy(session.run(None, {"input": np.ascontiguousarray(images.numpy())})[0]).argmax(1)
     fp32 = predict(students[champion.run_name].student, tiny_data, "val")[0].argmax(1)
     measured = figures[champion.run_id]

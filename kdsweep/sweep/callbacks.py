@@ -48,6 +48,9 @@ class RunCloser:
         self.template, self.epochs = template, epochs  # the sweep's, and its epoch budget
         # On a thread of its own: Tune's event loop, which every trial's report waits on, never waits for MLflow.
         self.pending, self.log = Pending(log, background=True, wake=tracker.server.moved), log
+        # Each trial's MLflow run, once reconciled: a trial reports its run id only once its run exists, and the
+        # run is opened in the background, so a trial stopped after a fast first epoch may never have reported it.
+        self.run_ids: dict[str, str] = {}
 
     def register(self, sweep: str) -> None:
         _CLOSERS[sweep] = self
@@ -70,6 +73,7 @@ class RunCloser:
             self.pending.add(f"trial {trial.trial_id}", lambda t=trial: self._repair(t, runs, results))
         self.pending.flush(self.tracking.patience_s)
         self.pending.close()
+        self.run_ids.update({trial_id: found[0] for trial_id, found in runs.items() if found[0]})
         unsaved = self.pending.unsaved()
         return {
             t.trial_id: "; ".join(
@@ -108,6 +112,7 @@ class RunCloser:
         unsaved = tracker.finish()
         if unsaved:
             raise ConnectionError(f"MLflow still lacks {unsaved}")  # keeps this repair pending
+        self.run_ids[trial.trial_id] = tracker.run_id
         self._close(trial, outcome, tracker.run_id)
 
     def _last_student(self, trial) -> dict | None:

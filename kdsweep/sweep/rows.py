@@ -12,10 +12,15 @@ from kdsweep.sweep.baselines import is_baseline, trial_config
 
 
 def leaderboard_rows(
-    trials, template: TrialTemplate, config: SweepConfig, lacking: dict[str, str] | None = None
+    trials,
+    template: TrialTemplate,
+    config: SweepConfig,
+    lacking: dict[str, str] | None = None,
+    run_ids: dict[str, str] | None = None,
 ) -> list[Row]:
     """Tune's trials as rows (config, metrics, outcome, node, MLflow run, what MLflow lacks), best first;
-    `template`: the sweep's, which its Tune configs are read with."""
+    `template`: the sweep's, which its Tune configs are read with; `run_ids`: each trial's MLflow run as the
+    driver found it (a trial's last report lacks it when its run was not open yet)."""
     rows = []
     for trial in trials:
         metrics = dict(trial.last_result or {})
@@ -34,7 +39,7 @@ def leaderboard_rows(
                     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                 },
                 node_id=metrics.get("node_id"),
-                mlflow_run_id=metrics.get("mlflow_run_id"),
+                mlflow_run_id=metrics.get("mlflow_run_id") or (run_ids or {}).get(trial.trial_id),
                 not_in_mlflow=(lacking or {}).get(trial.trial_id),
                 path=trial.local_path,
             )

@@ -174,7 +174,7 @@ def track_and_tune(config: SweepConfig, prepared: Prepared, uri: str, resume_com
     baselines = plan_baselines(enabled, template, tracked.tracker, prepared.data.digest)
     closer = run_trials(config, template, prepared, tracked, baselines)
     analysis, lacking = read_results(config, closer)
-    rows = ranked_rows(config, template, prepared, analysis, lacking, baselines)
+    rows = ranked_rows(config, template, prepared, analysis, lacking, closer.run_ids, baselines)
     measure_int8(config, tracked.uri, tracked.context.parent_run_id, prepared.data, rows, lacking)
     show_rows(config, rows, len(prepared.data.val))
     stopped = stopped_before_selection(tracked, rows, lacking, resume_command)
@@ -263,11 +263,12 @@ def ranked_rows(
     prepared: Prepared,
     analysis: ExperimentAnalysis,
     lacking: dict[str, str],
+    run_ids: dict[str, str],
     baselines: Baselines | None,
 ) -> list[Row]:
     """One row per trial, best first; each distillation trial compared with its scratch baseline, each row
     with its configuration's figures over seeds."""
-    rows = leaderboard_rows(analysis.trials, template, config, lacking)
+    rows = leaderboard_rows(analysis.trials, template, config, lacking, run_ids)
     if baselines:
         staged_teachers = prepared.staged_teachers.items()
         teacher_accuracies = {teacher_name: staged.val_accuracy for teacher_name, staged in staged_teachers}
