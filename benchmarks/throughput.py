@@ -135,7 +135,7 @@ class Kdsweep:
             self.loss_fn,
             self.config.loss_params,
             self.teacher,
-        )
+        ).means()  # read back, as run_trial does: the epoch's work is done when it returns
 
 
 def timed(fn, *args) -> float:

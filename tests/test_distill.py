@@ -15,7 +15,7 @@ from kdsweep.losses import LossTerms, get_loss
 from kdsweep.models import create_model
 from kdsweep.teachers import OnlineTeacher, build_teacher_cache
 from kdsweep.trial import TrialConfig, evaluate, place, predict, reported_metrics, run_trial
-from kdsweep.trial.loop import LossTotals, build_optimizer, train_epoch_totals
+from kdsweep.trial.loop import LossTotals, build_optimizer, train_one_epoch
 
 TINY = {
     "student": "small_cnn",
@@ -222,7 +222,7 @@ def test_an_epochs_steps_never_read_a_value_back_from_the_device(tiny_data):
     student = place(tiny_model(tiny_data), meta)
     optimizer, _ = build_optimizer(config, student)
     params = config.loss_params
-    totals = train_epoch_totals(student, tiny_data, config, 1, 1, optimizer, get_loss("kd"), params, cache)
+    totals = train_one_epoch(student, tiny_data, config, 1, 1, optimizer, get_loss("kd"), params, cache)
     assert totals.sums.device == meta
     assert totals.seen == len(tiny_data.train)
     with pytest.raises(NotImplementedError, match="meta"):

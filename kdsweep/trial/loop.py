@@ -122,7 +122,8 @@ def run_trial(
         torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout etc.: a resumed epoch replays exactly
         lr = optimizer.param_groups[0]["lr"]
         params = replace(config.loss_params, warmup=dkd_warmup(epoch, config.dkd_warmup_epochs))
-        train = train_one_epoch(student, data, config, epoch, view_epochs, optimizer, loss_fn, params, distill_from)
+        totals = train_one_epoch(student, data, config, epoch, view_epochs, optimizer, loss_fn, params, distill_from)
+        train = totals.means()
         scheduler.step()
         metrics = {"epoch": epoch, "lr": lr, **train, **evaluate(student, data, "val", teacher_val), **static}
         metrics["epoch_seconds"] = time.perf_counter() - started
@@ -184,22 +185,6 @@ def build_optimizer(config: TrialConfig, model: nn.Module) -> tuple[torch.optim.
 
 
 def train_one_epoch(
-    student: nn.Module,
-    data: Dataset,
-    config: TrialConfig,
-    epoch: int,
-    view_epochs: int | None,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn,
-    params: LossParams,
-    logit_source: TeacherOutputs | None,
-) -> dict[str, float]:
-    """One epoch of training and its mean losses, read back from the device once, at the end."""
-    args = (student, data, config, epoch, view_epochs, optimizer, loss_fn, params, logit_source)
-    return train_epoch_totals(*args).means()
-
-
-def train_epoch_totals(
     student: nn.Module,
     data: Dataset,
     config: TrialConfig,
