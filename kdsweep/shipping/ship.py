@@ -29,6 +29,7 @@ from kdsweep.shipping.runtime import OnnxRunner, TorchRunner, load_exported
 from kdsweep.shipping.source import ModelSource, load_source
 from kdsweep.shipping.spec import ShipSpec, int8_path
 from kdsweep.shipping.torchscript_export import export_torchscript
+from kdsweep.tracking.models import INT8_FILE
 
 EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
 RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torch.jit"}
@@ -101,7 +102,11 @@ def ship_model(
             f"PyTorch eager {pytorch:.3f} ms ({pytorch / latency:.1f}x)"
         )
         metrics |= {f"{spec.format}_latency_ms": latency, "pytorch_latency_ms": pytorch}
-        int8 = _quantize(source, exported, spec.latency_seconds) if spec.quantize else None
+        int8 = (
+            quantize_and_measure(source, exported, calibration_batches(source.data), spec.latency_seconds)
+            if spec.quantize
+            else None
+        )
         if int8 is not None:
             log(_describe_int8(check.comparison, latency, exported, int8))
             metrics |= {
@@ -135,11 +140,16 @@ def _export(format_name: str, source: ModelSource, path: Path, field: str) -> fl
     return time.perf_counter() - start
 
 
-def _quantize(source: ModelSource, fp32: Path, latency_seconds: float) -> Int8Result:
-    path = fp32.with_name("model.int8.onnx")
-    quantize_int8(fp32, path, calibration_batches(source.data))
-    runner = OnnxRunner(path)
-    latency = batch1_latency_ms(runner.bind(source.example(1)), latency_seconds)
+def quantize_and_measure(
+    source: ModelSource, fp32: Path, calibration: list, latency_seconds: float, threads: int = 1
+) -> Int8Result:
+    """`fp32` (the source's ONNX export) quantized to static int8 beside it, compared with the PyTorch model
+    on the validation split and timed batch 1 on `threads` ONNX Runtime threads: `export --quantize int8`
+    and a sweep's int8 stage (kdsweep.sweep.int8_stage) alike."""
+    path = fp32.with_name(INT8_FILE)  # the name a logged model carries it under, too
+    quantize_int8(fp32, path, calibration)
+    runner = OnnxRunner(path, threads)
+    latency = batch1_latency_ms(runner.bind(source.example(1)), latency_seconds, threads)
     return Int8Result(path, compare(source.logged, runner, source.data), latency, path.stat().st_size)
 
 

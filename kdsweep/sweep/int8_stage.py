@@ -35,12 +35,12 @@ from kdsweep.selection import TrialRun
 from kdsweep.shipping.errors import NotExportable
 from kdsweep.shipping.latency import batch1_latency_ms
 from kdsweep.shipping.onnx_export import export_onnx
-from kdsweep.shipping.parity import compare
-from kdsweep.shipping.quantize import CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES, calibration_batches, quantize_int8
+from kdsweep.shipping.quantize import CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES, calibration_batches
 from kdsweep.shipping.runtime import OnnxRunner
+from kdsweep.shipping.ship import quantize_and_measure
 from kdsweep.shipping.source import ModelSource, find_origin, rebuild
 from kdsweep.sweep_record import sweep_runs
-from kdsweep.tracking.models import INT8_DIR, INT8_FILE, load_logged_model
+from kdsweep.tracking.models import INT8_DIR, load_logged_model
 
 TOP_CONFIGURATIONS = 3  # quantized when no configuration was confirmed
 LATENCY_SECONDS = 0.5  # per model and precision: batch-1 medians of tiny nets settle well within it
@@ -143,23 +143,24 @@ def quantize_student(
         raise NotExportable("ONNX", None, error.problem) from None
     source = ModelSource(run.model_uri, origin, data, logged, module)
     with tempfile.TemporaryDirectory(prefix="kdsweep-int8-") as directory:
-        fp32_path, int8_path = Path(directory) / "model.onnx", Path(directory) / INT8_FILE
+        fp32_path = Path(directory) / "model.onnx"
         export_onnx(source.module, source.example(2), fp32_path)
-        quantize_int8(fp32_path, int8_path, calibration)
-        int8 = OnnxRunner(int8_path, threads)
-        comparison = compare(logged, int8, data)
-        image = source.example(1)
+        fp32_latency = batch1_latency_ms(
+            OnnxRunner(fp32_path, threads).bind(source.example(1)), LATENCY_SECONDS, threads
+        )
+        int8 = quantize_and_measure(source, fp32_path, calibration, LATENCY_SECONDS, threads)
+        comparison = int8.comparison
         figures = Int8Figures(
             run.run_id,
             run.name,
             comparison.reference_accuracy,
             comparison.accuracy,
             comparison.agreement,
-            batch1_latency_ms(OnnxRunner(fp32_path, threads).bind(image), LATENCY_SECONDS),
-            batch1_latency_ms(int8.bind(image), LATENCY_SECONDS),
+            fp32_latency,
+            int8.latency_ms,
             comparison.images,
         )
         now, step = int(time.time() * 1000), int(run.metrics.get("epoch", 0))
         client.log_batch(run.run_id, metrics=[Metric(k, v, now, step) for k, v in figures.metrics().items()])
-        client.log_model_artifact(run.model_uri.removeprefix("models:/"), str(int8_path), INT8_DIR)
+        client.log_model_artifact(run.model_uri.removeprefix("models:/"), str(int8.path), INT8_DIR)
     return figures
