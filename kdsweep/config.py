@@ -376,6 +376,13 @@ def _distils(config: SweepConfig) -> list[bool]:
     return [needs_teacher(loss, LossParams(base.temperature, alpha)) for loss in losses for alpha in alphas]
 
 
+def latency_measured(config: SweepConfig) -> list[bool]:
+    """measure_latency as the space's trials can have it: its searched values, else the fixed one (or the default)."""
+    if "measure_latency" in config.search:
+        return config.search["measure_latency"].values
+    return [TrialConfig.model_validate(config.trial_base()).measure_latency]
+
+
 def any_trial_needs_teacher(config: SweepConfig) -> bool:
     """Whether some sampled trial distils (alpha > 0, or a loss other than kd), so the sweep must prepare a teacher."""
     return any(_distils(config))
@@ -403,9 +410,7 @@ def pretrained_students(config: SweepConfig) -> list[tuple[str, str, str | bool]
 
 def _validate_objectives(config: SweepConfig) -> None:
     """Every objective is a metric every trial reports: Tune fails a trial whose report lacks it."""
-    base = TrialConfig.model_validate(config.trial_base())
-    measures = config.search["measure_latency"].values if "measure_latency" in config.search else [base.measure_latency]
-    everywhere = reported_metrics(distils=all(_distils(config)), measures_cost=all(measures))
+    everywhere = reported_metrics(distils=all(_distils(config)), measures_cost=all(latency_measured(config)))
     somewhere = reported_metrics(distils=True, measures_cost=True)
     for index, objective in enumerate(config.objectives):
         metric = objective.metric

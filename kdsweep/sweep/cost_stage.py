@@ -17,7 +17,7 @@ import numpy as np
 import ray
 from mlflow import MlflowClient
 
-from kdsweep.config import Deploy, SweepConfig
+from kdsweep.config import Deploy, SweepConfig, latency_measured
 from kdsweep.data import Dataset
 from kdsweep.errors import ConfigError
 from kdsweep.feasibility import Architecture
@@ -71,9 +71,7 @@ def latency_tag(arch: Architecture, input_shape: tuple[int, ...], deploy: Deploy
 
 def measures_cost(config: SweepConfig) -> bool:
     """Whether the sweep needs the table: a budget to check, or trials that report their cost."""
-    measure = config.search.get("measure_latency")
-    values = measure.values if measure else [config.trial_base().get("measure_latency", True)]
-    return config.deploy.has_budget or any(values)
+    return config.deploy.has_budget or any(latency_measured(config))
 
 
 def cached_latencies(store: str, experiment_name: str) -> dict[str, float]:
